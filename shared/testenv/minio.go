@@ -1,0 +1,116 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// MinIO is a MinIO server process with a bucket made for the test.
+type MinIO struct {
+	Endpoint  string // host:port, plain HTTP
+	AccessKey string
+	SecretKey string
+	Bucket    string // created empty for this test
+	Client    *minio.Client
+
+	proc *process
+}
+
+// StartMinIO starts a MinIO server on a free loopback port with its data in
+// the test's temp dir, waits for its health endpoint, creates a fresh bucket
+// and stops the server when the test ends.
+func StartMinIO(t testing.TB) *MinIO {
+	t.Helper()
+	bin := Binary(t, EnvMinIOBin)
+	dir := t.TempDir()
+	m := &MinIO{AccessKey: "embedfleet-test", SecretKey: "embedfleet-test-secret"}
+	err := startOnFreePort(func(port int) error {
+		console, err := freePort()
+		if err != nil {
+			return err
+		}
+		m.Endpoint = hostPort(port)
+		p, err := startProcess("minio", dir, []string{
+			"MINIO_ROOT_USER=" + m.AccessKey,
+			"MINIO_ROOT_PASSWORD=" + m.SecretKey,
+			"MINIO_BROWSER=off",
+			"MINIO_UPDATE=off",
+		}, bin, "server", dir+"/data", "--quiet", "--address", m.Endpoint, "--console-address", hostPort(console))
+		if err != nil {
+			return err
+		}
+		if err := p.waitReady(60*time.Second, func() error { return m.ping(context.Background()) }); err != nil {
+			p.kill()
+			if portTakenIn(p.logTail(20)) {
+				return errPortTaken
+			}
+			return err
+		}
+		m.proc = p
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("testenv: minio: %v", err)
+	}
+	t.Cleanup(func() { m.proc.stop(5 * time.Second) })
+
+	m.Client, err = minio.New(m.Endpoint, &minio.Options{
+		Creds:  credentials.NewStaticV4(m.AccessKey, m.SecretKey, ""),
+		Secure: false,
+	})
+	if err != nil {
+		t.Fatalf("testenv: minio client for %s: %v", m.Endpoint, err)
+	}
+	m.Bucket = m.NewBucket(t)
+	return m
+}
+
+// NewBucket creates another empty bucket with a name unique to the test.
+func (m *MinIO) NewBucket(t testing.TB) string {
+	t.Helper()
+	name := BucketName(t, "b")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.Client.MakeBucket(ctx, name, minio.MakeBucketOptions{}); err != nil {
+		t.Fatalf("testenv: minio at %s: make bucket %s: %v", m.Endpoint, name, err)
+	}
+	return name
+}
+
+// Ping checks that the server is alive. Its error names the server.
+func (m *MinIO) Ping(ctx context.Context) error {
+	if err := dialCheck(m.Endpoint); err != nil {
+		return fmt.Errorf("minio at %s: %w", m.Endpoint, err)
+	}
+	if err := m.ping(ctx); err != nil {
+		return fmt.Errorf("minio at %s: %w", m.Endpoint, err)
+	}
+	return nil
+}
+
+func (m *MinIO) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.Endpoint+"/minio/health/live", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("health check answered %s", resp.Status)
+	}
+	return nil
+}
+
+// Stop ends the server now, as an outage would; later calls fail.
+func (m *MinIO) Stop() { m.proc.stop(5 * time.Second) }

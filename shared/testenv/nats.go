@@ -1,0 +1,173 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// NATS is a NATS server with JetStream enabled, either inside the test
+// process ([StartNATS]) or as a separate nats-server process
+// ([StartNATSProcess]) that a test can kill and restart.
+type NATS struct {
+	URL  string
+	Conn *nats.Conn // reconnects forever, so it survives a Restart
+	JS   jetstream.JetStream
+
+	srv  *server.Server // in-process mode
+	proc *process       // process mode
+	bin  string
+	conf string
+}
+
+// StartNATS starts an in-process NATS server with JetStream on a free
+// loopback port, storing streams in the test's temp dir.
+func StartNATS(t testing.TB) *NATS {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		Host:      "127.0.0.1",
+		Port:      -1,
+		JetStream: true,
+		StoreDir:  t.TempDir(),
+		NoLog:     true,
+		NoSigs:    true,
+	})
+	if err != nil {
+		t.Fatalf("testenv: nats: %v", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		t.Fatalf("testenv: nats: in-process server not ready after 10s")
+	}
+	n := &NATS{URL: srv.ClientURL(), srv: srv}
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	n.connect(t)
+	return n
+}
+
+// StartNATSProcess starts nats-server as a child process with JetStream file
+// storage in the test's temp dir, syncing every write to disk
+// (sync_interval: always) so that a SIGKILL loses nothing it acknowledged.
+func StartNATSProcess(t testing.TB) *NATS {
+	t.Helper()
+	n := &NATS{bin: Binary(t, EnvNATSBin)}
+	dir := t.TempDir()
+	err := startOnFreePort(func(port int) error {
+		n.URL = "nats://" + hostPort(port)
+		n.conf = filepath.Join(dir, "nats.conf")
+		conf := fmt.Sprintf("listen: %q\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n",
+			hostPort(port), filepath.Join(dir, "js"))
+		if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
+			return err
+		}
+		return n.startProcess()
+	})
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() { n.proc.stop(5 * time.Second) })
+	n.connect(t)
+	return n
+}
+
+func (n *NATS) startProcess() error {
+	p, err := startProcess("nats-server", filepath.Dir(n.conf), nil, n.bin, "-c", n.conf)
+	if err != nil {
+		return err
+	}
+	err = p.waitReady(30*time.Second, func() error {
+		nc, err := nats.Connect(n.URL, nats.Timeout(time.Second))
+		if err != nil {
+			return err
+		}
+		nc.Close()
+		return nil
+	})
+	if err != nil {
+		p.kill()
+		if portTakenIn(p.logTail(20)) {
+			return errPortTaken
+		}
+		return err
+	}
+	n.proc = p
+	return nil
+}
+
+func (n *NATS) connect(t testing.TB) {
+	t.Helper()
+	nc, err := nats.Connect(n.URL,
+		nats.Name(t.Name()),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(50*time.Millisecond),
+	)
+	if err != nil {
+		t.Fatalf("testenv: nats at %s: connect: %v", n.URL, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("testenv: nats at %s: jetstream: %v", n.URL, err)
+	}
+	n.Conn, n.JS = nc, js
+}
+
+// Ping checks that JetStream answers. Its error names the server.
+func (n *NATS) Ping(ctx context.Context) error {
+	if err := dialCheck(strings.TrimPrefix(n.URL, "nats://")); err != nil {
+		return fmt.Errorf("nats at %s: %w", n.URL, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := n.JS.AccountInfo(ctx); err != nil {
+		return fmt.Errorf("nats at %s: %w", n.URL, err)
+	}
+	return nil
+}
+
+// Kill ends a nats-server process with SIGKILL, as a crash would. It fails
+// the test for an in-process server.
+func (n *NATS) Kill(t testing.TB) {
+	t.Helper()
+	if n.proc == nil {
+		t.Fatal("testenv: Kill needs a server from StartNATSProcess")
+	}
+	n.proc.kill()
+}
+
+// Restart starts the nats-server process again on the same port and store
+// directory after Kill or Stop; n.Conn reconnects by itself.
+func (n *NATS) Restart(t testing.TB) {
+	t.Helper()
+	if n.proc == nil {
+		t.Fatal("testenv: Restart needs a server from StartNATSProcess")
+	}
+	if !n.proc.exited() {
+		t.Fatal("testenv: Restart of a nats-server that is still running")
+	}
+	if err := n.startProcess(); err != nil {
+		t.Fatalf("testenv: restart: %v", err)
+	}
+}
+
+// Stop ends the server now, as an outage would.
+func (n *NATS) Stop() {
+	if n.srv != nil {
+		n.srv.Shutdown()
+		n.srv.WaitForShutdown()
+		return
+	}
+	n.proc.stop(5 * time.Second)
+}
