@@ -9,5 +9,5 @@
 //	version, err := embed.Init(embed.LibraryPath(flagValue))
 //
 // Init is safe to call from several goroutines; the library is loaded once
-// and later calls return the first call's result.
+// and later calls return the version it reported.
 package embed

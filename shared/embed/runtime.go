@@ -53,32 +53,34 @@ func LibraryPath(explicit string) string {
 }
 
 var (
-	initOnce    sync.Once
-	initPath    string
-	initVersion string
-	initErr     error
+	mu            sync.Mutex
+	loadedPath    string
+	loadedVersion string
 )
 
 // Init loads the ONNX Runtime shared library at path and initialises its
-// environment. It returns the library's version. Only the first call loads
-// anything: later calls return its result, and fail if they name another
-// path, since one process holds one runtime.
+// environment. It returns the library's version. Once a library is loaded,
+// later calls return its version, and fail if they name another path, since
+// one process holds one runtime. A call that fails loads nothing, so a later
+// call may try another path.
 func Init(path string) (string, error) {
-	initOnce.Do(func() {
-		initPath = path
-		if _, err := os.Stat(path); err != nil && filepath.IsAbs(path) {
-			initErr = fmt.Errorf("%w: library %s: %v (run `make deps` or set EMBEDFLEET_ORT_LIB)", ErrRuntimeUnavailable, path, err)
-			return
+	mu.Lock()
+	defer mu.Unlock()
+	if loadedPath != "" {
+		if path != loadedPath {
+			return "", fmt.Errorf("%w: already loaded from %s, cannot load %s too", ErrRuntimeUnavailable, loadedPath, path)
 		}
-		ort.SetSharedLibraryPath(path)
-		if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
-			initErr = fmt.Errorf("%w: load %s: %v", ErrRuntimeUnavailable, path, err)
-			return
-		}
-		initVersion = ort.GetVersion()
-	})
-	if initErr == nil && path != initPath {
-		return "", fmt.Errorf("%w: already loaded from %s, cannot load %s too", ErrRuntimeUnavailable, initPath, path)
+		return loadedVersion, nil
 	}
-	return initVersion, initErr
+	if filepath.IsAbs(path) {
+		if _, err := os.Stat(path); err != nil {
+			return "", fmt.Errorf("%w: library %s: %v (run `make deps`, or pass --ort-lib / set EMBEDFLEET_ORT_LIB)", ErrRuntimeUnavailable, path, err)
+		}
+	}
+	ort.SetSharedLibraryPath(path)
+	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {
+		return "", fmt.Errorf("%w: load %s: %v", ErrRuntimeUnavailable, path, err)
+	}
+	loadedPath, loadedVersion = path, ort.GetVersion()
+	return loadedVersion, nil
 }

@@ -1,0 +1,23 @@
+// Command embedfleet turns images in object storage into searchable vectors.
+// This package parses flags and the environment into each package's options
+// and wires the subcommands; the work lives in the other packages.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	// SIGINT and SIGTERM cancel the context; every subcommand stops its work
+	// and returns when it is cancelled.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "embedfleet:", err)
+		os.Exit(1)
+	}
+}
