@@ -19,7 +19,8 @@ help: ## list the targets
 deps: ## install ONNX Runtime, milvus-lite, MinIO, nats-server, staticcheck into ~/.cache/embedfleet (pinned, sha256-checked, cached)
 	$(DEPS) all
 
-build: ## build bin/embedfleet
+build: ## build bin/embedfleet (needs libjpeg-turbo: `deploy/install/deps.sh build`)
+	$(DEPS) build
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/embedfleet ./cmd/embedfleet
 
 test: deps lint ## deps, lint, then every test with the race detector against real MinIO, NATS, Milvus and ONNX Runtime

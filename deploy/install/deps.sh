@@ -5,8 +5,9 @@
 # A piece that is already there and still matches its checksum is skipped, so
 # a second run takes about a second (it re-hashes what is cached).
 #
-# Usage: deploy/install/deps.sh [all|runtime|servers|tools|PIECE...] [--env]
-#   pieces:  onnxruntime milvus-lite minio nats-server staticcheck
+# Usage: deploy/install/deps.sh [all|build|runtime|servers|tools|PIECE...] [--env]
+#   pieces:  turbojpeg onnxruntime milvus-lite minio nats-server staticcheck
+#   build:   turbojpeg (libjpeg-turbo headers and static library, for cgo)
 #   runtime: onnxruntime (what the embedfleet binary itself needs)
 #   servers: milvus-lite minio nats-server (what the tests start)
 #   tools:   staticcheck
@@ -33,6 +34,10 @@ MILVUS_LITE_NPM=@lyyyuna/milvus-lite-linux-x64@2.5.102
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 NATS_SERVER_VERSION=v2.15.2
 STATICCHECK_VERSION=v0.8.2
+# libjpeg-turbo's TurboJPEG API, linked statically into the binary (the JPEG
+# decoder Pillow uses, hence pixel-exact parity). From the system's packages.
+TURBOJPEG_DEB=libturbojpeg0-dev
+TURBOJPEG_HEADER=/usr/include/turbojpeg.h
 
 # ---- helpers ----------------------------------------------------------------
 log() { printf 'deps: %s\n' "$*" >&2; }
@@ -72,6 +77,21 @@ MILVUS_DIR=$CACHE/milvus-lite-$MILVUS_LITE_VERSION
 MINIO_DIR=$CACHE/minio-$MINIO_VERSION
 NATS_DIR=$CACHE/nats-server-$NATS_SERVER_VERSION
 STATICCHECK_DIR=$CACHE/staticcheck-$STATICCHECK_VERSION
+
+install_turbojpeg() {
+  local lib
+  lib=$(find /usr/lib /usr/lib64 /usr/local/lib -name libturbojpeg.a 2>/dev/null | head -n 1 || true)
+  if [ -f "$TURBOJPEG_HEADER" ] && [ -n "$lib" ]; then log "turbojpeg: present ($TURBOJPEG_HEADER, $lib)"; return; fi
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "turbojpeg: apt-get install $TURBOJPEG_DEB"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$TURBOJPEG_DEB"; } >"$CACHE/apt.log" 2>&1; then
+      die "turbojpeg: apt-get could not install $TURBOJPEG_DEB: $(tail -n 3 "$CACHE/apt.log")"
+    fi
+    log "turbojpeg: installed $TURBOJPEG_DEB"
+    return
+  fi
+  die "turbojpeg: $TURBOJPEG_HEADER or libturbojpeg.a is missing; install the package $TURBOJPEG_DEB (Debian/Ubuntu, as root) or libjpeg-turbo-devel (Fedora)"
+}
 
 install_onnxruntime() {
   local dir=$ORT_DIR lib=lib/libonnxruntime.so.$ORT_VERSION
@@ -153,20 +173,22 @@ main() {
   for a in "$@"; do
     case $a in
       --env) env_only=1 ;;
-      all) pieces+=(onnxruntime milvus-lite minio nats-server staticcheck) ;;
+      all) pieces+=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck) ;;
+      build) pieces+=(turbojpeg) ;;
       runtime) pieces+=(onnxruntime) ;;
       servers) pieces+=(milvus-lite minio nats-server) ;;
       tools) pieces+=(staticcheck) ;;
-      onnxruntime|milvus-lite|minio|nats-server|staticcheck) pieces+=("$a") ;;
-      -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-      *) die "unknown piece '$a' (want all, runtime, servers, tools, onnxruntime, milvus-lite, minio, nats-server, staticcheck)" ;;
+      turbojpeg|onnxruntime|milvus-lite|minio|nats-server|staticcheck) pieces+=("$a") ;;
+      -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+      *) die "unknown piece '$a' (want all, build, runtime, servers, tools, turbojpeg, onnxruntime, milvus-lite, minio, nats-server, staticcheck)" ;;
     esac
   done
   if [ "$env_only" = 1 ]; then print_env; return; fi
-  [ ${#pieces[@]} -gt 0 ] || pieces=(onnxruntime milvus-lite minio nats-server staticcheck)
+  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck)
   mkdir -p "$CACHE"
   for p in "${pieces[@]}"; do
     case $p in
+      turbojpeg) install_turbojpeg ;;
       onnxruntime) install_onnxruntime ;;
       milvus-lite) install_milvus_lite ;;
       minio) install_minio ;;

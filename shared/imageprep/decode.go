@@ -1,0 +1,368 @@
+package imageprep
+
+import (
+	"bytes"
+	"fmt"
+	"image"
+	"image/color"
+	"image/gif"
+	"image/jpeg"
+	"image/png"
+	"io"
+	"runtime"
+
+	"golang.org/x/image/bmp"
+	"golang.org/x/image/tiff"
+	"golang.org/x/image/webp"
+)
+
+// Default limits. DefaultMaxPixels is Pillow's MAX_IMAGE_PIXELS, the size
+// above which Pillow warns of a possible decompression bomb.
+const (
+	DefaultMaxBytes  = 64 << 20
+	DefaultMaxPixels = 89_478_485
+)
+
+// Limits bound what Decode accepts. Zero fields take the defaults.
+type Limits struct {
+	MaxBytes  int64 // largest encoded object, in bytes
+	MaxPixels int64 // largest width*height that a header may declare
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	if l.MaxPixels <= 0 {
+		l.MaxPixels = DefaultMaxPixels
+	}
+	return l
+}
+
+// Image is an 8-bit RGB raster: Pix holds Height rows of Width*3 bytes.
+type Image struct {
+	Width, Height int
+	Pix           []byte
+}
+
+// Info describes the decoded object.
+type Info struct {
+	Format      string // jpeg, png, gif, webp, bmp, tiff
+	Width       int    // as stored, before orientation
+	Height      int
+	Orientation int // EXIF orientation applied (1 = none)
+}
+
+// Decoder decodes images into an 8-bit RGB Image, reusing its buffers: the
+// Image a call returns is valid until the next call. Not safe for concurrent
+// use; give each goroutine its own.
+type Decoder struct {
+	lim      Limits
+	noOrient bool
+	tj       *turbo
+	img, tmp Image
+}
+
+// DecoderOption customises a Decoder.
+type DecoderOption func(*Decoder)
+
+// WithoutEXIFOrientation keeps pixels as stored. By default Decode applies
+// the EXIF orientation of JPEG files, as photo viewers do; Pillow's
+// Image.open (and so the article's code) does not.
+func WithoutEXIFOrientation() DecoderOption { return func(d *Decoder) { d.noOrient = true } }
+
+// NewDecoder returns a Decoder that enforces lim.
+func NewDecoder(lim Limits, opts ...DecoderOption) *Decoder {
+	d := &Decoder{lim: lim.withDefaults()}
+	for _, o := range opts {
+		o(d)
+	}
+	return d
+}
+
+// Close frees the native decoder. A Decoder that is not closed is freed when
+// it is garbage collected.
+func (d *Decoder) Close() {
+	if d.tj != nil {
+		d.tj.close()
+		d.tj = nil
+	}
+}
+
+// ReadLimited reads all of r, failing with ErrTooLarge as soon as it passes
+// max bytes, so a huge object is never held in memory.
+func ReadLimited(r io.Reader, max int64) ([]byte, error) {
+	if max <= 0 {
+		max = DefaultMaxBytes
+	}
+	data, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, fmt.Errorf("%w: more than %d bytes", ErrTooLarge, max)
+	}
+	return data, nil
+}
+
+// Sniff names the format of data from its first bytes, or returns "".
+func Sniff(data []byte) string {
+	switch {
+	case len(data) >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF:
+		return "jpeg"
+	case bytes.HasPrefix(data, []byte("\x89PNG\r\n\x1a\n")):
+		return "png"
+	case bytes.HasPrefix(data, []byte("GIF87a")), bytes.HasPrefix(data, []byte("GIF89a")):
+		return "gif"
+	case len(data) >= 12 && string(data[0:4]) == "RIFF" && string(data[8:12]) == "WEBP":
+		return "webp"
+	case bytes.HasPrefix(data, []byte("BM")):
+		return "bmp"
+	case bytes.HasPrefix(data, []byte("II*\x00")), bytes.HasPrefix(data, []byte("MM\x00*")):
+		return "tiff"
+	}
+	return ""
+}
+
+// Decode decodes data into RGB. Errors wrap ErrUnsupported, ErrTooLarge or
+// ErrCorrupt.
+func (d *Decoder) Decode(data []byte) (*Image, Info, error) {
+	if int64(len(data)) > d.lim.MaxBytes {
+		return nil, Info{}, fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(data), d.lim.MaxBytes)
+	}
+	format := Sniff(data)
+	info := Info{Format: format, Orientation: 1}
+	var err error
+	switch format {
+	case "":
+		return nil, info, unsupported(data)
+	case "jpeg":
+		err = d.decodeJPEG(data, &info)
+	default:
+		err = d.decodeStd(data, &info)
+	}
+	if err != nil {
+		return nil, info, err
+	}
+	if format == "jpeg" && !d.noOrient {
+		if o := scanJPEG(data).orientation; o > 1 && o <= 8 {
+			d.tmp = orient(d.img, o, d.tmp)
+			d.img, d.tmp = d.tmp, d.img
+			info.Orientation = o
+		}
+	}
+	return &d.img, info, nil
+}
+
+func unsupported(data []byte) error {
+	if len(data) == 0 {
+		return fmt.Errorf("%w: empty object", ErrUnsupported)
+	}
+	head := data[:min(len(data), 512)]
+	if bytes.ContainsAny(head, "\x00") || !isText(head) {
+		return fmt.Errorf("%w: unknown signature % x", ErrUnsupported, data[:min(len(data), 8)])
+	}
+	if bytes.Contains(bytes.ToLower(head), []byte("<html")) || bytes.Contains(bytes.ToLower(head), []byte("<!doctype")) {
+		return fmt.Errorf("%w: the object is HTML, not an image", ErrUnsupported)
+	}
+	return fmt.Errorf("%w: the object is text, not an image", ErrUnsupported)
+}
+
+func isText(b []byte) bool {
+	for _, c := range b {
+		if c < 0x09 || (c > 0x0D && c < 0x20) {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *Decoder) checkPixels(w, h int) error {
+	if w <= 0 || h <= 0 {
+		return fmt.Errorf("%w: header declares %dx%d pixels", ErrCorrupt, w, h)
+	}
+	if int64(w)*int64(h) > d.lim.MaxPixels {
+		return fmt.Errorf("%w: header declares %dx%d = %d pixels, limit %d", ErrTooLarge, w, h, int64(w)*int64(h), d.lim.MaxPixels)
+	}
+	return nil
+}
+
+func (d *Decoder) decodeJPEG(data []byte, info *Info) error {
+	if d.tj == nil {
+		tj, err := newTurbo()
+		if err != nil {
+			return err
+		}
+		d.tj = tj
+		runtime.AddCleanup(d, func(t *turbo) { t.close() }, tj)
+	}
+	w, h, cs, err := d.tj.header(data)
+	if err != nil {
+		return fmt.Errorf("%w: jpeg header: %s", ErrCorrupt, err)
+	}
+	info.Width, info.Height = w, h
+	if err := d.checkPixels(w, h); err != nil {
+		return err
+	}
+	d.img = resizeImage(d.img, w, h)
+	if cs == tjcsCMYK || cs == tjcsYCCK {
+		return d.decodeJPEGCMYK(data, w, h)
+	}
+	if err := d.tj.decodeRGB(data, d.img.Pix, w, h); err != nil {
+		return fmt.Errorf("%w: jpeg: %s", ErrCorrupt, err)
+	}
+	return nil
+}
+
+// decodeJPEGCMYK decodes a CMYK JPEG as Pillow does: files with an Adobe
+// marker store inverted values (Pillow's rawmode "CMYK;I"), then Pillow's
+// CMYK -> RGB formula.
+func (d *Decoder) decodeJPEGCMYK(data []byte, w, h int) error {
+	n := w * h * 4
+	if cap(d.tmp.Pix) < n {
+		d.tmp.Pix = make([]byte, n)
+	}
+	cmyk := d.tmp.Pix[:n]
+	if err := d.tj.decodeCMYK(data, cmyk, w, h); err != nil {
+		return fmt.Errorf("%w: jpeg: %s", ErrCorrupt, err)
+	}
+	inv := byte(0)
+	if scanJPEG(data).adobe {
+		inv = 0xFF
+	}
+	p := d.img.Pix
+	for i, j := 0, 0; i < n; i, j = i+4, j+3 {
+		p[j], p[j+1], p[j+2] = cmykToRGB(cmyk[i]^inv, cmyk[i+1]^inv, cmyk[i+2]^inv, cmyk[i+3]^inv)
+	}
+	return nil
+}
+
+func (d *Decoder) decodeStd(data []byte, info *Info) error {
+	var (
+		cfg    image.Config
+		decode func(io.Reader) (image.Image, error)
+		err    error
+	)
+	r := bytes.NewReader(data)
+	switch info.Format {
+	case "jpeg":
+		cfg, err = jpeg.DecodeConfig(r)
+		decode = jpeg.Decode
+	case "png":
+		cfg, err = png.DecodeConfig(r)
+		decode = png.Decode
+	case "gif":
+		cfg, err = gif.DecodeConfig(r)
+		decode = gif.Decode // the first frame
+	case "webp":
+		cfg, err = webp.DecodeConfig(r)
+		decode = webp.Decode
+	case "bmp":
+		cfg, err = bmp.DecodeConfig(r)
+		decode = bmp.Decode
+	case "tiff":
+		cfg, err = tiff.DecodeConfig(r)
+		decode = tiff.Decode
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s header: %v", ErrCorrupt, info.Format, err)
+	}
+	info.Width, info.Height = cfg.Width, cfg.Height
+	if err := d.checkPixels(cfg.Width, cfg.Height); err != nil {
+		return err
+	}
+	m, err := decode(bytes.NewReader(data))
+	if err != nil {
+		if info.Format == "bmp" && err == bmp.ErrUnsupported {
+			return fmt.Errorf("%w: bmp variant: %v", ErrUnsupported, err)
+		}
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, info.Format, err)
+	}
+	d.img = toRGB(m, d.img)
+	return nil
+}
+
+// resizeImage returns img with room for w x h pixels, reusing its buffer.
+func resizeImage(img Image, w, h int) Image {
+	n := w * h * 3
+	if cap(img.Pix) < n {
+		img.Pix = make([]byte, n)
+	}
+	img.Pix = img.Pix[:n]
+	img.Width, img.Height = w, h
+	return img
+}
+
+// toRGB converts m to 8-bit RGB as Pillow's convert("RGB") does: grey is
+// replicated, alpha is dropped, 16-bit samples keep their high byte, CMYK
+// uses Pillow's formula.
+func toRGB(m image.Image, dst Image) Image {
+	b := m.Bounds()
+	w, h := b.Dx(), b.Dy()
+	dst = resizeImage(dst, w, h)
+	p := dst.Pix
+	i := 0
+	switch src := m.(type) {
+	case *image.NRGBA:
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			row := src.Pix[src.PixOffset(b.Min.X, y):]
+			for x := 0; x < w; x++ {
+				p[i], p[i+1], p[i+2] = row[4*x], row[4*x+1], row[4*x+2]
+				i += 3
+			}
+		}
+	case *image.Gray:
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			row := src.Pix[src.PixOffset(b.Min.X, y):]
+			for x := 0; x < w; x++ {
+				v := row[x]
+				p[i], p[i+1], p[i+2] = v, v, v
+				i += 3
+			}
+		}
+	case *image.CMYK:
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			row := src.Pix[src.PixOffset(b.Min.X, y):]
+			for x := 0; x < w; x++ {
+				p[i], p[i+1], p[i+2] = cmykToRGB(row[4*x], row[4*x+1], row[4*x+2], row[4*x+3])
+				i += 3
+			}
+		}
+	case *image.Paletted:
+		var pal [256][3]byte
+		for j, c := range src.Palette {
+			n := color.NRGBAModel.Convert(c).(color.NRGBA)
+			pal[j] = [3]byte{n.R, n.G, n.B}
+		}
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			row := src.Pix[src.PixOffset(b.Min.X, y):]
+			for x := 0; x < w; x++ {
+				c := pal[row[x]]
+				p[i], p[i+1], p[i+2] = c[0], c[1], c[2]
+				i += 3
+			}
+		}
+	default:
+		// YCbCr (WebP, Go-decoded JPEG), 16-bit and the rest: through the
+		// non-premultiplied 16-bit model, keeping the high byte.
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			for x := b.Min.X; x < b.Max.X; x++ {
+				c := color.NRGBA64Model.Convert(m.At(x, y)).(color.NRGBA64)
+				p[i], p[i+1], p[i+2] = byte(c.R>>8), byte(c.G>>8), byte(c.B>>8)
+				i += 3
+			}
+		}
+	}
+	return dst
+}
+
+// cmykToRGB is Pillow's cmyk2rgb: each channel is (255-k) - c*(255-k)/255,
+// with Pillow's rounding of the product.
+func cmykToRGB(c, m, y, k byte) (byte, byte, byte) {
+	nk := 255 - int(k)
+	f := func(v byte) byte {
+		t := int(v)*nk + 128
+		return byte(nk - ((t>>8)+t)>>8)
+	}
+	return f(c), f(m), f(y)
+}
