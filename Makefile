@@ -11,10 +11,13 @@ LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # Paths of what deps.sh installs (EMBEDFLEET_ORT_LIB, ..._MINIO_BIN, ...).
 DEPS_ENV = eval "$$($(DEPS) --env)"
 
-.PHONY: help deps build test lint fmt clean
+PYENV    = $$(deploy/install/pyenv.sh deploy/export/requirements.txt)/bin/python
+BENCHDIR ?= ../shared/bench/bsds500
+
+.PHONY: help deps build test lint fmt clean fixtures bench bench-embed
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 deps: ## install ONNX Runtime, milvus-lite, MinIO, nats-server, staticcheck into ~/.cache/embedfleet (pinned, sha256-checked, cached)
 	$(DEPS) all
@@ -23,8 +26,22 @@ build: ## build bin/embedfleet (needs libjpeg-turbo: `deploy/install/deps.sh bui
 	$(DEPS) build
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/embedfleet ./cmd/embedfleet
 
-test: deps lint ## deps, lint, then every test with the race detector against real MinIO, NATS, Milvus and ONNX Runtime
+test: deps lint ## deps, lint, every test with the race detector against real MinIO, NATS, Milvus and ONNX Runtime, a short fuzz
 	$(DEPS_ENV); $(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -run '^$$' -fuzz FuzzDecodePreprocess -fuzztime 10s ./shared/imageprep
+
+fixtures: ## regenerate the parity fixtures with the Hugging Face reference (installs the Python stack, several GB, once)
+	$(PYENV) deploy/export/make_fixtures.py shared/imageprep/testdata
+
+bench: bench-embed ## every benchmark
+
+bench-embed: deps ## decode+preprocess img/s on one core, embedfleet against the Hugging Face processor (images: BENCHDIR, default ../shared/bench/bsds500)
+	$(GO) build -o bin/prepbench ./deploy/bench/prepbench
+	@for m in clip-vit-b32 dinov2-base; do \
+	  e=$$(taskset -c 0 bin/prepbench --dir $(BENCHDIR) --model $$m | sed -n 's/.*img_s=\([0-9.]*\).*/\1/p'); \
+	  r=$$(OMP_NUM_THREADS=1 $(PYENV) deploy/bench/hf_preprocess.py --dir $(BENCHDIR) --model $$m | sed -n 's/.*img_s=\([0-9.]*\).*/\1/p'); \
+	  echo "preprocess $$m exact embedfleet_img_s=$$e reference_img_s=$$r speedup_x=$$(python3 -c "print(round($$e/$$r, 2))")"; \
+	done
 
 lint: deps ## gofmt, go vet and staticcheck (config: staticcheck.conf)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -111,6 +111,9 @@ def build_images(rng):
     buf = io.BytesIO()
     frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     out["anim_90x70.gif"] = buf.getvalue()
+    save("lossless_96x64.webp", photo_like(rng, 96, 64), "WEBP", lossless=True)
+    save("photo_150x110.bmp", photo_like(rng, 150, 110), "BMP")
+    save("photo_140x100.tiff", photo_like(rng, 140, 100), "TIFF")
     save("palette_130x100.png", Image.fromarray(photo_like(rng, 130, 100)).quantize(32), "PNG")
     return out
 

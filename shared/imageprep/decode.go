@@ -188,6 +188,18 @@ func (d *Decoder) checkPixels(w, h int) error {
 }
 
 func (d *Decoder) decodeJPEG(data []byte, info *Info) error {
+	err := d.decodeJPEGWith(data, info)
+	if err != nil && d.tj != nil {
+		// After an error TurboJPEG's handle can be left mid-stream and refuse
+		// the next file; a fresh one costs microseconds.
+		if rerr := d.tj.reset(); rerr != nil {
+			d.tj = nil
+		}
+	}
+	return err
+}
+
+func (d *Decoder) decodeJPEGWith(data []byte, info *Info) error {
 	if d.tj == nil {
 		tj, err := newTurbo()
 		if err != nil {

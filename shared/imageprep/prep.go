@@ -74,6 +74,8 @@ type Preprocessor struct {
 	lut   [3][256]float32
 	cache map[coeffKey]*coeffs
 	tmp   []byte
+	acc   []int32 // vertical pass accumulators
+	row4  []int32 // horizontal pass: one source row widened to RGBX
 	crop  []byte
 }
 
@@ -167,8 +169,14 @@ func (pp *Preprocessor) Crop(img *Image, dst []byte) error {
 		pp.tmp = make([]byte, need)
 	}
 	tmp := pp.tmp[:need]
-	resampleH(img.Pix, img.Width, r0, r1, hc, tmp)
-	resampleV(tmp, cols, r0, vc, dst, (y0*cw+x0)*3, cw*3)
+	if cap(pp.row4) < 4*img.Width {
+		pp.row4 = make([]int32, 4*img.Width)
+	}
+	resampleH(img.Pix, img.Width, r0, r1, hc, tmp, pp.row4)
+	if cap(pp.acc) < cols*3 {
+		pp.acc = make([]int32, cols*3)
+	}
+	resampleV(tmp, cols, r0, vc, dst, (y0*cw+x0)*3, cw*3, pp.acc)
 	return nil
 }
 

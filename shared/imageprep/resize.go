@@ -64,6 +64,8 @@ type coeffs struct {
 	start []int   // first input sample of each output
 	count []int   // number of input samples of each output
 	k     []int32 // ksize weights per output
+
+	start32, count32 []int32 // start and count for the C loops
 }
 
 func computeCoeffs(in, out int, f Interpolation, from, to int) *coeffs {
@@ -109,59 +111,47 @@ func computeCoeffs(in, out int, f Interpolation, from, to int) *coeffs {
 		}
 		c.start[i], c.count[i] = xmin, xmax
 	}
+	c.start32, c.count32 = make([]int32, n), make([]int32, n)
+	for i := range c.start {
+		c.start32[i], c.count32[i] = int32(c.start[i]), int32(c.count[i])
+	}
 	return c
 }
 
-// clip8 is Pillow's clip8: the accumulator shifted down, clamped to a byte.
-func clip8(v int32) byte {
-	v >>= precisionBits
-	if v < 0 {
-		return 0
-	}
-	if v > 255 {
-		return 255
-	}
-	return byte(v)
-}
-
 // resampleH runs the horizontal pass over source rows [r0, r1) of src (RGB,
-// width srcW) and writes rows of len(c.start) pixels into dst.
-func resampleH(src []byte, srcW, r0, r1 int, c *coeffs, dst []byte) {
+// width srcW) and writes rows of len(c.start) pixels into dst. The loops are
+// in C (resample.c) where the compiler vectorises them; the slices are cut
+// here to exactly what the C code touches. row4 is scratch of at least
+// 4*srcW values.
+func resampleH(src []byte, srcW, r0, r1 int, c *coeffs, dst []byte, row4 []int32) {
 	n := len(c.start)
-	for y := r0; y < r1; y++ {
-		row := src[y*srcW*3 : (y+1)*srcW*3]
-		out := dst[(y-r0)*n*3 : (y-r0+1)*n*3]
-		for i := 0; i < n; i++ {
-			k := c.k[i*c.ksize : i*c.ksize+c.count[i]]
-			px := row[c.start[i]*3:]
-			s0, s1, s2 := int32(1<<(precisionBits-1)), int32(1<<(precisionBits-1)), int32(1<<(precisionBits-1))
-			for x, w := range k {
-				s0 += int32(px[3*x]) * w
-				s1 += int32(px[3*x+1]) * w
-				s2 += int32(px[3*x+2]) * w
-			}
-			out[3*i], out[3*i+1], out[3*i+2] = clip8(s0), clip8(s1), clip8(s2)
+	if n == 0 || r1 <= r0 {
+		return
+	}
+	for i := range c.start {
+		if c.start[i] < 0 || c.count[i] < 0 || c.start[i]+c.count[i] > srcW || c.count[i] > c.ksize {
+			panic("imageprep: horizontal coefficients out of range")
 		}
 	}
+	src = src[r0*srcW*3 : r1*srcW*3]
+	dst = dst[:(r1-r0)*n*3]
+	cResampleH(src, srcW, r1-r0, c, dst, row4[:4*srcW])
 }
 
 // resampleV runs the vertical pass: src holds rows starting at source row
 // r0, each of width pixels; output row i of c goes to dst at dstOff +
-// i*dstStride.
-func resampleV(src []byte, width, r0 int, c *coeffs, dst []byte, dstOff, dstStride int) {
-	stride := width * 3
+// i*dstStride. acc is scratch of at least width*3 values.
+func resampleV(src []byte, width, r0 int, c *coeffs, dst []byte, dstOff, dstStride int, acc []int32) {
+	rows := len(src) / (width * 3)
 	for i := range c.start {
-		k := c.k[i*c.ksize : i*c.ksize+c.count[i]]
-		base := (c.start[i] - r0) * stride
-		out := dst[dstOff+i*dstStride : dstOff+i*dstStride+stride]
-		for x := 0; x < stride; x++ {
-			s := int32(1 << (precisionBits - 1))
-			off := base + x
-			for _, w := range k {
-				s += int32(src[off]) * w
-				off += stride
-			}
-			out[x] = clip8(s)
+		if c.start[i]-r0 < 0 || c.start[i]-r0+c.count[i] > rows || c.count[i] > c.ksize {
+			panic("imageprep: vertical coefficients out of range")
 		}
 	}
+	if len(c.start) == 0 {
+		return
+	}
+	last := dstOff + (len(c.start)-1)*dstStride + width*3
+	dst = dst[dstOff:last]
+	cResampleV(src, width, r0, c, dst, dstStride, acc[:width*3])
 }

@@ -29,6 +29,17 @@ func newTurbo() (*turbo, error) {
 	return &turbo{h: h}, nil
 }
 
+// reset replaces the handle with a fresh one.
+func (t *turbo) reset() error {
+	t.close()
+	h := C.tjInitDecompress()
+	if h == nil {
+		return errors.New("turbojpeg: cannot create a decompressor")
+	}
+	t.h = h
+	return nil
+}
+
 func (t *turbo) close() {
 	if t.h != nil {
 		C.tjDestroy(t.h)

@@ -1,0 +1,225 @@
+package imageprep_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"image"
+	"image/color"
+	"image/gif"
+	"image/jpeg"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/embedfleet/embedfleet/shared/imageprep"
+)
+
+func fixture(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "images", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// pngWithHeader returns a PNG signature and a valid IHDR chunk declaring
+// w x h RGB pixels, and no image data.
+func pngWithHeader(w, h uint32) []byte {
+	var buf bytes.Buffer
+	buf.WriteString("\x89PNG\r\n\x1a\n")
+	body := make([]byte, 17)
+	copy(body, "IHDR")
+	binary.BigEndian.PutUint32(body[4:], w)
+	binary.BigEndian.PutUint32(body[8:], h)
+	body[12], body[13] = 8, 2 // 8-bit RGB
+	binary.Write(&buf, binary.BigEndian, uint32(13))
+	buf.Write(body)
+	binary.Write(&buf, binary.BigEndian, crc32.ChecksumIEEE(body))
+	return buf.Bytes()
+}
+
+// jpegWithSize rewrites the frame size in a real JPEG's SOF0 segment.
+func jpegWithSize(t *testing.T, w, h uint16) []byte {
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, image.NewGray(image.Rect(0, 0, 8, 8)), nil); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	i := bytes.Index(b, []byte{0xFF, 0xC0})
+	if i < 0 {
+		t.Fatal("no SOF0 in encoded JPEG")
+	}
+	binary.BigEndian.PutUint16(b[i+5:], h)
+	binary.BigEndian.PutUint16(b[i+7:], w)
+	return b
+}
+
+func encodePNG(t *testing.T, m image.Image) []byte {
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, m); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestHostileInputs feeds damaged, disguised and oversized objects to the
+// decoder and the preprocessor: each gives its documented outcome, none
+// panics, and the decoder keeps working afterwards.
+func TestHostileInputs(t *testing.T) {
+	good := fixture(t, "photo_481x321.jpg")
+	gray := image.NewGray(image.Rect(0, 0, 40, 30))
+	rgba64 := image.NewNRGBA64(image.Rect(0, 0, 40, 30))
+	for i := range rgba64.Pix {
+		rgba64.Pix[i] = byte(i * 7)
+	}
+	var animated bytes.Buffer
+	pal := color.Palette{color.Black, color.White}
+	_ = gif.EncodeAll(&animated, &gif.GIF{
+		Image: []*image.Paletted{image.NewPaletted(image.Rect(0, 0, 20, 10), pal), image.NewPaletted(image.Rect(0, 0, 20, 10), pal)},
+		Delay: []int{10, 10},
+	})
+
+	cases := []struct {
+		name    string
+		data    []byte
+		lim     imageprep.Limits
+		wantErr error  // nil: decodes
+		wantMsg string // in the error
+		wantW   int    // when it decodes
+	}{
+		{name: "zero bytes", data: nil, wantErr: imageprep.ErrUnsupported, wantMsg: "empty"},
+		{name: "text named .jpg", data: []byte("hello, this is not an image\n"), wantErr: imageprep.ErrUnsupported, wantMsg: "text"},
+		{name: "html under an image name", data: []byte("<!DOCTYPE html><html><body>404</body></html>"), wantErr: imageprep.ErrUnsupported, wantMsg: "HTML"},
+		{name: "binary garbage", data: []byte{0x00, 0x01, 0x02, 0xFE, 0x10}, wantErr: imageprep.ErrUnsupported, wantMsg: "signature"},
+		{name: "truncated jpeg", data: good[:len(good)/2], wantErr: imageprep.ErrCorrupt},
+		{name: "jpeg cut inside the header", data: good[:40], wantErr: imageprep.ErrCorrupt},
+		{name: "jpeg soi then garbage", data: append([]byte{0xFF, 0xD8, 0xFF}, bytes.Repeat([]byte{0x42}, 100)...), wantErr: imageprep.ErrCorrupt},
+		{name: "png header claims 30000x30000", data: pngWithHeader(30000, 30000), wantErr: imageprep.ErrTooLarge, wantMsg: "30000x30000"},
+		{name: "jpeg header claims 60000x60000", data: jpegWithSize(t, 60000, 60000), wantErr: imageprep.ErrTooLarge},
+		{name: "png signature, no chunks", data: []byte("\x89PNG\r\n\x1a\n"), wantErr: imageprep.ErrCorrupt},
+		{name: "png header only, no data", data: pngWithHeader(10, 10), wantErr: imageprep.ErrCorrupt},
+		{name: "over the byte limit", data: good, lim: imageprep.Limits{MaxBytes: 1000}, wantErr: imageprep.ErrTooLarge, wantMsg: "bytes"},
+		{name: "over a pixel limit", data: good, lim: imageprep.Limits{MaxPixels: 1000}, wantErr: imageprep.ErrTooLarge, wantMsg: "481x321"},
+		{name: "huge strip under the limit", data: encodePNG(t, image.NewGray(image.Rect(0, 0, 20000, 1))), wantW: 20000},
+		{name: "grayscale png", data: encodePNG(t, gray), wantW: 40},
+		{name: "16-bit png", data: encodePNG(t, rgba64), wantW: 40},
+		{name: "animated gif (first frame)", data: animated.Bytes(), wantW: 20},
+		{name: "cmyk jpeg", data: fixture(t, "cmyk_160x120.jpg"), wantW: 160},
+		{name: "exif-rotated jpeg", data: fixture(t, "exif6_400x300.jpg"), wantW: 300},
+	}
+	pp, err := imageprep.NewPreprocessor(imageprep.CLIP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]float32, pp.Size())
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dec := imageprep.NewDecoder(tc.lim)
+			defer dec.Close()
+			img, info, err := dec.Decode(tc.data)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("got %v, want an error wrapping %v", err, tc.wantErr)
+				}
+				if !strings.Contains(err.Error(), tc.wantMsg) {
+					t.Fatalf("error %q does not say %q", err, tc.wantMsg)
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("decode: %v", err)
+				}
+				if img.Width != tc.wantW {
+					t.Fatalf("decoded width %d, want %d (info %+v)", img.Width, tc.wantW, info)
+				}
+				if err := pp.Run(img, out); err != nil {
+					t.Fatalf("preprocess: %v", err)
+				}
+			}
+			// The same decoder still decodes a good image afterwards.
+			img, _, err = dec.Decode(good)
+			if tc.lim == (imageprep.Limits{}) && (err != nil || img.Width != 481) {
+				t.Fatalf("decoder broken after %s: %v", tc.name, err)
+			}
+		})
+	}
+}
+
+func TestEXIFOrientationApplied(t *testing.T) {
+	data := fixture(t, "exif6_400x300.jpg")
+	dec := imageprep.NewDecoder(imageprep.Limits{})
+	img, info, err := dec.Decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Orientation != 6 || info.Width != 400 || info.Height != 300 || img.Width != 300 || img.Height != 400 {
+		t.Fatalf("orientation %d, stored %dx%d, upright %dx%d; want 6, 400x300, 300x400",
+			info.Orientation, info.Width, info.Height, img.Width, img.Height)
+	}
+	raw := imageprep.NewDecoder(imageprep.Limits{}, imageprep.WithoutEXIFOrientation())
+	img, info, err = raw.Decode(data)
+	if err != nil || img.Width != 400 || info.Orientation != 1 {
+		t.Fatalf("WithoutEXIFOrientation: %dx%d orientation %d (%v); want 400 wide, 1", img.Width, img.Height, info.Orientation, err)
+	}
+}
+
+func TestReadLimited(t *testing.T) {
+	if _, err := imageprep.ReadLimited(bytes.NewReader(make([]byte, 2000)), 1000); !errors.Is(err, imageprep.ErrTooLarge) {
+		t.Fatalf("2000 bytes with a 1000-byte limit: %v, want ErrTooLarge", err)
+	}
+	b, err := imageprep.ReadLimited(bytes.NewReader(make([]byte, 1000)), 1000)
+	if err != nil || len(b) != 1000 {
+		t.Fatalf("1000 bytes with a 1000-byte limit: %d bytes, %v", len(b), err)
+	}
+}
+
+func TestPreprocessorRejectsBadInput(t *testing.T) {
+	if _, err := imageprep.NewPreprocessor(imageprep.Params{}); !errors.Is(err, imageprep.ErrInvalidParams) {
+		t.Fatalf("zero Params: %v, want ErrInvalidParams", err)
+	}
+	pp, _ := imageprep.NewPreprocessor(imageprep.DINOv2)
+	if err := pp.Run(&imageprep.Image{Width: 2, Height: 2, Pix: make([]byte, 12)}, make([]float32, 10)); err == nil {
+		t.Fatal("Run into a short destination succeeded")
+	}
+	if err := pp.Run(&imageprep.Image{Width: 2, Height: 2, Pix: make([]byte, 5)}, make([]float32, pp.Size())); err == nil {
+		t.Fatal("Run of a malformed image succeeded")
+	}
+	// A 1x1 image upscales; a 1x5000 strip resizes to 256x1280000 in
+	// theory, and must still produce a crop without allocating the whole.
+	for _, im := range []*imageprep.Image{
+		{Width: 1, Height: 1, Pix: []byte{10, 20, 30}},
+		{Width: 1, Height: 5000, Pix: make([]byte, 15000)},
+	} {
+		if err := pp.Run(im, make([]float32, pp.Size())); err != nil {
+			t.Fatalf("%dx%d: %v", im.Width, im.Height, err)
+		}
+	}
+}
+
+// FuzzDecodePreprocess: no input makes decode or preprocess panic, and an
+// image that decodes always preprocesses.
+func FuzzDecodePreprocess(f *testing.F) {
+	for _, name := range []string{"photo_481x321.jpg", "small_100x75.jpg", "rgba_157x211.png", "anim_90x70.gif",
+		"lossless_96x64.webp", "photo_150x110.bmp", "photo_140x100.tiff", "cmyk_160x120.jpg", "exif6_400x300.jpg"} {
+		f.Add(fixture(f, name))
+	}
+	dec := imageprep.NewDecoder(imageprep.Limits{MaxPixels: 4 << 20})
+	pp, _ := imageprep.NewPreprocessor(imageprep.CLIP)
+	out := make([]float32, pp.Size())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		img, _, err := dec.Decode(data)
+		if err != nil {
+			if !errors.Is(err, imageprep.ErrCorrupt) && !errors.Is(err, imageprep.ErrUnsupported) && !errors.Is(err, imageprep.ErrTooLarge) {
+				t.Fatalf("untyped error: %v", err)
+			}
+			return
+		}
+		if err := pp.Run(img, out); err != nil {
+			t.Fatalf("decoded %dx%d but preprocess failed: %v", img.Width, img.Height, err)
+		}
+	})
+}
