@@ -32,6 +32,7 @@ test: deps lint ## deps, lint, every test with the race detector against real Mi
 
 fixtures: ## regenerate the parity fixtures with the Hugging Face reference (installs the Python stack, several GB, once)
 	$(PYENV) deploy/export/make_fixtures.py shared/imageprep/testdata
+	cd deploy/export && $(PYENV) make_model_fixtures.py ../../shared/embed/testdata ../../shared/imageprep/testdata/images ../../../shared/seed
 
 bench: bench-embed ## every benchmark
 

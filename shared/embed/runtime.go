@@ -66,16 +66,16 @@ var (
 func Init(path string) (string, error) {
 	mu.Lock()
 	defer mu.Unlock()
+	if filepath.IsAbs(path) {
+		if _, err := os.Stat(path); err != nil {
+			return "", fmt.Errorf("%w: library %s: %v (run `make deps`, or pass --ort-lib / set EMBEDFLEET_ORT_LIB)", ErrRuntimeUnavailable, path, err)
+		}
+	}
 	if loadedPath != "" {
 		if path != loadedPath {
 			return "", fmt.Errorf("%w: already loaded from %s, cannot load %s too", ErrRuntimeUnavailable, loadedPath, path)
 		}
 		return loadedVersion, nil
-	}
-	if filepath.IsAbs(path) {
-		if _, err := os.Stat(path); err != nil {
-			return "", fmt.Errorf("%w: library %s: %v (run `make deps`, or pass --ort-lib / set EMBEDFLEET_ORT_LIB)", ErrRuntimeUnavailable, path, err)
-		}
 	}
 	ort.SetSharedLibraryPath(path)
 	if err := ort.InitializeEnvironment(ort.WithLogLevelError()); err != nil {

@@ -1,0 +1,265 @@
+package embed
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/embedfleet/embedfleet/shared/imageprep"
+)
+
+// Execution providers.
+const (
+	ProviderCPU  = "cpu"
+	ProviderCUDA = "cuda"
+)
+
+// ErrModelMismatch: the ONNX file is not the one its spec describes (another
+// sha256, or tensors of other names or shapes).
+var ErrModelMismatch = errors.New("model does not match its spec")
+
+// Options tune how a model runs.
+type Options struct {
+	// IntraOpThreads is ONNX Runtime's thread count inside one run; 0 lets
+	// it choose (one per core).
+	IntraOpThreads int
+	// Provider is ProviderCPU (the default) or ProviderCUDA.
+	Provider string
+	// DeviceID selects the GPU for ProviderCUDA.
+	DeviceID int
+	// SkipHashCheck trusts the spec's version instead of hashing the ONNX
+	// file at open (a few hundred MB read once).
+	SkipHashCheck bool
+}
+
+// Model is an ONNX image encoder ready to run. Embed is safe for concurrent
+// use (ONNX Runtime serialises nothing across runs of one session); the best
+// throughput comes from one goroutine feeding full batches.
+type Model struct {
+	spec          Spec
+	params        imageprep.Params
+	sess          *ort.DynamicAdvancedSession
+	height, width int
+}
+
+// Open loads the model in dir (spec.json and the ONNX file it names). Init
+// must have loaded ONNX Runtime first.
+func Open(dir string, opts Options) (*Model, error) {
+	spec, err := LoadSpec(dir)
+	if err != nil {
+		return nil, err
+	}
+	params, err := spec.Preprocess.Params()
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, spec.ONNX)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", spec.Name, err)
+	}
+	sum := sha256.Sum256(data)
+	if got := "sha256:" + hex.EncodeToString(sum[:]); spec.Version == "" {
+		spec.Version = got
+	} else if !opts.SkipHashCheck && got != spec.Version {
+		return nil, fmt.Errorf("%w: %s: %s has %s, spec says %s", ErrModelMismatch, spec.Name, path, got, spec.Version)
+	}
+	if err := checkTensors(spec, params, data); err != nil {
+		return nil, err
+	}
+	so, err := sessionOptions(opts)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", spec.Name, err)
+	}
+	defer so.Destroy()
+	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{spec.Input}, []string{spec.Output}, so)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: onnx runtime session: %w", spec.Name, err)
+	}
+	return &Model{spec: spec, params: params, sess: sess, height: params.CropHeight, width: params.CropWidth}, nil
+}
+
+func sessionOptions(opts Options) (*ort.SessionOptions, error) {
+	so, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, err
+	}
+	if opts.IntraOpThreads > 0 {
+		if err := so.SetIntraOpNumThreads(opts.IntraOpThreads); err != nil {
+			so.Destroy()
+			return nil, err
+		}
+	}
+	switch opts.Provider {
+	case "", ProviderCPU:
+	case ProviderCUDA:
+		cuda, err := ort.NewCUDAProviderOptions()
+		if err == nil {
+			err = cuda.Update(map[string]string{"device_id": strconv.Itoa(opts.DeviceID)})
+			if err == nil {
+				err = so.AppendExecutionProviderCUDA(cuda)
+			}
+			cuda.Destroy()
+		}
+		if err != nil {
+			so.Destroy()
+			return nil, fmt.Errorf("the CUDA execution provider is not available in the loaded ONNX Runtime library "+
+				"(a CPU build?); use Microsoft's GPU build of ONNX Runtime %s with CUDA and cuDNN installed: %w", ORTVersion, err)
+		}
+	default:
+		so.Destroy()
+		return nil, fmt.Errorf("unknown execution provider %q (want cpu or cuda)", opts.Provider)
+	}
+	return so, nil
+}
+
+// checkTensors compares the model's declared inputs and outputs with spec.
+func checkTensors(spec Spec, p imageprep.Params, data []byte) error {
+	ins, outs, err := ort.GetInputOutputInfoWithONNXData(data)
+	if err != nil {
+		return fmt.Errorf("model %s: read tensors: %w", spec.Name, err)
+	}
+	find := func(list []ort.InputOutputInfo, name string) *ort.InputOutputInfo {
+		for i := range list {
+			if list[i].Name == name {
+				return &list[i]
+			}
+		}
+		return nil
+	}
+	fits := func(d int64, want int) bool { return d < 0 || d == int64(want) }
+	in := find(ins, spec.Input)
+	if in == nil {
+		return fmt.Errorf("%w: %s: no input named %q", ErrModelMismatch, spec.Name, spec.Input)
+	}
+	if d := in.Dimensions; len(d) != 4 || !fits(d[1], 3) || !fits(d[2], p.CropHeight) || !fits(d[3], p.CropWidth) {
+		return fmt.Errorf("%w: %s: input %q has shape %v, want [batch 3 %d %d]", ErrModelMismatch, spec.Name, spec.Input, in.Dimensions, p.CropHeight, p.CropWidth)
+	}
+	out := find(outs, spec.Output)
+	if out == nil {
+		return fmt.Errorf("%w: %s: no output named %q", ErrModelMismatch, spec.Name, spec.Output)
+	}
+	rank := 2
+	if spec.OutputKind == OutputTokens {
+		rank = 3
+	}
+	if d := out.Dimensions; len(d) != rank || !fits(d[rank-1], spec.Dim) {
+		return fmt.Errorf("%w: %s: output %q has shape %v, want rank %d ending in %d", ErrModelMismatch, spec.Name, spec.Output, out.Dimensions, rank, spec.Dim)
+	}
+	return nil
+}
+
+// Spec returns the model's spec, with Version filled in.
+func (m *Model) Spec() Spec { return m.spec }
+
+// Params returns the preprocessing the model expects.
+func (m *Model) Params() imageprep.Params { return m.params }
+
+// InputSize is the number of float32 values one image takes in a batch.
+func (m *Model) InputSize() int { return 3 * m.height * m.width }
+
+// Embed runs a batch of n preprocessed images (pixels holds n*InputSize()
+// values, channels-first) and writes n L2-normalised vectors of Spec().Dim
+// values into out.
+func (m *Model) Embed(pixels []float32, n int, out []float32) error {
+	if n <= 0 || len(pixels) != n*m.InputSize() {
+		return fmt.Errorf("embed %s: %d values for %d images, want %d", m.spec.Name, len(pixels), n, n*m.InputSize())
+	}
+	dim := m.spec.Dim
+	if len(out) != n*dim {
+		return fmt.Errorf("embed %s: output holds %d values, want %d", m.spec.Name, len(out), n*dim)
+	}
+	in, err := ort.NewTensor(ort.NewShape(int64(n), 3, int64(m.height), int64(m.width)), pixels)
+	if err != nil {
+		return fmt.Errorf("embed %s: %w", m.spec.Name, err)
+	}
+	defer in.Destroy()
+	outputs := []ort.Value{nil}
+	if err := m.sess.Run([]ort.Value{in}, outputs); err != nil {
+		return fmt.Errorf("embed %s: run: %w", m.spec.Name, err)
+	}
+	defer outputs[0].Destroy()
+	t, ok := outputs[0].(*ort.Tensor[float32])
+	if !ok {
+		return fmt.Errorf("%w: %s: output is %T, want a float32 tensor", ErrModelMismatch, m.spec.Name, outputs[0])
+	}
+	return pool(m.spec, t.GetShape(), t.GetData(), n, out)
+}
+
+// pool reduces the raw output to one L2-normalised vector per image.
+func pool(spec Spec, shape ort.Shape, data []float32, n int, out []float32) error {
+	dim := spec.Dim
+	switch spec.OutputKind {
+	case OutputEmbeds:
+		if len(shape) != 2 || shape[0] != int64(n) || shape[1] != int64(dim) {
+			return fmt.Errorf("%w: %s: output shape %v, want [%d %d]", ErrModelMismatch, spec.Name, shape, n, dim)
+		}
+		copy(out, data)
+	case OutputTokens:
+		if len(shape) != 3 || shape[0] != int64(n) || shape[2] != int64(dim) || shape[1] < 1 {
+			return fmt.Errorf("%w: %s: output shape %v, want [%d tokens %d]", ErrModelMismatch, spec.Name, shape, n, dim)
+		}
+		tokens := int(shape[1])
+		acc := make([]float64, dim)
+		for i := 0; i < n; i++ {
+			img := data[i*tokens*dim : (i+1)*tokens*dim]
+			dst := out[i*dim : (i+1)*dim]
+			if spec.Pooling == PoolCLS {
+				copy(dst, img[:dim])
+				continue
+			}
+			clear(acc)
+			for t := 0; t < tokens; t++ {
+				for j, v := range img[t*dim : (t+1)*dim] {
+					acc[j] += float64(v)
+				}
+			}
+			for j := range dst {
+				dst[j] = float32(acc[j] / float64(tokens))
+			}
+		}
+	}
+	for i := 0; i < n; i++ {
+		Normalize(out[i*dim : (i+1)*dim])
+	}
+	return nil
+}
+
+// Normalize scales v to unit L2 norm in place; a zero vector stays zero.
+func Normalize(v []float32) {
+	var ss float64
+	for _, x := range v {
+		ss += float64(x) * float64(x)
+	}
+	if ss == 0 {
+		return
+	}
+	inv := 1 / math.Sqrt(ss)
+	for i := range v {
+		v[i] = float32(float64(v[i]) * inv)
+	}
+}
+
+// Cosine returns the cosine similarity of a and b.
+func Cosine(a, b []float32) float64 {
+	var dot, na, nb float64
+	for i := range a {
+		dot += float64(a[i]) * float64(b[i])
+		na += float64(a[i]) * float64(a[i])
+		nb += float64(b[i]) * float64(b[i])
+	}
+	if na == 0 || nb == 0 {
+		return 0
+	}
+	return dot / math.Sqrt(na*nb)
+}
+
+// Close frees the session.
+func (m *Model) Close() error { return m.sess.Destroy() }

@@ -1,0 +1,156 @@
+package embed
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/embedfleet/embedfleet/shared/imageprep"
+)
+
+// Output kinds: what the model's output tensor holds.
+const (
+	OutputEmbeds = "embeds" // [batch, dim]: one vector per image
+	OutputTokens = "tokens" // [batch, tokens, dim]: pooled by Pooling
+)
+
+// Poolings of a tokens output.
+const (
+	PoolMean = "mean" // mean over all tokens (CLS and patches), as the article does for DINOv2
+	PoolCLS  = "cls"  // the first token
+)
+
+// SpecFile is the name of the spec beside each model's ONNX file.
+const SpecFile = "spec.json"
+
+// ErrInvalidSpec is wrapped by every spec validation error.
+var ErrInvalidSpec = errors.New("invalid model spec")
+
+// Preprocess is the JSON form of imageprep.Params.
+type Preprocess struct {
+	ShortestEdge  int        `json:"shortest_edge"`
+	CropHeight    int        `json:"crop_height"`
+	CropWidth     int        `json:"crop_width"`
+	Interpolation string     `json:"interpolation"` // bicubic | bilinear
+	RescaleFactor float64    `json:"rescale_factor"`
+	Mean          [3]float32 `json:"mean"`
+	Std           [3]float32 `json:"std"`
+}
+
+// Params converts to imageprep.Params.
+func (p Preprocess) Params() (imageprep.Params, error) {
+	var interp imageprep.Interpolation
+	switch p.Interpolation {
+	case "bicubic", "":
+		interp = imageprep.Bicubic
+	case "bilinear":
+		interp = imageprep.Bilinear
+	default:
+		return imageprep.Params{}, fmt.Errorf("%w: interpolation %q (want bicubic or bilinear)", ErrInvalidSpec, p.Interpolation)
+	}
+	ip := imageprep.Params{
+		ShortestEdge: p.ShortestEdge, CropHeight: p.CropHeight, CropWidth: p.CropWidth,
+		Interpolation: interp, RescaleFactor: p.RescaleFactor, Mean: p.Mean, Std: p.Std,
+	}
+	if err := ip.Validate(); err != nil {
+		return imageprep.Params{}, fmt.Errorf("%w: %v", ErrInvalidSpec, err)
+	}
+	return ip, nil
+}
+
+func preprocessOf(p imageprep.Params) Preprocess {
+	return Preprocess{
+		ShortestEdge: p.ShortestEdge, CropHeight: p.CropHeight, CropWidth: p.CropWidth,
+		Interpolation: p.Interpolation.String(), RescaleFactor: p.RescaleFactor, Mean: p.Mean, Std: p.Std,
+	}
+}
+
+// Spec describes one ONNX image encoder: how to feed it and how to read it.
+// It is stored as spec.json beside the ONNX file.
+type Spec struct {
+	Name       string     `json:"name"`    // also names the Milvus collection
+	Version    string     `json:"version"` // "sha256:" + hex digest of the ONNX file
+	ONNX       string     `json:"onnx"`    // file name, relative to the spec's folder
+	Input      string     `json:"input"`   // input tensor name, float32 [batch, 3, H, W]
+	Output     string     `json:"output"`  // output tensor name
+	OutputKind string     `json:"output_kind"`
+	Pooling    string     `json:"pooling,omitempty"` // for OutputTokens
+	Dim        int        `json:"dim"`
+	Normalized bool       `json:"normalized"` // whether the model's outputs are already L2-normalised
+	Preprocess Preprocess `json:"preprocess"`
+	Precision  string     `json:"precision,omitempty"` // fp32 | fp16 (weights; inputs and outputs are float32)
+	Source     any        `json:"source,omitempty"`    // where the weights came from, as recorded by the exporter
+}
+
+var namePattern = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
+
+// Validate checks every field that the runtime relies on.
+func (s Spec) Validate() error {
+	switch {
+	case !namePattern.MatchString(s.Name):
+		return fmt.Errorf("%w: name %q (want lowercase letters, digits, - and _, starting with a letter)", ErrInvalidSpec, s.Name)
+	case s.Input == "" || s.Output == "":
+		return fmt.Errorf("%w: %s: input and output tensor names are required", ErrInvalidSpec, s.Name)
+	case s.Dim <= 0:
+		return fmt.Errorf("%w: %s: dim %d", ErrInvalidSpec, s.Name, s.Dim)
+	}
+	switch s.OutputKind {
+	case OutputEmbeds:
+	case OutputTokens:
+		if s.Pooling != PoolMean && s.Pooling != PoolCLS {
+			return fmt.Errorf("%w: %s: pooling %q (want mean or cls)", ErrInvalidSpec, s.Name, s.Pooling)
+		}
+	default:
+		return fmt.Errorf("%w: %s: output_kind %q (want embeds or tokens)", ErrInvalidSpec, s.Name, s.OutputKind)
+	}
+	if s.Version != "" && !strings.HasPrefix(s.Version, "sha256:") {
+		return fmt.Errorf("%w: %s: version %q (want sha256:<hex>)", ErrInvalidSpec, s.Name, s.Version)
+	}
+	_, err := s.Preprocess.Params()
+	return err
+}
+
+// Builtin returns the spec of a built-in model, without file or version:
+// the contract that an export of that model must meet.
+//
+//	clip-vit-b32  CLIP ViT-B/32 image tower with projection: image_embeds, 512
+//	dinov2-base   DINOv2-base: last_hidden_state mean-pooled over all 257 tokens, 768
+func Builtin(name string) (Spec, bool) {
+	switch name {
+	case "clip-vit-b32":
+		return Spec{Name: name, Input: "pixel_values", Output: "image_embeds", OutputKind: OutputEmbeds,
+			Dim: 512, Preprocess: preprocessOf(imageprep.CLIP)}, true
+	case "dinov2-base":
+		return Spec{Name: name, Input: "pixel_values", Output: "last_hidden_state", OutputKind: OutputTokens,
+			Pooling: PoolMean, Dim: 768, Preprocess: preprocessOf(imageprep.DINOv2)}, true
+	}
+	return Spec{}, false
+}
+
+// BuiltinNames lists the built-in models.
+func BuiltinNames() []string { return []string{"clip-vit-b32", "dinov2-base"} }
+
+// LoadSpec reads dir/spec.json and validates it.
+func LoadSpec(dir string) (Spec, error) {
+	b, err := os.ReadFile(filepath.Join(dir, SpecFile))
+	if err != nil {
+		return Spec{}, fmt.Errorf("model spec: %w", err)
+	}
+	var s Spec
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return Spec{}, fmt.Errorf("%w: %s: %v", ErrInvalidSpec, filepath.Join(dir, SpecFile), err)
+	}
+	if s.ONNX == "" {
+		s.ONNX = "model.onnx"
+	}
+	if err := s.Validate(); err != nil {
+		return Spec{}, fmt.Errorf("%s: %w", filepath.Join(dir, SpecFile), err)
+	}
+	return s, nil
+}
