@@ -189,7 +189,9 @@ func TestOpenRejectsMismatches(t *testing.T) {
 		wantMsg string
 	}{
 		{"another onnx file", nil, append(append([]byte{}, onnx...), 0), embed.ErrModelMismatch, "sha256"},
-		{"wrong output name", func(s string) string { return strings.Replace(s, `"output": "image_embeds"`, `"output": "pooler_output"`, 1) }, nil, embed.ErrModelMismatch, "pooler_output"},
+		{"wrong output name", func(s string) string {
+			return strings.Replace(s, `"output": "image_embeds"`, `"output": "pooler_output"`, 1)
+		}, nil, embed.ErrModelMismatch, "pooler_output"},
 		{"wrong dim", func(s string) string { return strings.Replace(s, `"dim": 16`, `"dim": 512`, 1) }, nil, embed.ErrModelMismatch, "512"},
 		{"wrong crop", func(s string) string { return strings.Replace(s, `"crop_height": 224`, `"crop_height": 256`, 1) }, nil, embed.ErrModelMismatch, "256"},
 		{"bad pooling", func(s string) string {
