@@ -68,8 +68,13 @@ func TestHelpListsOnlyWorkingCommands(t *testing.T) {
 	if err != nil {
 		t.Fatalf("embedfleet --help: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "version") || !strings.Contains(out, "--ort-lib") {
-		t.Fatalf("help lacks the version command or the --ort-lib flag:\n%s", out)
+	for _, c := range []string{"version", "models", "similarity", "embed", "--ort-lib", "--models-dir"} {
+		if !strings.Contains(out, c) {
+			t.Fatalf("help lacks %s:\n%s", c, out)
+		}
+	}
+	if strings.Contains(out, "coordinator") || strings.Contains(out, "serve") {
+		t.Fatalf("help lists a command that is not built yet:\n%s", out)
 	}
 }
 
@@ -82,3 +87,5 @@ func TestUnknownCommandFails(t *testing.T) {
 		t.Fatalf("unknown command error should name it:\n%s", out)
 	}
 }
+
+func execCommand(args ...string) *exec.Cmd { return exec.Command(binPath, args...) }

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/embedfleet/embedfleet/shared/embed"
+)
+
+// openModel loads ONNX Runtime and opens model ref (a name in the models
+// folder or a folder path).
+func openModel(g *globalFlags, ref string) (*embed.Model, error) {
+	if _, err := embed.Init(embed.LibraryPath(g.ortLib)); err != nil {
+		return nil, err
+	}
+	dir, err := embed.Resolve(g.modelsDir, ref)
+	if err != nil {
+		return nil, err
+	}
+	return embed.Open(dir, embed.Options{IntraOpThreads: g.threads, Provider: g.provider})
+}
+
+func newModelsCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "models",
+		Short: "List, fetch and verify the ONNX models in the models folder",
+		Long: `Each model lives in its own folder under --models-dir: spec.json (name,
+version = sha256 of the ONNX file, tensor names, pooling, dimension,
+preprocessing) beside model.onnx. Built-in specs: clip-vit-b32, dinov2-base.`,
+	}
+	cmd.AddCommand(newModelsListCmd(g), newModelsPullCmd(g), newModelsVerifyCmd(g))
+	return cmd
+}
+
+func newModelsListCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List the built-in model specs and the models installed in --models-dir",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := cmd.OutOrStdout()
+			installed, err := embed.List(g.modelsDir)
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "NAME\tDIM\tOUTPUT\tVERSION\tFOLDER\n")
+			have := map[string]bool{}
+			for _, m := range installed {
+				if m.Err != nil {
+					fmt.Fprintf(w, "?\t\t\t\t%s (%v)\n", m.Dir, m.Err)
+					continue
+				}
+				have[m.Spec.Name] = true
+				kind := m.Spec.Output
+				if m.Spec.OutputKind == embed.OutputTokens {
+					kind += " (" + m.Spec.Pooling + " pool)"
+				}
+				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", m.Spec.Name, m.Spec.Dim, kind, short(m.Spec.Version), m.Dir)
+			}
+			for _, name := range embed.BuiltinNames() {
+				if !have[name] {
+					s, _ := embed.Builtin(name)
+					fmt.Fprintf(w, "%s\t%d\t%s\tnot installed\t(built-in spec; `embedfleet models pull`)\n", name, s.Dim, s.Output)
+				}
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func short(version string) string {
+	if len(version) > len("sha256:")+12 {
+		return version[:len("sha256:")+12]
+	}
+	return version
+}
+
+func newModelsVerifyCmd(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify [MODEL...]",
+		Short: "Re-hash each model's ONNX file against its spec and check its tensors (all models when none is named)",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if _, err := embed.Init(embed.LibraryPath(g.ortLib)); err != nil {
+				return err
+			}
+			var dirs []string
+			if len(args) == 0 {
+				installed, err := embed.List(g.modelsDir)
+				if err != nil {
+					return err
+				}
+				for _, m := range installed {
+					dirs = append(dirs, m.Dir)
+				}
+				if len(dirs) == 0 {
+					return fmt.Errorf("no models in %s", g.modelsDir)
+				}
+			}
+			for _, a := range args {
+				d, err := embed.Resolve(g.modelsDir, a)
+				if err != nil {
+					return err
+				}
+				dirs = append(dirs, d)
+			}
+			failed := 0
+			for _, d := range dirs {
+				spec, err := embed.Verify(d)
+				if err != nil {
+					failed++
+					fmt.Fprintf(cmd.OutOrStdout(), "FAIL %s: %v\n", d, err)
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "ok   %s %s %s\n", spec.Name, short(spec.Version), d)
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d of %d models failed verification", failed, len(dirs))
+			}
+			return nil
+		},
+	}
+}
+
+func newModelsPullCmd(g *globalFlags) *cobra.Command {
+	var o embed.PullOptions
+	cmd := &cobra.Command{
+		Use:   "pull --model clip-vit-b32|dinov2-base --repo REPO --revision COMMIT --file PATH",
+		Short: "Download an ONNX export from a Hugging Face-style hub into --models-dir, pinned and checksummed",
+		Long: `Download one ONNX file from {endpoint}/{repo}/resolve/{revision}/{file} into
+--models-dir/<name>/model.onnx, record its sha256 as the model's version in
+spec.json (with the built-in spec of --model and the source), and check that its
+tensors match the spec before keeping it. Pin --revision to a commit: branches
+move. --sha256 makes the download fail unless the file has that digest.
+
+Example (a community export of CLIP's vision tower with image_embeds):
+  embedfleet models pull --model clip-vit-b32 --repo Xenova/clip-vit-base-patch32 \
+    --revision <commit> --file onnx/vision_model.onnx
+
+Or export one yourself: deploy/export/export.py --model clip-vit-b32 --hf-repo
+openai/clip-vit-base-patch32 --revision <commit> --out DIR.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := embed.Init(embed.LibraryPath(g.ortLib)); err != nil {
+				return err
+			}
+			o.Token = os.Getenv("HF_TOKEN")
+			last := time.Now()
+			o.Progress = func(done, total int64) {
+				if time.Since(last) < 2*time.Second && done != total {
+					return
+				}
+				last = time.Now()
+				if total > 0 {
+					fmt.Fprintf(cmd.ErrOrStderr(), "pull: %d/%d MB (%.0f%%)\n", done>>20, total>>20, 100*float64(done)/float64(total))
+				} else {
+					fmt.Fprintf(cmd.ErrOrStderr(), "pull: %d MB\n", done>>20)
+				}
+			}
+			spec, err := embed.Pull(cmd.Context(), g.modelsDir, o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pulled %s %s into %s\n", spec.Name, spec.Version, strings.TrimSuffix(g.modelsDir, "/")+"/"+spec.Name)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Model, "model", "", "built-in spec the file follows: clip-vit-b32 or dinov2-base (required)")
+	f.StringVar(&o.Repo, "repo", "", "hub repository, e.g. Xenova/clip-vit-base-patch32 (required)")
+	f.StringVar(&o.Revision, "revision", "", "commit to pin (required)")
+	f.StringVar(&o.File, "file", "", "path of the ONNX file in the repository (required)")
+	f.StringVar(&o.Name, "name", "", "model name (folder and Milvus collection); default --model")
+	f.StringVar(&o.SHA256, "sha256", "", "expected sha256 of the file")
+	f.StringVar(&o.Input, "input", "", "input tensor name, if not pixel_values")
+	f.StringVar(&o.Output, "output", "", "output tensor name, if not the built-in spec's")
+	f.IntVar(&o.Dim, "dim", 0, "embedding dimension, if not the built-in spec's (e.g. 384 for dinov2-small)")
+	f.StringVar(&o.Endpoint, "endpoint", envOr("HF_ENDPOINT", "https://huggingface.co"), "hub base URL (env HF_ENDPOINT); token from env HF_TOKEN")
+	for _, name := range []string{"model", "repo", "revision", "file"} {
+		_ = cmd.MarkFlagRequired(name)
+	}
+	return cmd
+}

@@ -1,0 +1,243 @@
+package embed
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// A models folder holds one sub-folder per model, named after it, with
+// spec.json and the ONNX file:
+//
+//	models/clip-vit-b32/spec.json
+//	models/clip-vit-b32/model.onnx
+
+// ErrModelNotFound: no model of that name in the models folder.
+var ErrModelNotFound = errors.New("model not found")
+
+// Resolve returns the folder of model ref: ref itself when it is a folder
+// that holds a spec.json, else dir/ref.
+func Resolve(dir, ref string) (string, error) {
+	if st, err := os.Stat(filepath.Join(ref, SpecFile)); err == nil && !st.IsDir() {
+		return ref, nil
+	}
+	if !namePattern.MatchString(ref) {
+		return "", fmt.Errorf("%w: %q is neither a model name nor a folder with a %s", ErrModelNotFound, ref, SpecFile)
+	}
+	p := filepath.Join(dir, ref)
+	if _, err := os.Stat(filepath.Join(p, SpecFile)); err != nil {
+		hint := ""
+		if _, ok := Builtin(ref); ok {
+			hint = fmt.Sprintf("; fetch it with `embedfleet models pull --model %s --repo REPO --revision REV`, or export one with deploy/export/export.py", ref)
+		}
+		return "", fmt.Errorf("%w: %s has no %s%s", ErrModelNotFound, p, SpecFile, hint)
+	}
+	return p, nil
+}
+
+// Installed lists the models in dir, sorted by name. A folder whose spec
+// does not load is listed with its error.
+type Installed struct {
+	Dir  string
+	Spec Spec
+	Err  error
+}
+
+// List returns the models installed in dir.
+func List(dir string) ([]Installed, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Installed
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if _, err := os.Stat(filepath.Join(p, SpecFile)); err != nil {
+			continue
+		}
+		s, err := LoadSpec(p)
+		out = append(out, Installed{Dir: p, Spec: s, Err: err})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Dir < out[j].Dir })
+	return out, nil
+}
+
+// Verify re-hashes a model's ONNX file against its spec's version and checks
+// its tensors, without starting a session.
+func Verify(dir string) (Spec, error) {
+	spec, err := LoadSpec(dir)
+	if err != nil {
+		return spec, err
+	}
+	if spec.Version == "" {
+		return spec, fmt.Errorf("%w: %s: spec has no version to verify against", ErrInvalidSpec, spec.Name)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, spec.ONNX))
+	if err != nil {
+		return spec, err
+	}
+	sum := sha256.Sum256(data)
+	if got := "sha256:" + hex.EncodeToString(sum[:]); got != spec.Version {
+		return spec, fmt.Errorf("%w: %s: file has %s, spec says %s", ErrModelMismatch, spec.Name, got, spec.Version)
+	}
+	params, err := spec.Preprocess.Params()
+	if err != nil {
+		return spec, err
+	}
+	return spec, checkTensors(spec, params, data)
+}
+
+// PullOptions say where an ONNX export is on a Hugging Face-style hub and
+// what it is.
+type PullOptions struct {
+	Endpoint string // hub base URL, e.g. https://huggingface.co
+	Repo     string // e.g. Xenova/clip-vit-base-patch32
+	Revision string // a commit id: pin it, branches move
+	File     string // path of the ONNX file in the repo, e.g. onnx/vision_model.onnx
+	Model    string // built-in spec to describe it: clip-vit-b32 | dinov2-base
+	Name     string // folder and collection name; default Model
+	SHA256   string // expected hex digest of the file; empty: record what arrives
+	Input    string // tensor names, when the export differs from the built-in spec
+	Output   string
+	Dim      int    // embedding dimension, when not the built-in spec's (e.g. dinov2-small: 384)
+	Token    string // bearer token for private repos (never logged)
+	Client   *http.Client
+	Progress func(done, total int64) // may be nil
+}
+
+// Pull downloads an ONNX export into dir/<name>/ with a spec.json made from
+// the built-in spec, the file's sha256 and its source, and checks the
+// model's tensors against the spec before keeping anything.
+func Pull(ctx context.Context, dir string, o PullOptions) (Spec, error) {
+	spec, ok := Builtin(o.Model)
+	if !ok {
+		return Spec{}, fmt.Errorf("%w: unknown model %q (built-in: %s)", ErrInvalidSpec, o.Model, strings.Join(BuiltinNames(), ", "))
+	}
+	if o.Repo == "" || o.Revision == "" || o.File == "" {
+		return Spec{}, fmt.Errorf("pull: repo, revision and file are required")
+	}
+	if o.Name != "" {
+		spec.Name = o.Name
+	}
+	if o.Input != "" {
+		spec.Input = o.Input
+	}
+	if o.Output != "" {
+		spec.Output = o.Output
+	}
+	if o.Dim > 0 {
+		spec.Dim = o.Dim
+	}
+	spec.ONNX = "model.onnx"
+	if err := spec.Validate(); err != nil {
+		return Spec{}, err
+	}
+	if o.Endpoint == "" {
+		o.Endpoint = "https://huggingface.co"
+	}
+	if o.Client == nil {
+		o.Client = http.DefaultClient
+	}
+	u, err := url.JoinPath(o.Endpoint, o.Repo, "resolve", o.Revision, o.File)
+	if err != nil {
+		return Spec{}, fmt.Errorf("pull: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return Spec{}, err
+	}
+	tmp, err := os.MkdirTemp(dir, ".pull-"+spec.Name+"-")
+	if err != nil {
+		return Spec{}, err
+	}
+	defer os.RemoveAll(tmp)
+
+	sum, err := download(ctx, o, u, filepath.Join(tmp, spec.ONNX))
+	if err != nil {
+		return Spec{}, err
+	}
+	if o.SHA256 != "" && !strings.EqualFold(strings.TrimPrefix(o.SHA256, "sha256:"), sum) {
+		return Spec{}, fmt.Errorf("%w: %s: downloaded file has sha256 %s, expected %s", ErrModelMismatch, u, sum, o.SHA256)
+	}
+	spec.Version = "sha256:" + sum
+	spec.Source = map[string]string{"endpoint": o.Endpoint, "repo": o.Repo, "revision": o.Revision, "file": o.File, "sha256": sum}
+	b, _ := json.MarshalIndent(spec, "", " ")
+	if err := os.WriteFile(filepath.Join(tmp, SpecFile), append(b, '\n'), 0o644); err != nil {
+		return Spec{}, err
+	}
+	if _, err := Verify(tmp); err != nil {
+		return Spec{}, fmt.Errorf("pull: %s is not a %s export: %w", u, o.Model, err)
+	}
+	final := filepath.Join(dir, spec.Name)
+	if err := os.RemoveAll(final); err != nil {
+		return Spec{}, err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return Spec{}, err
+	}
+	return spec, nil
+}
+
+func download(ctx context.Context, o PullOptions, u, path string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return "", err
+	}
+	if o.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+o.Token)
+	}
+	resp, err := o.Client.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("pull: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("pull: GET %s: %s", u, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	var r io.Reader = resp.Body
+	if o.Progress != nil {
+		r = &progressReader{r: r, total: resp.ContentLength, fn: o.Progress}
+	}
+	if _, err := io.Copy(io.MultiWriter(f, h), r); err != nil {
+		return "", fmt.Errorf("pull: GET %s: %w", u, err)
+	}
+	if err := f.Close(); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+type progressReader struct {
+	r     io.Reader
+	done  int64
+	total int64
+	fn    func(done, total int64)
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.done += int64(n)
+	p.fn(p.done, p.total)
+	return n, err
+}
