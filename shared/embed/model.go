@@ -21,8 +21,8 @@ const (
 	ProviderCUDA = "cuda"
 )
 
-// ErrModelMismatch: the ONNX file is not the one its spec describes (another
-// sha256, or tensors of other names or shapes).
+// ErrModelMismatch is returned when the ONNX file is not the one its spec
+// describes (another sha256, or tensors of other names or shapes).
 var ErrModelMismatch = errors.New("model does not match its spec")
 
 // Options tune how a model runs.

@@ -22,7 +22,8 @@ import (
 //	models/clip-vit-b32/spec.json
 //	models/clip-vit-b32/model.onnx
 
-// ErrModelNotFound: no model of that name in the models folder.
+// ErrModelNotFound is returned when no model of that name is in the models
+// folder.
 var ErrModelNotFound = errors.New("model not found")
 
 // Resolve returns the folder of model ref: ref itself when it is a folder
