@@ -13,8 +13,9 @@ DEPS_ENV = eval "$$($(DEPS) --env)"
 
 PYENV    = $$(deploy/install/pyenv.sh deploy/export/requirements.txt)/bin/python
 BENCHDIR ?= ../shared/bench/bsds500
+RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random
 
-.PHONY: help deps build test lint fmt clean fixtures bench bench-embed
+.PHONY: help deps build test lint fmt clean fixtures random-models parity bench bench-embed
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -32,17 +33,33 @@ test: deps lint ## deps, lint, every test with the race detector against real Mi
 
 fixtures: ## regenerate the parity fixtures with the Hugging Face reference (installs the Python stack, several GB, once)
 	$(PYENV) deploy/export/make_fixtures.py shared/imageprep/testdata
-	cd deploy/export && $(PYENV) make_model_fixtures.py ../../shared/embed/testdata ../../shared/imageprep/testdata/images ../../../shared/seed
+	py=$(PYENV); cd deploy/export && $$py make_model_fixtures.py ../../shared/embed/testdata ../../shared/imageprep/testdata/images ../../../shared/seed
+
+random-models: ## export full-size random-init clip-vit-b32 and dinov2-base (seed 0) into ~/.cache/embedfleet/models-random, once
+	@py=$(PYENV); cd deploy/export && for m in clip-vit-b32 dinov2-base; do \
+	  [ -f "$(RANDOM_MODELS)/$$m/spec.json" ] || $$py export.py --model $$m --random-init --seed 0 --out "$(RANDOM_MODELS)/$$m"; done
+
+parity: deps build random-models ## full-size random-init CLIP and DINOv2: embedfleet against the article's PyTorch pipeline on BENCHDIR (prints parity and similarity lines)
+	py=$(PYENV); cd deploy/export && $$py parity.py --bin ../../bin/embedfleet --images ../../$(BENCHDIR) \
+	  --seed-images ../../../shared/seed --models "$(RANDOM_MODELS)"
 
 bench: bench-embed ## every benchmark
 
-bench-embed: deps ## decode+preprocess img/s on one core, embedfleet against the Hugging Face processor (images: BENCHDIR, default ../shared/bench/bsds500)
+bench-embed: deps build random-models ## preprocess img/s on one core against the HF processor; inference img/s by batch; end-to-end embed img/s (images: BENCHDIR)
 	$(GO) build -o bin/prepbench ./deploy/bench/prepbench
+	$(GO) build -o bin/inferbench ./deploy/bench/inferbench
 	@for m in clip-vit-b32 dinov2-base; do \
 	  e=$$(taskset -c 0 bin/prepbench --dir $(BENCHDIR) --model $$m | sed -n 's/.*img_s=\([0-9.]*\).*/\1/p'); \
 	  r=$$(OMP_NUM_THREADS=1 $(PYENV) deploy/bench/hf_preprocess.py --dir $(BENCHDIR) --model $$m | sed -n 's/.*img_s=\([0-9.]*\).*/\1/p'); \
 	  echo "preprocess $$m exact embedfleet_img_s=$$e reference_img_s=$$r speedup_x=$$(python3 -c "print(round($$e/$$r, 2))")"; \
 	done
+	@$(DEPS_ENV); for m in clip-vit-b32 dinov2-base; do \
+	  bin/inferbench --model "$(RANDOM_MODELS)/$$m" --batches 1,8,32 --seconds 10 --threads $$(nproc); done
+	@$(DEPS_ENV); for m in clip-vit-b32 dinov2-base; do \
+	  n=$$([ $$m = dinov2-base ] && echo 100 || echo 500); \
+	  files=($(BENCHDIR)/*); \
+	  bin/embedfleet embed --threads $$(nproc) --model "$(RANDOM_MODELS)/$$m" --format npy -o bin/bench-$$m.npy "$${files[@]:0:$$n}" 2>&1 | \
+	    sed -n 's/^embed \([^:]*\): \([0-9]*\) files.* \([0-9.]*\) img\/s$$/endtoend \1 img_s=\3 n=\2/p'; done
 
 lint: deps ## gofmt, go vet and staticcheck (config: staticcheck.conf)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

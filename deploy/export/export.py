@@ -104,6 +104,17 @@ class DinoTokens(torch.nn.Module):
         return self.model(pixel_values=pixel_values).last_hidden_state
 
 
+class Float16(torch.nn.Module):
+    """fp16 weights and arithmetic behind float32 inputs and outputs."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner.half()
+
+    def forward(self, pixel_values):
+        return self.inner(pixel_values.half()).float()
+
+
 def build(model_name, args):
     if args.random_init:
         torch.manual_seed(args.seed)
@@ -150,17 +161,12 @@ def export(model_name, wrapper, source, out, opset=17, fp16=False):
     out_name = "image_embeds" if model_name == "clip-vit-b32" else "last_hidden_state"
     with torch.no_grad():
         want = wrapper(example).numpy()
+        exported = Float16(wrapper) if fp16 else wrapper
         torch.onnx.export(
-            wrapper, (example,), onnx_path, input_names=["pixel_values"], output_names=[out_name],
+            exported, (example,), onnx_path, input_names=["pixel_values"], output_names=[out_name],
             dynamic_axes={"pixel_values": {0: "batch"}, out_name: {0: "batch"}},
             opset_version=opset, dynamo=False,
         )
-    if fp16:
-        import onnx
-        from onnxconverter_common import float16
-
-        m = onnx.load(onnx_path)
-        onnx.save(float16.convert_float_to_float16(m, keep_io_types=True), onnx_path)
 
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     got = sess.run([out_name], {"pixel_values": example.numpy()})[0]
