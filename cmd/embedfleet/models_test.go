@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/embedfleet/embedfleet/shared/testenv"
@@ -220,9 +221,9 @@ func TestModelsPull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var gotAuth string
+	var gotAuth atomic.Value
 	hub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		gotAuth = r.Header.Get("Authorization")
+		gotAuth.Store(r.Header.Get("Authorization"))
 		switch r.URL.Path {
 		case "/acme/dino-onnx/resolve/0123abc/onnx/model.onnx":
 			w.Write(onnx)
@@ -251,8 +252,8 @@ func TestModelsPull(t *testing.T) {
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Fatalf("a failed pull left %d entries in the models folder", len(entries))
 	}
-	if gotAuth != "Bearer secret-token" {
-		t.Fatalf("HF_TOKEN not sent as a bearer token (got %q)", gotAuth)
+	if got, _ := gotAuth.Load().(string); got != "Bearer secret-token" {
+		t.Fatalf("HF_TOKEN not sent as a bearer token (got %q)", got)
 	}
 	if strings.Contains(out, "secret-token") {
 		t.Fatal("the token appears in the output")

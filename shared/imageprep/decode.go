@@ -294,6 +294,13 @@ func (d *Decoder) decodeStd(data []byte, info *Info) error {
 	return nil
 }
 
+// ToRGB converts a decoded image.Image to an RGB Image the way Decode does
+// (Pillow's convert("RGB")).
+func ToRGB(m image.Image) *Image {
+	img := toRGB(m, Image{})
+	return &img
+}
+
 // resizeImage returns img with room for w x h pixels, reusing its buffer.
 func resizeImage(img Image, w, h int) Image {
 	n := w * h * 3
@@ -354,8 +361,18 @@ func toRGB(m image.Image, dst Image) Image {
 				i += 3
 			}
 		}
+	case *image.YCbCr:
+		// Lossy WebP (and JPEG decoded by Go): nearest chroma sample, Go's
+		// YCbCr -> RGB conversion.
+		for y := b.Min.Y; y < b.Max.Y; y++ {
+			for x := b.Min.X; x < b.Max.X; x++ {
+				yi, ci := src.YOffset(x, y), src.COffset(x, y)
+				p[i], p[i+1], p[i+2] = color.YCbCrToRGB(src.Y[yi], src.Cb[ci], src.Cr[ci])
+				i += 3
+			}
+		}
 	default:
-		// YCbCr (WebP, Go-decoded JPEG), 16-bit and the rest: through the
+		// 16-bit and the rest: through the
 		// non-premultiplied 16-bit model, keeping the high byte.
 		for y := b.Min.Y; y < b.Max.Y; y++ {
 			for x := b.Min.X; x < b.Max.X; x++ {

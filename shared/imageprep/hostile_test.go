@@ -223,3 +223,33 @@ func FuzzDecodePreprocess(f *testing.F) {
 		}
 	})
 }
+
+// TestToRGBYCbCr checks the YCbCr fast path (lossy WebP) against Go's own
+// colour model, pixel by pixel, on a 4:2:0 image.
+func TestToRGBYCbCr(t *testing.T) {
+	var buf bytes.Buffer
+	src := image.NewNRGBA(image.Rect(0, 0, 37, 21))
+	for i := range src.Pix {
+		src.Pix[i] = byte(i * 13)
+	}
+	if err := jpeg.Encode(&buf, src, nil); err != nil {
+		t.Fatal(err)
+	}
+	m, err := jpeg.Decode(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.(*image.YCbCr); !ok {
+		t.Fatalf("decoded %T, want *image.YCbCr", m)
+	}
+	img := imageprep.ToRGB(m)
+	for y := 0; y < 21; y++ {
+		for x := 0; x < 37; x++ {
+			c := color.RGBAModel.Convert(m.At(x, y)).(color.RGBA)
+			p := img.Pix[(y*37+x)*3:]
+			if p[0] != c.R || p[1] != c.G || p[2] != c.B {
+				t.Fatalf("pixel (%d,%d) = %v, Go's model says %v", x, y, p[:3], c)
+			}
+		}
+	}
+}
