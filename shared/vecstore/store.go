@@ -1,0 +1,392 @@
+package vecstore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/milvus-io/milvus/client/v2/column"
+	"github.com/milvus-io/milvus/client/v2/entity"
+	"github.com/milvus-io/milvus/client/v2/index"
+	"github.com/milvus-io/milvus/client/v2/milvusclient"
+
+	"github.com/embedfleet/embedfleet/shared/embed"
+)
+
+// Errors the package returns (wrapped).
+var (
+	// ErrModelVersionMismatch: the collection holds vectors of another
+	// version of the model.
+	ErrModelVersionMismatch = errors.New("collection holds another model version")
+	// ErrUnavailable: Milvus could not be reached or did not answer; the
+	// caller may retry later.
+	ErrUnavailable = errors.New("milvus unavailable")
+)
+
+// Field names of every collection.
+const (
+	FieldID           = "id"            // hex of sha256(source, key), 32 chars
+	FieldVector       = "vector"        // float32, the model's dimension, L2-normalised
+	FieldURI          = "uri"           // s3://bucket/key or file path
+	FieldETag         = "etag"          // the object's ETag when embedded
+	FieldSize         = "size"          // bytes
+	FieldWidth        = "width"         // pixels, upright
+	FieldHeight       = "height"        // pixels, upright
+	FieldModelVersion = "model_version" // sha256:... of the ONNX file
+	FieldIndexedAt    = "indexed_at"    // unix seconds
+
+	propModelVersion = "embedfleet.model_version"
+)
+
+// Config says how to reach Milvus and how to index.
+type Config struct {
+	Address  string // host:port
+	Username string
+	Password string
+	APIKey   string // token (Zilliz Cloud or a Milvus user token)
+	DBName   string
+	TLS      bool
+
+	// IndexType: AUTOINDEX (default), FLAT, IVF_FLAT or HNSW (production
+	// Milvus only; milvus-lite refuses it).
+	IndexType       string
+	HNSWM           int // default 16
+	HNSWEfConstruct int // default 200
+	IVFNList        int // default 1024
+
+	DialTimeout time.Duration // default 10 s
+}
+
+// Store is a connection to Milvus. Safe for concurrent use.
+type Store struct {
+	c   *milvusclient.Client
+	cfg Config
+}
+
+// Connect dials Milvus and checks that it answers.
+func Connect(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Address == "" {
+		return nil, errors.New("vecstore: address is required")
+	}
+	if cfg.IndexType == "" {
+		cfg.IndexType = "AUTOINDEX"
+	}
+	switch strings.ToUpper(cfg.IndexType) {
+	case "AUTOINDEX", "FLAT", "IVF_FLAT", "HNSW":
+		cfg.IndexType = strings.ToUpper(cfg.IndexType)
+	default:
+		return nil, fmt.Errorf("vecstore: index type %q (want AUTOINDEX, FLAT, IVF_FLAT or HNSW)", cfg.IndexType)
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 10 * time.Second
+	}
+	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	c, err := milvusclient.New(dctx, &milvusclient.ClientConfig{
+		Address: cfg.Address, Username: cfg.Username, Password: cfg.Password,
+		APIKey: cfg.APIKey, DBName: cfg.DBName, EnableTLSAuth: cfg.TLS,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: milvus at %s: %v", ErrUnavailable, cfg.Address, err)
+	}
+	return &Store{c: c, cfg: cfg}, nil
+}
+
+// Close ends the connection.
+func (s *Store) Close(ctx context.Context) error { return s.c.Close(ctx) }
+
+// CollectionName is the collection of model name: Milvus allows letters,
+// digits and underscores, so dashes become underscores.
+func CollectionName(model string) string { return strings.ReplaceAll(model, "-", "_") }
+
+// ID is the primary key of an object: deterministic from its source and
+// key, so that embedding the same object again replaces its row.
+func ID(source, key string) string {
+	h := sha256.Sum256([]byte(source + "\x00" + key))
+	return hex.EncodeToString(h[:16])
+}
+
+// Collection is one model's collection.
+type Collection struct {
+	s       *Store
+	Name    string
+	Model   string
+	Version string
+	Dim     int
+}
+
+// Ensure creates the collection of spec's model if it is missing (schema,
+// index, load) and checks an existing one: same dimension, same model
+// version. It is idempotent and safe to race with other workers.
+func (s *Store) Ensure(ctx context.Context, spec embed.Spec) (*Collection, error) {
+	name := CollectionName(spec.Name)
+	col := &Collection{s: s, Name: name, Model: spec.Name, Version: spec.Version, Dim: spec.Dim}
+	has, err := s.c.HasCollection(ctx, milvusclient.NewHasCollectionOption(name))
+	if err != nil {
+		return nil, s.wrap("has collection "+name, err)
+	}
+	if !has {
+		schema := entity.NewSchema().WithName(name).
+			WithDescription(describe(spec)).
+			WithField(entity.NewField().WithName(FieldID).WithDataType(entity.FieldTypeVarChar).WithMaxLength(64).WithIsPrimaryKey(true)).
+			WithField(entity.NewField().WithName(FieldVector).WithDataType(entity.FieldTypeFloatVector).WithDim(int64(spec.Dim))).
+			WithField(entity.NewField().WithName(FieldURI).WithDataType(entity.FieldTypeVarChar).WithMaxLength(2048)).
+			WithField(entity.NewField().WithName(FieldETag).WithDataType(entity.FieldTypeVarChar).WithMaxLength(128)).
+			WithField(entity.NewField().WithName(FieldSize).WithDataType(entity.FieldTypeInt64)).
+			WithField(entity.NewField().WithName(FieldWidth).WithDataType(entity.FieldTypeInt32)).
+			WithField(entity.NewField().WithName(FieldHeight).WithDataType(entity.FieldTypeInt32)).
+			WithField(entity.NewField().WithName(FieldModelVersion).WithDataType(entity.FieldTypeVarChar).WithMaxLength(80)).
+			WithField(entity.NewField().WithName(FieldIndexedAt).WithDataType(entity.FieldTypeInt64))
+		err := s.c.CreateCollection(ctx, milvusclient.NewCreateCollectionOption(name, schema).
+			WithProperty(propModelVersion, spec.Version).WithConsistencyLevel(entity.ClBounded))
+		if err != nil && !strings.Contains(strings.ToLower(err.Error()), "already exist") {
+			return nil, s.wrap("create collection "+name, err)
+		}
+	}
+	desc, err := s.c.DescribeCollection(ctx, milvusclient.NewDescribeCollectionOption(name))
+	if err != nil {
+		return nil, s.wrap("describe collection "+name, err)
+	}
+	if v := recordedVersion(desc); v != spec.Version {
+		return nil, fmt.Errorf("%w: collection %s holds vectors of %s %s; this worker has %s. "+
+			"Index into another collection (another model name) or drop this one to re-embed everything",
+			ErrModelVersionMismatch, name, spec.Name, v, spec.Version)
+	}
+	for _, f := range desc.Schema.Fields {
+		if f.Name == FieldVector {
+			if d, err := f.GetDim(); err == nil && int(d) != spec.Dim {
+				return nil, fmt.Errorf("%w: collection %s has dimension %d, model %s has %d", ErrModelVersionMismatch, name, d, spec.Name, spec.Dim)
+			}
+		}
+	}
+	if err := s.ensureIndexLoaded(ctx, name); err != nil {
+		return nil, err
+	}
+	return col, nil
+}
+
+// The model version is recorded twice: as a collection property (Milvus
+// standalone and distributed) and in the schema description, which
+// milvus-lite keeps while it drops properties.
+const descPrefix = "embedfleet model_version="
+
+func describe(spec embed.Spec) string {
+	return descPrefix + spec.Version + " model=" + spec.Name
+}
+
+func recordedVersion(desc *entity.Collection) string {
+	if v := desc.Properties[propModelVersion]; v != "" {
+		return v
+	}
+	if desc.Schema != nil {
+		if rest, ok := strings.CutPrefix(desc.Schema.Description, descPrefix); ok {
+			v, _, _ := strings.Cut(rest, " ")
+			return v
+		}
+	}
+	return ""
+}
+
+func (s *Store) indexFor() index.Index {
+	switch s.cfg.IndexType {
+	case "FLAT":
+		return index.NewFlatIndex(entity.COSINE)
+	case "IVF_FLAT":
+		return index.NewIvfFlatIndex(entity.COSINE, orDefault(s.cfg.IVFNList, 1024))
+	case "HNSW":
+		return index.NewHNSWIndex(entity.COSINE, orDefault(s.cfg.HNSWM, 16), orDefault(s.cfg.HNSWEfConstruct, 200))
+	}
+	return index.NewAutoIndex(entity.COSINE)
+}
+
+func orDefault(v, d int) int {
+	if v > 0 {
+		return v
+	}
+	return d
+}
+
+func (s *Store) ensureIndexLoaded(ctx context.Context, name string) error {
+	idx, err := s.c.ListIndexes(ctx, milvusclient.NewListIndexOption(name))
+	if err != nil {
+		return s.wrap("list indexes of "+name, err)
+	}
+	if len(idx) == 0 {
+		task, err := s.c.CreateIndex(ctx, milvusclient.NewCreateIndexOption(name, FieldVector, s.indexFor()))
+		if err == nil {
+			err = task.Await(ctx)
+		}
+		if err != nil && !strings.Contains(strings.ToLower(err.Error()), "already exist") {
+			return fmt.Errorf("vecstore: create %s index on %s: %w", s.cfg.IndexType, name, err)
+		}
+	}
+	state, err := s.c.GetLoadState(ctx, milvusclient.NewGetLoadStateOption(name))
+	if err != nil {
+		return s.wrap("load state of "+name, err)
+	}
+	if state.State != entity.LoadStateLoaded {
+		task, err := s.c.LoadCollection(ctx, milvusclient.NewLoadCollectionOption(name))
+		if err == nil {
+			err = task.Await(ctx)
+		}
+		if err != nil {
+			return s.wrap("load "+name, err)
+		}
+	}
+	return nil
+}
+
+// wrap marks connection-level failures as ErrUnavailable.
+func (s *Store) wrap(op string, err error) error {
+	msg := strings.ToLower(err.Error())
+	for _, m := range []string{"unavailable", "connection refused", "deadline exceeded", "connection reset", "transport", "eof", "canceled"} {
+		if strings.Contains(msg, m) {
+			return fmt.Errorf("%w: milvus at %s: %s: %v", ErrUnavailable, s.cfg.Address, op, err)
+		}
+	}
+	return fmt.Errorf("vecstore: milvus at %s: %s: %w", s.cfg.Address, op, err)
+}
+
+// Row is one object's vector and what is stored beside it.
+type Row struct {
+	ID            string
+	URI           string
+	ETag          string
+	Size          int64
+	Width, Height int
+	Vector        []float32
+}
+
+// Upsert writes rows; a row whose ID exists replaces it.
+func (c *Collection) Upsert(ctx context.Context, rows []Row) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	n := len(rows)
+	ids, uris, etags, vers := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	sizes, at := make([]int64, n), make([]int64, n)
+	ws, hs := make([]int32, n), make([]int32, n)
+	vecs := make([][]float32, n)
+	now := time.Now().Unix()
+	for i, r := range rows {
+		if len(r.Vector) != c.Dim {
+			return fmt.Errorf("vecstore: %s: row %s has %d values, want %d", c.Name, r.ID, len(r.Vector), c.Dim)
+		}
+		ids[i], uris[i], etags[i], vers[i] = r.ID, r.URI, r.ETag, c.Version
+		sizes[i], at[i], ws[i], hs[i] = r.Size, now, int32(r.Width), int32(r.Height)
+		vecs[i] = r.Vector
+	}
+	_, err := c.s.c.Upsert(ctx, milvusclient.NewColumnBasedInsertOption(c.Name).
+		WithVarcharColumn(FieldID, ids).WithFloatVectorColumn(FieldVector, c.Dim, vecs).
+		WithVarcharColumn(FieldURI, uris).WithVarcharColumn(FieldETag, etags).
+		WithInt64Column(FieldSize, sizes).WithInt32Column(FieldWidth, ws).WithInt32Column(FieldHeight, hs).
+		WithVarcharColumn(FieldModelVersion, vers).WithInt64Column(FieldIndexedAt, at))
+	if err != nil {
+		return c.s.wrap("upsert into "+c.Name, err)
+	}
+	return nil
+}
+
+// Delete removes rows by ID.
+func (c *Collection) Delete(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := c.s.c.Delete(ctx, milvusclient.NewDeleteOption(c.Name).WithStringIDs(FieldID, ids))
+	if err != nil {
+		return c.s.wrap("delete from "+c.Name, err)
+	}
+	return nil
+}
+
+// Hit is one search result.
+type Hit struct {
+	ID     string
+	URI    string
+	Cosine float64
+}
+
+// Search returns the k rows nearest to vec by cosine, best first.
+func (c *Collection) Search(ctx context.Context, vec []float32, k int) ([]Hit, error) {
+	rs, err := c.s.c.Search(ctx, milvusclient.NewSearchOption(c.Name, k, []entity.Vector{entity.FloatVector(vec)}).
+		WithANNSField(FieldVector).WithOutputFields(FieldURI).WithConsistencyLevel(entity.ClStrong))
+	if err != nil {
+		return nil, c.s.wrap("search "+c.Name, err)
+	}
+	if len(rs) != 1 {
+		return nil, fmt.Errorf("vecstore: search %s: %d result sets for one query", c.Name, len(rs))
+	}
+	r := rs[0]
+	hits := make([]Hit, r.ResultCount)
+	uriCol := r.GetColumn(FieldURI)
+	for i := range hits {
+		id, _ := r.IDs.GetAsString(i)
+		uri := ""
+		if uriCol != nil {
+			uri, _ = uriCol.GetAsString(i)
+		}
+		hits[i] = Hit{ID: id, URI: uri, Cosine: float64(r.Scores[i])}
+	}
+	return hits, nil
+}
+
+// Get reads one row with its vector; found is false when there is none.
+func (c *Collection) Get(ctx context.Context, id string) (row Row, found bool, err error) {
+	rs, err := c.s.c.Query(ctx, milvusclient.NewQueryOption(c.Name).WithIDs(column.NewColumnVarChar(FieldID, []string{id})).
+		WithOutputFields(FieldID, FieldVector, FieldURI, FieldETag, FieldSize, FieldWidth, FieldHeight).
+		WithConsistencyLevel(entity.ClStrong))
+	if err != nil {
+		return Row{}, false, c.s.wrap("get from "+c.Name, err)
+	}
+	if rs.ResultCount == 0 {
+		return Row{}, false, nil
+	}
+	row.ID = id
+	row.URI, _ = rs.GetColumn(FieldURI).GetAsString(0)
+	row.ETag, _ = rs.GetColumn(FieldETag).GetAsString(0)
+	row.Size, _ = rs.GetColumn(FieldSize).GetAsInt64(0)
+	w, _ := rs.GetColumn(FieldWidth).GetAsInt64(0)
+	h, _ := rs.GetColumn(FieldHeight).GetAsInt64(0)
+	row.Width, row.Height = int(w), int(h)
+	v, err := rs.GetColumn(FieldVector).Get(0)
+	if err != nil {
+		return Row{}, false, fmt.Errorf("vecstore: get %s: vector: %w", id, err)
+	}
+	vec, ok := v.(entity.FloatVector)
+	if !ok {
+		return Row{}, false, fmt.Errorf("vecstore: get %s: vector is %T", id, v)
+	}
+	row.Vector = []float32(vec)
+	return row, true, nil
+}
+
+// Count returns the number of rows (strongly consistent).
+func (c *Collection) Count(ctx context.Context) (int64, error) {
+	rs, err := c.s.c.Query(ctx, milvusclient.NewQueryOption(c.Name).WithOutputFields("count(*)").
+		WithConsistencyLevel(entity.ClStrong))
+	if err != nil {
+		return 0, c.s.wrap("count "+c.Name, err)
+	}
+	return rs.GetColumn("count(*)").GetAsInt64(0)
+}
+
+// Open returns an existing collection of model without creating anything.
+func (s *Store) Open(ctx context.Context, model string) (*Collection, error) {
+	name := CollectionName(model)
+	desc, err := s.c.DescribeCollection(ctx, milvusclient.NewDescribeCollectionOption(name))
+	if err != nil {
+		return nil, s.wrap("describe collection "+name, err)
+	}
+	col := &Collection{s: s, Name: name, Model: model, Version: recordedVersion(desc)}
+	for _, f := range desc.Schema.Fields {
+		if f.Name == FieldVector {
+			d, _ := f.GetDim()
+			col.Dim = int(d)
+		}
+	}
+	return col, nil
+}

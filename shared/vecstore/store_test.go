@@ -1,0 +1,114 @@
+package vecstore_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/testenv"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
+)
+
+func spec(name, version string, dim int) embed.Spec {
+	s, _ := embed.Builtin("clip-vit-b32")
+	s.Name, s.Version, s.Dim = name, version, dim
+	return s
+}
+
+func unit(dim, hot int) []float32 {
+	v := make([]float32, dim)
+	v[hot] = 1
+	v[(hot+1)%dim] = 0.1
+	embed.Normalize(v)
+	return v
+}
+
+func TestCollectionRoundTrip(t *testing.T) {
+	t.Parallel()
+	mv := testenv.StartMilvus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := vecstore.Connect(ctx, vecstore.Config{Address: mv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(ctx)
+	name := testenv.Name(t, "m")
+	col, err := st.Ensure(ctx, spec(name, "sha256:aaa", 8))
+	if err != nil {
+		t.Fatalf("ensure: %v", err)
+	}
+	if _, err := st.Ensure(ctx, spec(name, "sha256:aaa", 8)); err != nil {
+		t.Fatalf("ensure again (idempotent): %v", err)
+	}
+	var rows []vecstore.Row
+	for i := 0; i < 8; i++ {
+		key := string(rune('a' + i))
+		rows = append(rows, vecstore.Row{ID: vecstore.ID("s3://b", key), URI: "s3://b/" + key, ETag: "e", Size: 10, Width: 4, Height: 3, Vector: unit(8, i)})
+	}
+	if err := col.Upsert(ctx, rows); err != nil {
+		t.Fatalf("upsert: %v", err)
+	}
+	rows[3].ETag = "changed"
+	if err := col.Upsert(ctx, rows[2:5]); err != nil {
+		t.Fatalf("upsert again: %v", err)
+	}
+	if n, err := col.Count(ctx); err != nil || n != 8 {
+		t.Fatalf("count = %d (%v), want 8: upserting a key twice must not duplicate it", n, err)
+	}
+	hits, err := col.Search(ctx, unit(8, 5), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hits) != 3 || hits[0].URI != "s3://b/f" || hits[0].Cosine < 0.999 {
+		t.Fatalf("search: %+v, want s3://b/f first at cosine ~1", hits)
+	}
+	row, found, err := col.Get(ctx, vecstore.ID("s3://b", "d"))
+	if err != nil || !found || row.ETag != "changed" || len(row.Vector) != 8 || row.Width != 4 {
+		t.Fatalf("get d: %+v found=%v err=%v", row, found, err)
+	}
+	if _, found, err := col.Get(ctx, "nope"); err != nil || found {
+		t.Fatalf("get of a missing id: found=%v err=%v", found, err)
+	}
+	if err := col.Delete(ctx, []string{rows[0].ID, rows[1].ID}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := col.Count(ctx); n != 6 {
+		t.Fatalf("count after deleting 2 = %d, want 6", n)
+	}
+}
+
+// TestModelVersionGuard: a collection made for one model version refuses
+// another version of the same model, with an error that says what to do.
+func TestModelVersionGuard(t *testing.T) {
+	t.Parallel()
+	mv := testenv.StartMilvus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := vecstore.Connect(ctx, vecstore.Config{Address: mv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := testenv.Name(t, "m")
+	if _, err := st.Ensure(ctx, spec(name, "sha256:v1", 8)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.Ensure(ctx, spec(name, "sha256:v2", 8))
+	if !errors.Is(err, vecstore.ErrModelVersionMismatch) {
+		t.Fatalf("ensure with another version: %v, want ErrModelVersionMismatch", err)
+	}
+	t.Logf("refused: %v", err)
+}
+
+func TestConnectErrors(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	if _, err := vecstore.Connect(ctx, vecstore.Config{Address: "127.0.0.1:1", DialTimeout: time.Second}); !errors.Is(err, vecstore.ErrUnavailable) {
+		t.Fatalf("connect to a closed port: %v, want ErrUnavailable", err)
+	}
+	if _, err := vecstore.Connect(ctx, vecstore.Config{Address: "x:1", IndexType: "DISKANN?"}); err == nil {
+		t.Fatal("an unknown index type was accepted")
+	}
+}
