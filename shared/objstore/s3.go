@@ -1,0 +1,129 @@
+package objstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// S3Config says how to reach an S3-compatible service. Credentials come
+// from AccessKey/SecretKey, else from the environment (AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, or MINIO_ROOT_USER/PASSWORD), else
+// from the shared credentials file. They are never logged.
+type S3Config struct {
+	Endpoint  string // host:port; default s3.amazonaws.com
+	Region    string
+	AccessKey string
+	SecretKey string
+	Insecure  bool // plain HTTP (MinIO in a cluster, tests)
+	PathStyle bool // path-style addressing (MinIO); default virtual-host where the endpoint supports it
+	// Attempts for transient read failures (default 4).
+	Attempts int
+}
+
+type s3source struct {
+	c      *minio.Client
+	bucket string
+	prefix string
+	f      Filter
+	cfg    S3Config
+}
+
+func newS3(bucket, prefix string, cfg S3Config, f Filter) (*s3source, error) {
+	if cfg.Endpoint == "" {
+		cfg.Endpoint = "s3.amazonaws.com"
+	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = 4
+	}
+	var creds *credentials.Credentials
+	if cfg.AccessKey != "" {
+		creds = credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, "")
+	} else {
+		creds = credentials.NewChainCredentials([]credentials.Provider{
+			&credentials.EnvAWS{}, &credentials.EnvMinio{}, &credentials.FileAWSCredentials{},
+		})
+	}
+	lookup := minio.BucketLookupAuto
+	if cfg.PathStyle {
+		lookup = minio.BucketLookupPath
+	}
+	c, err := minio.New(cfg.Endpoint, &minio.Options{Creds: creds, Secure: !cfg.Insecure, Region: cfg.Region, BucketLookup: lookup})
+	if err != nil {
+		return nil, fmt.Errorf("objstore: s3 endpoint %s: %w", cfg.Endpoint, err)
+	}
+	return &s3source{c: c, bucket: bucket, prefix: prefix, f: f, cfg: cfg}, nil
+}
+
+func (s *s3source) URI() string                 { return "s3://" + s.bucket + "/" + s.prefix }
+func (s *s3source) ObjectURI(key string) string { return "s3://" + s.bucket + "/" + key }
+
+func (s *s3source) List(ctx context.Context, after string, fn func(Object) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops minio-go's listing goroutine if fn returns early
+	opts := minio.ListObjectsOptions{Prefix: s.prefix, Recursive: true, StartAfter: after}
+	for o := range s.c.ListObjects(ctx, s.bucket, opts) {
+		if o.Err != nil {
+			return s.classify("list "+s.URI(), o.Err)
+		}
+		if strings.HasSuffix(o.Key, "/") || !s.f.Match(o.Key) {
+			continue
+		}
+		if err := fn(Object{Key: o.Key, ETag: o.ETag, Size: o.Size}); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func (s *s3source) Get(ctx context.Context, key string, max int64) ([]byte, error) {
+	var data []byte
+	err := retry(ctx, s.cfg.Attempts, func() error {
+		obj, err := s.c.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
+		if err != nil {
+			return s.classify("get "+s.ObjectURI(key), err)
+		}
+		defer obj.Close()
+		b, err := io.ReadAll(io.LimitReader(obj, max+1))
+		if err != nil {
+			return s.classify("get "+s.ObjectURI(key), err)
+		}
+		if int64(len(b)) > max {
+			return fmt.Errorf("%w: %s is over %d bytes", ErrTooLarge, s.ObjectURI(key), max)
+		}
+		data = b
+		return nil
+	})
+	return data, err
+}
+
+// classify maps an S3 or network error to ErrNotFound, ErrTransient or a
+// plain (permanent) error.
+func (s *s3source) classify(op string, err error) error {
+	resp := minio.ToErrorResponse(err)
+	switch {
+	case resp.Code == "NoSuchKey" || resp.StatusCode == http.StatusNotFound:
+		if resp.Code == "NoSuchBucket" {
+			return fmt.Errorf("objstore: %s: bucket %s does not exist", op, s.bucket)
+		}
+		return fmt.Errorf("%w: %s", ErrNotFound, op)
+	case resp.StatusCode == http.StatusForbidden || resp.Code == "AccessDenied" || resp.Code == "InvalidAccessKeyId" || resp.Code == "SignatureDoesNotMatch":
+		return fmt.Errorf("objstore: %s: access denied (%s): check the credentials", op, resp.Code)
+	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
+		return fmt.Errorf("%w: %s: %v", ErrTransient, op, err)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "connection refused") || errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: %s: %v", ErrTransient, op, err)
+	}
+	return fmt.Errorf("objstore: %s: %w", op, err)
+}
