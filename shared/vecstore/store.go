@@ -29,7 +29,7 @@ var (
 
 // Field names of every collection.
 const (
-	FieldID           = "id"            // hex of sha256(source, key), 32 chars
+	FieldID           = "id"            // hex of sha256(object URI), 32 chars
 	FieldVector       = "vector"        // float32, the model's dimension, L2-normalised
 	FieldURI          = "uri"           // s3://bucket/key or file path
 	FieldETag         = "etag"          // the object's ETag when embedded
@@ -103,10 +103,11 @@ func (s *Store) Close(ctx context.Context) error { return s.c.Close(ctx) }
 // digits and underscores, so dashes become underscores.
 func CollectionName(model string) string { return strings.ReplaceAll(model, "-", "_") }
 
-// ID is the primary key of an object: deterministic from its source and
-// key, so that embedding the same object again replaces its row.
-func ID(source, key string) string {
-	h := sha256.Sum256([]byte(source + "\x00" + key))
+// ID is the primary key of an object: deterministic from its full URI
+// (s3://bucket/key, or the file's absolute path), so that embedding the same
+// object again, from any run or listing prefix, replaces its row.
+func ID(objectURI string) string {
+	h := sha256.Sum256([]byte(objectURI))
 	return hex.EncodeToString(h[:16])
 }
 

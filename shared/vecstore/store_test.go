@@ -46,7 +46,7 @@ func TestCollectionRoundTrip(t *testing.T) {
 	var rows []vecstore.Row
 	for i := 0; i < 8; i++ {
 		key := string(rune('a' + i))
-		rows = append(rows, vecstore.Row{ID: vecstore.ID("s3://b", key), URI: "s3://b/" + key, ETag: "e", Size: 10, Width: 4, Height: 3, Vector: unit(8, i)})
+		rows = append(rows, vecstore.Row{ID: vecstore.ID("s3://b/" + key), URI: "s3://b/" + key, ETag: "e", Size: 10, Width: 4, Height: 3, Vector: unit(8, i)})
 	}
 	if err := col.Upsert(ctx, rows); err != nil {
 		t.Fatalf("upsert: %v", err)
@@ -65,7 +65,7 @@ func TestCollectionRoundTrip(t *testing.T) {
 	if len(hits) != 3 || hits[0].URI != "s3://b/f" || hits[0].Cosine < 0.999 {
 		t.Fatalf("search: %+v, want s3://b/f first at cosine ~1", hits)
 	}
-	row, found, err := col.Get(ctx, vecstore.ID("s3://b", "d"))
+	row, found, err := col.Get(ctx, vecstore.ID("s3://b/d"))
 	if err != nil || !found || row.ETag != "changed" || len(row.Vector) != 8 || row.Width != 4 {
 		t.Fatalf("get d: %+v found=%v err=%v", row, found, err)
 	}

@@ -1,0 +1,209 @@
+// Package bus sets up embedfleet's NATS JetStream plumbing, idempotently:
+// the connection (auth and TLS passed through), the jobs stream (work
+// queue), the results and dead-letter streams, the workers' durable pull
+// consumer, and the KV buckets for run records and leases.
+//
+//	nc, js, err := bus.Connect(bus.Config{URL: "nats://nats:4222"})
+//	t := bus.Topology{Prefix: "EMBEDFLEET"}
+//	err = t.Ensure(ctx, js, bus.StreamOptions{Replicas: 3})
+//	cons, err := t.WorkerConsumer(ctx, js, bus.ConsumerOptions{Batch: 32})
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config says how to reach NATS. Secrets are never logged.
+type Config struct {
+	URL       string // nats://host:4222, comma-separated for a cluster
+	Name      string // client name shown by the server
+	User      string
+	Password  string
+	Token     string
+	NKeyFile  string // nkey seed file
+	CredsFile string // JWT + nkey credentials file
+	CAFile    string // TLS: trust these CAs
+	CertFile  string // TLS client certificate
+	KeyFile   string
+}
+
+// Connect opens a connection that reconnects forever and returns it with
+// its JetStream context.
+func Connect(cfg Config) (*nats.Conn, jetstream.JetStream, error) {
+	if cfg.URL == "" {
+		cfg.URL = nats.DefaultURL
+	}
+	opts := []nats.Option{nats.Name(cfg.Name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond)}
+	if cfg.User != "" {
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.Token != "" {
+		opts = append(opts, nats.Token(cfg.Token))
+	}
+	if cfg.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	}
+	if cfg.NKeyFile != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.NKeyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("bus: nkey %s: %w", cfg.NKeyFile, err)
+		}
+		opts = append(opts, o)
+	}
+	if cfg.CAFile != "" {
+		opts = append(opts, nats.RootCAs(cfg.CAFile))
+	}
+	if cfg.CertFile != "" {
+		opts = append(opts, nats.ClientCert(cfg.CertFile, cfg.KeyFile))
+	}
+	nc, err := nats.Connect(cfg.URL, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bus: nats at %s: %w", redact(cfg.URL), err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}
+
+// redact drops user:password@ from a URL list.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, u := range parts {
+		if at := strings.LastIndex(u, "@"); at >= 0 {
+			if s := strings.Index(u, "://"); s >= 0 && s < at {
+				parts[i] = u[:s+3] + "***@" + u[at+1:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Topology names every stream, subject, consumer and bucket. Prefix
+// separates installations (and tests) sharing one NATS.
+type Topology struct {
+	Prefix string // default EMBEDFLEET
+}
+
+func (t Topology) p() string {
+	if t.Prefix == "" {
+		return "EMBEDFLEET"
+	}
+	return t.Prefix
+}
+
+func (t Topology) subj() string { return strings.ToLower(t.p()) }
+
+// Stream and subject names.
+func (t Topology) JobsStream() string    { return t.p() + "_JOBS" }
+func (t Topology) ResultsStream() string { return t.p() + "_RESULTS" }
+func (t Topology) DeadStream() string    { return t.p() + "_DEAD" }
+func (t Topology) JobSubject(run string) string {
+	return t.subj() + ".jobs." + run
+}
+func (t Topology) ResultSubject(run string) string {
+	return t.subj() + ".results." + run
+}
+func (t Topology) DeadSubject(run string) string { return t.subj() + ".dead." + run }
+func (t Topology) WorkersConsumer() string       { return "workers" }
+func (t Topology) RunsBucket() string            { return t.p() + "_RUNS" }
+func (t Topology) LeasesBucket() string          { return t.p() + "_LEASES" }
+
+// StreamOptions tune the streams.
+type StreamOptions struct {
+	Replicas   int           // 1 (default) or 3 in a cluster
+	Duplicates time.Duration // dedup window of the jobs stream; default 24 h
+	LeaseTTL   time.Duration // lease bucket TTL; default 2 min
+}
+
+// Ensure creates or updates the streams and buckets. Safe to call from
+// every process at start-up.
+func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.Duplicates <= 0 {
+		o.Duplicates = 24 * time.Hour
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 2 * time.Minute
+	}
+	streams := []jetstream.StreamConfig{
+		{Name: t.JobsStream(), Subjects: []string{t.subj() + ".jobs.>"}, Retention: jetstream.WorkQueuePolicy,
+			Storage: jetstream.FileStorage, Replicas: o.Replicas, Duplicates: o.Duplicates},
+		{Name: t.ResultsStream(), Subjects: []string{t.subj() + ".results.>"}, Retention: jetstream.LimitsPolicy,
+			Storage: jetstream.FileStorage, Replicas: o.Replicas, MaxAge: 30 * 24 * time.Hour},
+		{Name: t.DeadStream(), Subjects: []string{t.subj() + ".dead.>"}, Retention: jetstream.LimitsPolicy,
+			Storage: jetstream.FileStorage, Replicas: o.Replicas, MaxAge: 30 * 24 * time.Hour},
+	}
+	for _, sc := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("bus: stream %s: %w", sc.Name, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: t.RunsBucket(), History: 1,
+		Storage: jetstream.FileStorage, Replicas: o.Replicas}); err != nil {
+		return fmt.Errorf("bus: kv %s: %w", t.RunsBucket(), err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: t.LeasesBucket(), History: 1,
+		Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.LeaseTTL}); err != nil {
+		return fmt.Errorf("bus: kv %s: %w", t.LeasesBucket(), err)
+	}
+	return nil
+}
+
+// ConsumerOptions size the workers' consumer. Zero fields take defaults.
+type ConsumerOptions struct {
+	AckWait    time.Duration   // default 2 min; workers send InProgress while they work
+	MaxDeliver int             // default 5; then the job is dead-lettered
+	BackOff    []time.Duration // redelivery delays after an ack timeout
+	// MaxAckPending caps unacknowledged jobs across all workers; default
+	// 4 per worker expected (Workers).
+	MaxAckPending int
+	Workers       int
+}
+
+// WorkerConsumer creates or updates the durable pull consumer that every
+// worker shares.
+func (t Topology) WorkerConsumer(ctx context.Context, js jetstream.JetStream, o ConsumerOptions) (jetstream.Consumer, error) {
+	if o.AckWait <= 0 {
+		o.AckWait = 2 * time.Minute
+	}
+	if o.MaxDeliver <= 0 {
+		o.MaxDeliver = 5
+	}
+	if o.Workers <= 0 {
+		o.Workers = 16
+	}
+	if o.MaxAckPending <= 0 {
+		o.MaxAckPending = 4 * o.Workers
+	}
+	cc := jetstream.ConsumerConfig{
+		Durable:       t.WorkersConsumer(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+		MaxDeliver:    o.MaxDeliver,
+		MaxAckPending: o.MaxAckPending,
+		FilterSubject: t.subj() + ".jobs.>",
+	}
+	if len(o.BackOff) > 0 {
+		cc.BackOff = o.BackOff
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, t.JobsStream(), cc)
+	if err != nil {
+		return nil, fmt.Errorf("bus: consumer %s on %s: %w", cc.Durable, t.JobsStream(), err)
+	}
+	return c, nil
+}
+
+// ErrLeaseHeld is returned by AcquireLease when another holder has it.
+var ErrLeaseHeld = errors.New("lease held by another run")

@@ -1,0 +1,117 @@
+// Package search is the query path that `embedfleet query` and `serve`
+// share: embed a query image with the same preprocessing and model as the
+// indexed images (or reuse a stored vector), then search the model's
+// collection.
+//
+//	s := search.New(store)
+//	hits, err := s.ByImage(ctx, model, imageBytes, 10)
+package search
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/imageprep"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
+)
+
+// Model is what search needs of a model (embed.Model satisfies it).
+type Model interface {
+	Spec() embed.Spec
+	Params() imageprep.Params
+	InputSize() int
+	Embed(pixels []float32, n int, out []float32) error
+}
+
+// Hit is one ranked result.
+type Hit struct {
+	Rank   int     `json:"rank"`
+	ID     string  `json:"id"`
+	URI    string  `json:"uri"`
+	Cosine float64 `json:"cosine"`
+	Score  float64 `json:"score"` // the article's (cos+1)/2
+}
+
+// Searcher runs queries. Safe for concurrent use.
+type Searcher struct {
+	store *vecstore.Store
+	lim   imageprep.Limits
+}
+
+// New returns a Searcher over store.
+func New(store *vecstore.Store, lim imageprep.Limits) *Searcher {
+	return &Searcher{store: store, lim: lim}
+}
+
+// Embed turns image bytes into the model's L2-normalised vector.
+func (s *Searcher) Embed(m Model, data []byte) ([]float32, error) {
+	dec := imageprep.NewDecoder(s.lim)
+	defer dec.Close()
+	img, _, err := dec.Decode(data)
+	if err != nil {
+		return nil, err
+	}
+	pp, err := imageprep.NewPreprocessor(m.Params())
+	if err != nil {
+		return nil, err
+	}
+	px := make([]float32, m.InputSize())
+	if err := pp.Run(img, px); err != nil {
+		return nil, err
+	}
+	v := make([]float32, m.Spec().Dim)
+	if err := m.Embed(px, 1, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// ByImage finds the k stored images nearest to the image in data.
+func (s *Searcher) ByImage(ctx context.Context, m Model, data []byte, k int) ([]Hit, error) {
+	v, err := s.Embed(m, data)
+	if err != nil {
+		return nil, fmt.Errorf("query image: %w", err)
+	}
+	return s.ByVector(ctx, m.Spec().Name, v, k)
+}
+
+// ByObject finds the k stored images nearest to an already indexed object
+// (its URI), reusing its stored vector; the object itself ranks first.
+func (s *Searcher) ByObject(ctx context.Context, model, objectURI string, k int) ([]Hit, error) {
+	col, err := s.store.Open(ctx, model)
+	if err != nil {
+		return nil, err
+	}
+	row, found, err := col.Get(ctx, vecstore.ID(objectURI))
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("%s is not indexed in %s", objectURI, col.Name)
+	}
+	return s.ByVector(ctx, model, row.Vector, k)
+}
+
+// ByVector searches model's collection with a query vector.
+func (s *Searcher) ByVector(ctx context.Context, model string, v []float32, k int) ([]Hit, error) {
+	if k < 1 {
+		return nil, fmt.Errorf("top-k must be at least 1, got %d", k)
+	}
+	col, err := s.store.Open(ctx, model)
+	if err != nil {
+		return nil, err
+	}
+	if col.Dim != len(v) {
+		return nil, fmt.Errorf("collection %s holds %d-d vectors, the query has %d", col.Name, col.Dim, len(v))
+	}
+	raw, err := col.Search(ctx, v, k)
+	if err != nil {
+		return nil, err
+	}
+	hits := make([]Hit, len(raw))
+	for i, h := range raw {
+		hits[i] = Hit{Rank: i + 1, ID: h.ID, URI: h.URI, Cosine: h.Cosine, Score: (h.Cosine + 1) / 2}
+	}
+	return hits, nil
+}

@@ -1,0 +1,240 @@
+package worker_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image"
+	"image/color"
+	"image/jpeg"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"golang.org/x/image/draw"
+
+	"github.com/embedfleet/embedfleet/coordinator"
+	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/objstore"
+	"github.com/embedfleet/embedfleet/shared/search"
+	"github.com/embedfleet/embedfleet/shared/testenv"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
+	"github.com/embedfleet/embedfleet/worker"
+)
+
+// photo draws a photo-like image: a gradient and a few soft discs.
+func photo(r *rand.Rand) *image.RGBA {
+	w, h := 96+r.IntN(120), 96+r.IntN(120)
+	m := image.NewRGBA(image.Rect(0, 0, w, h))
+	base := [3]float64{r.Float64() * 255, r.Float64() * 255, r.Float64() * 255}
+	grad := [3]float64{r.Float64()*2 - 1, r.Float64()*2 - 1, r.Float64()*2 - 1}
+	type disc struct {
+		x, y, rad float64
+		col       [3]float64
+	}
+	var discs []disc
+	for range 4 {
+		discs = append(discs, disc{r.Float64() * float64(w), r.Float64() * float64(h), 10 + r.Float64()*40,
+			[3]float64{r.Float64() * 255, r.Float64() * 255, r.Float64() * 255}})
+	}
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			var c [3]float64
+			for i := range c {
+				c[i] = base[i] + grad[i]*80*(float64(x)/float64(w)-float64(y)/float64(h))
+			}
+			for _, d := range discs {
+				dx, dy := float64(x)-d.x, float64(y)-d.y
+				if dx*dx+dy*dy < d.rad*d.rad {
+					c = d.col
+				}
+			}
+			m.Set(x, y, color.RGBA{clamp(c[0]), clamp(c[1]), clamp(c[2]), 255})
+		}
+	}
+	return m
+}
+
+func clamp(v float64) uint8 { return uint8(max(0, min(255, v))) }
+
+func encode(t *testing.T, m image.Image, q int) []byte {
+	var b bytes.Buffer
+	if err := jpeg.Encode(&b, m, &jpeg.Options{Quality: q}); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+type stack struct {
+	minio  *testenv.MinIO
+	nats   *testenv.NATS
+	milvus *testenv.Milvus
+	store  *vecstore.Store
+	topo   bus.Topology
+	s3     objstore.S3Config
+	models []*embed.Model
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := embed.Init(testenv.Binary(t, testenv.EnvORTLib)); err != nil {
+		t.Fatal(err)
+	}
+	st := &stack{minio: testenv.StartMinIO(t), nats: testenv.StartNATS(t), milvus: testenv.StartMilvus(t)}
+	st.topo = bus.Topology{Prefix: strings.ToUpper(testenv.Name(t, "ef"))}
+	ctx := context.Background()
+	if err := st.topo.Ensure(ctx, st.nats.JS, bus.StreamOptions{LeaseTTL: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	if st.store, err = vecstore.Connect(ctx, vecstore.Config{Address: st.milvus.Addr}); err != nil {
+		t.Fatal(err)
+	}
+	st.s3 = objstore.S3Config{Endpoint: st.minio.Endpoint, AccessKey: st.minio.AccessKey, SecretKey: st.minio.SecretKey, Insecure: true, PathStyle: true}
+	for _, name := range []string{"clip-vit-b32", "dinov2-base"} {
+		m, err := embed.Open(filepath.Join(root, "shared", "embed", "testdata", "models", name), embed.Options{IntraOpThreads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		st.models = append(st.models, m)
+	}
+	return st
+}
+
+func (st *stack) put(t *testing.T, key string, data []byte) {
+	t.Helper()
+	if _, err := st.minio.Client.PutObject(context.Background(), st.minio.Bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (st *stack) startWorkers(t *testing.T, ctx context.Context, n int) *sync.WaitGroup {
+	t.Helper()
+	cons, err := st.topo.WorkerConsumer(ctx, st.nats.JS, bus.ConsumerOptions{AckWait: 30 * time.Second, MaxDeliver: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var embedders []worker.Embedder
+	for _, m := range st.models {
+		embedders = append(embedders, m)
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		w, err := worker.New(ctx, worker.Config{
+			JS: st.nats.JS, Topology: st.topo, Consumer: cons, Models: embedders, Store: st.store,
+			OpenSource: func(uri string) (objstore.Source, error) { return objstore.Open(uri, st.s3, objstore.Filter{}) },
+			BatchSize:  8, PrepWorkers: 2, Name: fmt.Sprintf("w%d", i),
+			Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := w.Run(ctx); err != nil {
+				t.Errorf("worker %d: %v", i, err)
+			}
+		}()
+	}
+	return &wg
+}
+
+// TestPipelineEndToEnd: 300 images and 5 broken objects in MinIO, 2
+// workers, 2 models. Exactly 300 rows per collection, 5 failures with
+// reasons, the run complete; resized re-encoded copies of 20 images find
+// their originals first through the query path.
+func TestPipelineEndToEnd(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	r := rand.New(rand.NewPCG(1, 2))
+	var originals []*image.RGBA
+	for i := range 300 {
+		m := photo(r)
+		originals = append(originals, m)
+		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, m, 90))
+	}
+	good := encode(t, originals[0], 90)
+	broken := map[string][]byte{
+		"imgs/broken-truncated.jpg": good[:len(good)/2],
+		"imgs/broken-empty.jpg":     {},
+		"imgs/broken-text.jpg":      []byte("this is not a picture\n"),
+		"imgs/broken-html.png":      []byte("<html><body>Not found</body></html>"),
+		"imgs/broken-bomb.png":      pngHeader(30000, 30000),
+	}
+	for k, v := range broken {
+		st.put(t, k, v)
+	}
+
+	wctx, stopWorkers := context.WithCancel(ctx)
+	wg := st.startWorkers(t, wctx, 2)
+	defer func() { stopWorkers(); wg.Wait() }()
+
+	src, err := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	models := []string{"clip-vit-b32", "dinov2-base"}
+	rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: models, JobSize: 16})
+	if err != nil {
+		t.Fatalf("coordinator: %v", err)
+	}
+	if rec.Listed != 305 || rec.Jobs != 20 || !rec.Enumerated {
+		t.Fatalf("run record %+v: want 305 listed in 20 jobs, enumerated", rec)
+	}
+	sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, rec, nil)
+	if err != nil {
+		t.Fatalf("wait: %v (%+v)", err, sum)
+	}
+	if !sum.Complete || sum.Stored != 300 || len(sum.Failed) != 5 {
+		t.Fatalf("summary: complete=%v stored=%d failed=%d %+v", sum.Complete, sum.Stored, len(sum.Failed), sum.Failed)
+	}
+	for _, f := range sum.Failed {
+		if _, ok := broken[f.Key]; !ok || f.Reason == "" {
+			t.Errorf("unexpected failure %+v", f)
+		}
+		t.Logf("failed as expected: %s: %s", f.Key, f.Reason)
+	}
+	for _, m := range models {
+		col, err := st.store.Open(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := col.Count(ctx); err != nil || n != 300 {
+			t.Fatalf("%s holds %d rows (%v), want exactly 300", m, n, err)
+		}
+	}
+
+	// Query with resized, re-encoded copies.
+	s := search.New(st.store, imageprepLimits)
+	misses := 0
+	for i := 0; i < 300; i += 15 {
+		o := originals[i]
+		b := o.Bounds()
+		small := image.NewRGBA(image.Rect(0, 0, b.Dx()*4/5, b.Dy()*4/5))
+		draw.CatmullRom.Scale(small, small.Bounds(), o, b, draw.Src, nil)
+		hits, err := s.ByImage(ctx, st.models[1], encode(t, small, 75), 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("s3://%s/imgs/%03d.jpg", st.minio.Bucket, i)
+		if len(hits) == 0 || hits[0].URI != want {
+			misses++
+			t.Errorf("copy of %s: top hits %+v", want, hits)
+		}
+	}
+	t.Logf("query: %d of 20 copies found their original first", 20-misses)
+}

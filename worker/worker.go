@@ -1,0 +1,265 @@
+// Package worker embeds the images of jobs pulled from NATS JetStream and
+// upserts the vectors into Milvus, one collection per model.
+//
+// For each job: fetch the items from the source (many at once), decode each
+// image once, preprocess it for every model straight into that model's batch
+// tensor, run each model in batches, upsert the rows, publish the job's
+// result, then ack. The ack comes last, so a worker that dies at any point
+// leaves the job to be redelivered, and re-embedding it only rewrites the
+// same rows (primary keys come from the object's identity).
+//
+// Errors are sorted: an item that can never be embedded (corrupt,
+// unsupported, too large, gone) is recorded in the result and the job is
+// still acked; trouble that may pass (S3 5xx, Milvus unavailable) naks the
+// job with a growing delay; after MaxDeliver attempts the job goes to the
+// dead-letter stream with its reason.
+//
+//	w, err := worker.New(worker.Config{...})
+//	err = w.Run(ctx) // returns after ctx ends and the job in hand is finished or handed back
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/imageprep"
+	"github.com/embedfleet/embedfleet/shared/jobs"
+	"github.com/embedfleet/embedfleet/shared/objstore"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
+)
+
+// Embedder is what the worker needs of a model (embed.Model satisfies it).
+type Embedder interface {
+	Spec() embed.Spec
+	Params() imageprep.Params
+	InputSize() int
+	Embed(pixels []float32, n int, out []float32) error
+}
+
+// Config of a worker. JS, Consumer, Models, Store and OpenSource are required.
+type Config struct {
+	JS         jetstream.JetStream
+	Topology   bus.Topology
+	Consumer   jetstream.Consumer
+	Models     []Embedder
+	Store      *vecstore.Store
+	OpenSource func(uri string) (objstore.Source, error)
+
+	BatchSize        int // images per inference call; default 32
+	FetchConcurrency int // objects read at once; default 16
+	PrepWorkers      int // goroutines decoding; default GOMAXPROCS
+	Limits           imageprep.Limits
+	AckWait          time.Duration // the consumer's; InProgress is sent every third of it; default 2 min
+	MaxDeliver       int           // the consumer's; default 5
+	DrainTimeout     time.Duration // after ctx ends, time to finish the job in hand; default 30 s
+	Name             string        // default host-pid
+	Log              *slog.Logger
+}
+
+// Worker pulls and processes jobs. Build it with New.
+type Worker struct {
+	cfg     Config
+	cols    map[string]*vecstore.Collection
+	sources sync.Map // uri -> objstore.Source
+	tools   chan *tools
+}
+
+type tools struct {
+	dec *imageprep.Decoder
+	pps []*imageprep.Preprocessor // one per model
+}
+
+// New checks the config, and creates or checks each model's collection:
+// a collection that holds another version of a model fails here.
+func New(ctx context.Context, cfg Config) (*Worker, error) {
+	if cfg.JS == nil || cfg.Consumer == nil || cfg.Store == nil || cfg.OpenSource == nil || len(cfg.Models) == 0 {
+		return nil, errors.New("worker: JS, Consumer, Store, OpenSource and at least one model are required")
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 32
+	}
+	if cfg.FetchConcurrency <= 0 {
+		cfg.FetchConcurrency = 16
+	}
+	if cfg.PrepWorkers <= 0 {
+		cfg.PrepWorkers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 2 * time.Minute
+	}
+	if cfg.MaxDeliver <= 0 {
+		cfg.MaxDeliver = 5
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.Name == "" {
+		host, _ := os.Hostname()
+		cfg.Name = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	w := &Worker{cfg: cfg, cols: map[string]*vecstore.Collection{}, tools: make(chan *tools, cfg.PrepWorkers)}
+	for _, m := range cfg.Models {
+		col, err := cfg.Store.Ensure(ctx, m.Spec())
+		if err != nil {
+			return nil, fmt.Errorf("worker: model %s: %w", m.Spec().Name, err)
+		}
+		w.cols[m.Spec().Name] = col
+	}
+	for range cfg.PrepWorkers {
+		t := &tools{dec: imageprep.NewDecoder(cfg.Limits)}
+		for _, m := range cfg.Models {
+			pp, err := imageprep.NewPreprocessor(m.Params())
+			if err != nil {
+				return nil, err
+			}
+			t.pps = append(t.pps, pp)
+		}
+		w.tools <- t
+	}
+	return w, nil
+}
+
+// Run pulls jobs until ctx ends. The job in hand when ctx ends is finished
+// within DrainTimeout, or nak'd for immediate redelivery elsewhere.
+func (w *Worker) Run(ctx context.Context) error {
+	w.cfg.Log.Info("worker started", "name", w.cfg.Name, "models", w.modelNames())
+	for {
+		if ctx.Err() != nil {
+			w.cfg.Log.Info("worker stopping", "name", w.cfg.Name)
+			return nil
+		}
+		batch, err := w.cfg.Consumer.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			w.cfg.Log.Warn("fetch", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		for msg := range batch.Messages() {
+			w.handle(ctx, msg)
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func (w *Worker) modelNames() []string {
+	var n []string
+	for _, m := range w.cfg.Models {
+		n = append(n, m.Spec().Name)
+	}
+	return n
+}
+
+// errTransient marks job-level trouble worth another attempt.
+type errTransient struct{ err error }
+
+func (e errTransient) Error() string { return e.err.Error() }
+func (e errTransient) Unwrap() error { return e.err }
+
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+	meta, _ := msg.Metadata()
+	job, err := jobs.Decode[jobs.Job](msg.Data())
+	if err != nil {
+		w.cfg.Log.Error("unreadable job, terminating it", "err", err)
+		_ = msg.TermWithReason(err.Error())
+		return
+	}
+	log := w.cfg.Log.With("run", job.Run, "seq", job.Seq)
+	// Work on a context that survives shutdown for DrainTimeout.
+	work, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stopDrain := context.AfterFunc(ctx, func() {
+		t := time.AfterFunc(w.cfg.DrainTimeout, cancel)
+		<-work.Done()
+		t.Stop()
+	})
+	defer stopDrain()
+	// Keep the job ours while we work.
+	go func() {
+		t := time.NewTicker(w.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-work.Done():
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+
+	start := time.Now()
+	res, err := w.process(work, job)
+	if err != nil {
+		attempts := uint64(1)
+		if meta != nil {
+			attempts = meta.NumDelivered
+		}
+		if work.Err() != nil && ctx.Err() != nil {
+			log.Warn("drain timeout: handing the job back", "err", err)
+			_ = msg.Nak()
+			return
+		}
+		var tr errTransient
+		if errors.As(err, &tr) && attempts < uint64(w.cfg.MaxDeliver) {
+			delay := min(time.Duration(1<<min(attempts, 6))*time.Second, time.Minute)
+			log.Warn("transient failure, retrying later", "err", err, "attempt", attempts, "delay", delay)
+			_ = msg.NakWithDelay(delay)
+			return
+		}
+		log.Error("giving up on job", "err", err, "attempts", attempts)
+		w.deadLetter(work, job, err)
+		_ = msg.TermWithReason(err.Error())
+		return
+	}
+	res.Millis = time.Since(start).Milliseconds()
+	if meta != nil {
+		res.Attempts = meta.NumDelivered
+	}
+	if err := w.publishResult(work, res); err != nil {
+		log.Warn("result not published, retrying the job", "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	if err := msg.DoubleAck(work); err != nil {
+		// The job will come back; redoing it rewrites the same rows.
+		log.Warn("ack failed", "err", err)
+		return
+	}
+	log.Debug("job done", "stored", res.Stored, "failed", len(res.Failed), "ms", res.Millis)
+}
+
+func (w *Worker) publishResult(ctx context.Context, res jobs.Result) error {
+	data, _ := jsonMarshal(res)
+	_, err := w.cfg.JS.Publish(ctx, w.cfg.Topology.ResultSubject(res.Run), data,
+		jetstream.WithMsgID(fmt.Sprintf("%s.%d.r%d", res.Run, res.Seq, res.Attempts)))
+	return err
+}
+
+func (w *Worker) deadLetter(ctx context.Context, job jobs.Job, reason error) {
+	data, _ := jsonMarshal(jobs.Dead{Schema: jobs.Schema, Job: job, Reason: reason.Error(), At: time.Now().UTC()})
+	if _, err := w.cfg.JS.Publish(ctx, w.cfg.Topology.DeadSubject(job.Run), data); err != nil {
+		w.cfg.Log.Error("dead letter not published", "err", err)
+	}
+}
