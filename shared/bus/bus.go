@@ -103,20 +103,32 @@ func (t Topology) p() string {
 
 func (t Topology) subj() string { return strings.ToLower(t.p()) }
 
-// Stream and subject names.
-func (t Topology) JobsStream() string    { return t.p() + "_JOBS" }
+// JobsStream is the work-queue stream of jobs.
+func (t Topology) JobsStream() string { return t.p() + "_JOBS" }
+
+// ResultsStream keeps the workers' results for 30 days.
 func (t Topology) ResultsStream() string { return t.p() + "_RESULTS" }
-func (t Topology) DeadStream() string    { return t.p() + "_DEAD" }
-func (t Topology) JobSubject(run string) string {
-	return t.subj() + ".jobs." + run
-}
-func (t Topology) ResultSubject(run string) string {
-	return t.subj() + ".results." + run
-}
+
+// DeadStream keeps dead-lettered jobs for 30 days.
+func (t Topology) DeadStream() string { return t.p() + "_DEAD" }
+
+// JobSubject is where the jobs of run go.
+func (t Topology) JobSubject(run string) string { return t.subj() + ".jobs." + run }
+
+// ResultSubject is where the results of run go.
+func (t Topology) ResultSubject(run string) string { return t.subj() + ".results." + run }
+
+// DeadSubject is where the dead letters of run go.
 func (t Topology) DeadSubject(run string) string { return t.subj() + ".dead." + run }
-func (t Topology) WorkersConsumer() string       { return "workers" }
-func (t Topology) RunsBucket() string            { return t.p() + "_RUNS" }
-func (t Topology) LeasesBucket() string          { return t.p() + "_LEASES" }
+
+// WorkersConsumer is the durable consumer every worker shares.
+func (t Topology) WorkersConsumer() string { return "workers" }
+
+// RunsBucket holds run records and per-source checkpoints.
+func (t Topology) RunsBucket() string { return t.p() + "_RUNS" }
+
+// LeasesBucket holds one lease per source, freed by its TTL.
+func (t Topology) LeasesBucket() string { return t.p() + "_LEASES" }
 
 // StreamOptions tune the streams.
 type StreamOptions struct {
