@@ -349,3 +349,9 @@ func npyHeader(rows, dim int) []byte {
 	}
 	return append(h, '\n')
 }
+
+func imageprepLimits() imageprep.Limits { return imageprep.Limits{} }
+
+func readLimited(r io.Reader) ([]byte, error) {
+	return imageprep.ReadLimited(r, imageprep.DefaultMaxBytes)
+}

@@ -38,7 +38,8 @@ in its help, and the flag wins when both are given.`,
 		"ONNX Runtime threads per inference; 0 = one per core (env EMBEDFLEET_THREADS)")
 	root.PersistentFlags().StringVar(&g.provider, "provider", envOr("EMBEDFLEET_PROVIDER", "cpu"),
 		"execution provider: cpu, or cuda with a GPU build of ONNX Runtime (env EMBEDFLEET_PROVIDER)")
-	root.AddCommand(newVersionCmd(g), newModelsCmd(g), newSimilarityCmd(g), newEmbedCmd(g))
+	root.AddCommand(newVersionCmd(g), newModelsCmd(g), newSimilarityCmd(g), newEmbedCmd(g),
+		newCoordinatorCmd(g), newWorkerCmd(g), newQueryCmd(g), newDevCmd(g))
 	return root
 }
 

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/spf13/cobra"
+
+	"github.com/embedfleet/embedfleet/coordinator"
+	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/search"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
+	"github.com/embedfleet/embedfleet/worker"
+)
+
+// milvusLiteVersion is the milvus-lite that `make deps` installs; a test
+// keeps it equal to deploy/install/deps.sh.
+const milvusLiteVersion = "2.5.1"
+
+func defaultMilvusBin() string {
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".cache", "embedfleet", "milvus-lite-"+milvusLiteVersion, "lib", "milvus")
+	}
+	return "milvus"
+}
+
+func newDevCmd(g *globalFlags) *cobra.Command {
+	var (
+		sf                 s3Flags
+		images, models     string
+		query              string
+		topK, workers      int
+		dataDir, milvusBin string
+		milvusAddr         string
+		batch, jobSize     int
+		logLevel           string
+	)
+	cmd := &cobra.Command{
+		Use:   "dev --images DIR|s3://bucket/prefix --models MODEL[,MODEL...] [--query FILE]",
+		Short: "Run the whole system in one process: NATS JetStream, milvus-lite, coordinator, workers, then a query",
+		Long: `Index a folder (or bucket) with the real pipeline on embedded defaults: an
+in-process NATS JetStream server, a milvus-lite server started as a child
+process (or --milvus-addr), a coordinator run and --workers workers in this
+process. It prints the run's summary, then, with --query, the images most
+similar to the query image for each model.
+
+State lives in --data-dir (a temporary folder, removed at exit, by default).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ms := splitList(models)
+			if images == "" || len(ms) == 0 {
+				return errors.New("--images and --models are required")
+			}
+			ctx := cmd.Context()
+			log := newLogger(cmd.ErrOrStderr(), logLevel)
+			out := cmd.OutOrStdout()
+			if dataDir == "" {
+				d, err := os.MkdirTemp("", "embedfleet-dev-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(d)
+				dataDir = d
+			}
+			src, err := sf.open(images)
+			if err != nil {
+				return err
+			}
+			var embedders []worker.Embedder
+			for _, name := range ms {
+				m, err := openModel(g, name)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				embedders = append(embedders, m)
+			}
+
+			ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+				StoreDir: filepath.Join(dataDir, "nats"), NoLog: true, NoSigs: true})
+			if err != nil {
+				return fmt.Errorf("dev: nats: %w", err)
+			}
+			ns.Start()
+			defer ns.Shutdown()
+			if !ns.ReadyForConnections(10 * time.Second) {
+				return errors.New("dev: in-process nats did not start")
+			}
+			nc, js, err := bus.Connect(bus.Config{URL: ns.ClientURL(), Name: "embedfleet-dev"})
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			topo := bus.Topology{}
+			if err := topo.Ensure(ctx, js, bus.StreamOptions{}); err != nil {
+				return err
+			}
+
+			if milvusAddr == "" {
+				addr, stop, err := startMilvusLite(milvusBin, dataDir)
+				if err != nil {
+					return err
+				}
+				defer stop()
+				milvusAddr = addr
+			}
+			store, err := vecstore.Connect(ctx, vecstore.Config{Address: milvusAddr})
+			if err != nil {
+				return err
+			}
+			defer store.Close(context.Background())
+
+			cons, err := topo.WorkerConsumer(ctx, js, bus.ConsumerOptions{Workers: workers})
+			if err != nil {
+				return err
+			}
+			wctx, stopWorkers := context.WithCancel(ctx)
+			var wg sync.WaitGroup
+			for i := range workers {
+				w, err := worker.New(ctx, worker.Config{JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store,
+					OpenSource: sf.open, BatchSize: batch, Name: "dev-worker-" + strconv.Itoa(i), Log: log})
+				if err != nil {
+					stopWorkers()
+					return err
+				}
+				wg.Add(1)
+				go func() { defer wg.Done(); _ = w.Run(wctx) }()
+			}
+			defer func() { stopWorkers(); wg.Wait() }()
+
+			rec, err := coordinator.Run(ctx, coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: jobSize, Log: log})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "dev: run %s: %d images in %d jobs from %s\n", rec.ID, rec.Listed, rec.Jobs, src.URI())
+			sum, err := coordinator.Wait(ctx, js, topo, rec, func(s coordinator.Summary) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "dev: %d/%d jobs, %d stored, %d failed, %.1f img/s\n",
+					s.Done, s.Jobs, s.Stored, len(s.Failed), float64(s.Stored)/s.Elapsed.Seconds())
+			})
+			printSummary(out, sum)
+			if err != nil {
+				return err
+			}
+			if query == "" {
+				return nil
+			}
+			data, err := readFileLimited(query)
+			if err != nil {
+				return err
+			}
+			s := search.New(store, imageprepLimits())
+			for _, e := range embedders {
+				hits, err := s.ByImage(ctx, e, data, topK)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "\nquery %s with %s:\n", query, e.Spec().Name)
+				if err := printHits(out, hits, false); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	sf.bind(f)
+	f.StringVar(&images, "images", "", "folder or s3://bucket/prefix to index (required)")
+	f.StringVar(&models, "models", "clip-vit-b32,dinov2-base", "models, comma-separated")
+	f.StringVar(&query, "query", "", "after indexing, search with this image")
+	f.IntVar(&topK, "top-k", 5, "results per query")
+	f.IntVar(&workers, "workers", 1, "workers in this process")
+	f.IntVar(&batch, "batch-size", 32, "images per inference batch")
+	f.IntVar(&jobSize, "job-size", 64, "items per job")
+	f.StringVar(&dataDir, "data-dir", "", "where NATS and milvus-lite keep their data (default: a temporary folder)")
+	f.StringVar(&milvusBin, "milvus-bin", envOr("EMBEDFLEET_MILVUS_BIN", defaultMilvusBin()), "milvus-lite server binary (env EMBEDFLEET_MILVUS_BIN; `make deps` installs it)")
+	f.StringVar(&milvusAddr, "milvus-addr", "", "use this Milvus instead of starting milvus-lite")
+	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	return cmd
+}
+
+// startMilvusLite runs the milvus-lite server on a free loopback port with
+// its database in dir, and returns its address and a stop function.
+func startMilvusLite(bin, dir string) (string, func(), error) {
+	if _, err := os.Stat(bin); err != nil {
+		return "", nil, fmt.Errorf("dev: milvus-lite server %s: %v (run `make deps`, or pass --milvus-bin or --milvus-addr)", bin, err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := l.Addr().String()
+	l.Close()
+	logf, err := os.Create(filepath.Join(dir, "milvus.log"))
+	if err != nil {
+		return "", nil, err
+	}
+	c := exec.Command(bin, filepath.Join(dir, "milvus.db"), addr, "ERROR")
+	c.Env = append(os.Environ(), "LD_LIBRARY_PATH="+filepath.Dir(bin))
+	c.Stdout, c.Stderr = logf, logf
+	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := c.Start(); err != nil {
+		logf.Close()
+		return "", nil, fmt.Errorf("dev: start milvus-lite: %w", err)
+	}
+	stop := func() {
+		_ = c.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = c.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = c.Process.Kill()
+			<-done
+		}
+		logf.Close()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			conn.Close()
+			return addr, stop, nil
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, fmt.Errorf("dev: milvus-lite did not listen on %s within 30 s (log: %s)", addr, logf.Name())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/objstore"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
+)
+
+// natsFlags, milvusFlags and s3Flags bind the connection settings that
+// several commands share. Secrets come from the environment only.
+
+type natsFlags struct {
+	cfg    bus.Config
+	prefix string
+}
+
+func (n *natsFlags) bind(f *pflag.FlagSet) {
+	f.StringVar(&n.cfg.URL, "nats-url", envOr("EMBEDFLEET_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env EMBEDFLEET_NATS_URL)")
+	f.StringVar(&n.cfg.CredsFile, "nats-creds", os.Getenv("EMBEDFLEET_NATS_CREDS"), "NATS credentials file (env EMBEDFLEET_NATS_CREDS)")
+	f.StringVar(&n.cfg.NKeyFile, "nats-nkey", os.Getenv("EMBEDFLEET_NATS_NKEY"), "NATS nkey seed file (env EMBEDFLEET_NATS_NKEY)")
+	f.StringVar(&n.cfg.CAFile, "nats-ca", os.Getenv("EMBEDFLEET_NATS_CA"), "CA file to verify NATS's TLS certificate (env EMBEDFLEET_NATS_CA)")
+	f.StringVar(&n.cfg.CertFile, "nats-cert", os.Getenv("EMBEDFLEET_NATS_CERT"), "TLS client certificate (env EMBEDFLEET_NATS_CERT)")
+	f.StringVar(&n.cfg.KeyFile, "nats-key", os.Getenv("EMBEDFLEET_NATS_KEY"), "TLS client key (env EMBEDFLEET_NATS_KEY)")
+	f.StringVar(&n.prefix, "prefix", envOr("EMBEDFLEET_PREFIX", "EMBEDFLEET"), "name prefix of the streams and buckets, to share a NATS between installations (env EMBEDFLEET_PREFIX)")
+	// User, password and token: environment only, never on a command line.
+	n.cfg.User = os.Getenv("EMBEDFLEET_NATS_USER")
+	n.cfg.Password = os.Getenv("EMBEDFLEET_NATS_PASSWORD")
+	n.cfg.Token = os.Getenv("EMBEDFLEET_NATS_TOKEN")
+}
+
+func (n *natsFlags) topology() bus.Topology { return bus.Topology{Prefix: strings.ToUpper(n.prefix)} }
+
+type milvusFlags struct{ cfg vecstore.Config }
+
+func (m *milvusFlags) bind(f *pflag.FlagSet) {
+	f.StringVar(&m.cfg.Address, "milvus-addr", envOr("EMBEDFLEET_MILVUS_ADDR", "127.0.0.1:19530"), "Milvus gRPC address (env EMBEDFLEET_MILVUS_ADDR)")
+	f.StringVar(&m.cfg.DBName, "milvus-db", os.Getenv("EMBEDFLEET_MILVUS_DB"), "Milvus database (env EMBEDFLEET_MILVUS_DB)")
+	f.BoolVar(&m.cfg.TLS, "milvus-tls", os.Getenv("EMBEDFLEET_MILVUS_TLS") == "true", "use TLS to Milvus (env EMBEDFLEET_MILVUS_TLS=true)")
+	f.StringVar(&m.cfg.IndexType, "index-type", envOr("EMBEDFLEET_INDEX_TYPE", "AUTOINDEX"), "index of new collections: AUTOINDEX, FLAT, IVF_FLAT or HNSW (env EMBEDFLEET_INDEX_TYPE)")
+	f.IntVar(&m.cfg.HNSWM, "hnsw-m", 16, "HNSW M")
+	f.IntVar(&m.cfg.HNSWEfConstruct, "hnsw-ef-construction", 200, "HNSW efConstruction")
+	m.cfg.Username = os.Getenv("EMBEDFLEET_MILVUS_USER")
+	m.cfg.Password = os.Getenv("EMBEDFLEET_MILVUS_PASSWORD")
+	m.cfg.APIKey = os.Getenv("EMBEDFLEET_MILVUS_TOKEN")
+}
+
+type s3Flags struct {
+	cfg     objstore.S3Config
+	include []string
+	exclude []string
+}
+
+func (s *s3Flags) bind(f *pflag.FlagSet) {
+	f.StringVar(&s.cfg.Endpoint, "s3-endpoint", envOr("EMBEDFLEET_S3_ENDPOINT", "s3.amazonaws.com"), "S3 endpoint host:port (env EMBEDFLEET_S3_ENDPOINT); credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials")
+	f.StringVar(&s.cfg.Region, "s3-region", os.Getenv("EMBEDFLEET_S3_REGION"), "S3 region (env EMBEDFLEET_S3_REGION)")
+	f.BoolVar(&s.cfg.Insecure, "s3-insecure", os.Getenv("EMBEDFLEET_S3_INSECURE") == "true", "plain HTTP to S3 (env EMBEDFLEET_S3_INSECURE=true)")
+	f.BoolVar(&s.cfg.PathStyle, "s3-path-style", os.Getenv("EMBEDFLEET_S3_PATH_STYLE") == "true", "path-style bucket addressing, as MinIO wants (env EMBEDFLEET_S3_PATH_STYLE=true)")
+	f.StringSliceVar(&s.include, "include", nil, "only objects whose base name matches one of these patterns (default: image extensions)")
+	f.StringSliceVar(&s.exclude, "exclude", nil, "skip objects whose base name matches one of these patterns")
+}
+
+func (s *s3Flags) open(uri string) (objstore.Source, error) {
+	return objstore.Open(uri, s.cfg, objstore.Filter{Include: s.include, Exclude: s.exclude})
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

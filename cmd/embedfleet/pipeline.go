@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/embedfleet/embedfleet/coordinator"
+	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/search"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
+	"github.com/embedfleet/embedfleet/worker"
+)
+
+// Exit codes for scheduled runs (documented in docs/operations.md).
+const (
+	exitFailures  = 2 // the run finished with more failures than allowed
+	exitLeaseHeld = 3 // another run of the same source is going on
+)
+
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e exitError) Error() string { return e.err.Error() }
+func (e exitError) Unwrap() error { return e.err }
+
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(level))
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+func newCoordinatorCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "coordinator", Short: "Enumerate a source into jobs on NATS JetStream"}
+	var (
+		nf        natsFlags
+		sf        s3Flags
+		source    string
+		models    string
+		jobSize   int
+		wait      bool
+		maxFailed float64
+		timeout   time.Duration
+		replicas  int
+		logLevel  string
+	)
+	run := &cobra.Command{
+		Use:   "run --source s3://bucket/prefix|DIR --models MODEL[,MODEL...] [--wait]",
+		Short: "List the source, publish its jobs, and (with --wait) follow them to completion",
+		Long: `Take the source's lease (a second run of the same source exits with status 3
+and touches nothing), list the source in key order, publish jobs of --job-size
+items, checkpointing as it goes. A run interrupted by a crash is resumed by the
+next run: it continues after the checkpoint and the stream drops any job
+published twice.
+
+--wait follows the workers' results until every job has one, prints a summary,
+and exits with status 2 when more than --max-failed (a fraction) of the items
+failed. Exit status 1 means the run itself failed (see the message).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ms := splitList(models)
+			if source == "" || len(ms) == 0 {
+				return errors.New("--source and --models are required")
+			}
+			ctx := cmd.Context()
+			if timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			log := newLogger(cmd.ErrOrStderr(), logLevel)
+			src, err := sf.open(source)
+			if err != nil {
+				return err
+			}
+			nf.cfg.Name = "embedfleet-coordinator"
+			nc, js, err := bus.Connect(nf.cfg)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			topo := nf.topology()
+			if err := topo.Ensure(ctx, js, bus.StreamOptions{Replicas: replicas}); err != nil {
+				return err
+			}
+			rec, err := coordinator.Run(ctx, coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: jobSize, Log: log})
+			if errors.Is(err, bus.ErrLeaseHeld) {
+				return exitError{exitLeaseHeld, err}
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "run %s: %d objects in %d jobs published\n", rec.ID, rec.Listed, rec.Jobs)
+			if !wait {
+				return nil
+			}
+			sum, err := coordinator.Wait(ctx, js, topo, rec, func(s coordinator.Summary) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "run %s: %d/%d jobs, %d stored, %d failed, %.1f img/s\n",
+					s.Run, s.Done, s.Jobs, s.Stored, len(s.Failed), float64(s.Stored)/s.Elapsed.Seconds())
+			})
+			printSummary(cmd.OutOrStdout(), sum)
+			if err != nil {
+				return err
+			}
+			if sum.Listed > 0 && float64(len(sum.Failed))/float64(sum.Listed) > maxFailed {
+				return exitError{exitFailures, fmt.Errorf("%d of %d items failed, more than --max-failed %.3f", len(sum.Failed), sum.Listed, maxFailed)}
+			}
+			return nil
+		},
+	}
+	f := run.Flags()
+	nf.bind(f)
+	sf.bind(f)
+	f.StringVar(&source, "source", "", "s3://bucket/prefix or a local folder (required)")
+	f.StringVar(&models, "models", envOr("EMBEDFLEET_MODELS", ""), "models to embed with, comma-separated (env EMBEDFLEET_MODELS; required)")
+	f.IntVar(&jobSize, "job-size", 64, "items per job")
+	f.BoolVar(&wait, "wait", false, "follow the run to completion and print a summary")
+	f.Float64Var(&maxFailed, "max-failed", 0.01, "with --wait: fraction of failed items above which the exit status is 2")
+	f.DurationVar(&timeout, "timeout", 0, "give up after this long (0: never)")
+	f.IntVar(&replicas, "replicas", 1, "replicas of streams and buckets when they are created (3 in a NATS cluster)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.AddCommand(run)
+	return cmd
+}
+
+func printSummary(w io.Writer, s coordinator.Summary) {
+	state := "complete"
+	if !s.Complete {
+		state = "INCOMPLETE"
+	}
+	fmt.Fprintf(w, "run %s %s: %d listed, %d stored, %d failed, %d jobs dead-lettered, %s\n",
+		s.Run, state, s.Listed, s.Stored, len(s.Failed), s.Dead, s.Elapsed.Round(time.Millisecond))
+	for i, f := range s.Failed {
+		if i == 20 {
+			fmt.Fprintf(w, "  ... and %d more\n", len(s.Failed)-20)
+			break
+		}
+		fmt.Fprintf(w, "  failed %s: %s\n", f.Key, f.Reason)
+	}
+}
+
+func newWorkerCmd(g *globalFlags) *cobra.Command {
+	var (
+		nf                 natsFlags
+		mf                 milvusFlags
+		sf                 s3Flags
+		models             string
+		batch, fetch, prep int
+		ackWait, drain     time.Duration
+		maxDeliver         int
+		logLevel           string
+	)
+	cmd := &cobra.Command{
+		Use:   "worker --models MODEL[,MODEL...]",
+		Short: "Pull jobs, embed their images with every model, upsert into Milvus",
+		Long: `Pull jobs from NATS JetStream, fetch and decode each image once, preprocess it
+for every model, run each model in batches of --batch-size, upsert the vectors
+into one Milvus collection per model, publish the job's result and ack it.
+
+Images that can never be embedded (corrupt, unsupported, too large, gone) are
+recorded in the result; transient trouble (S3 5xx, Milvus unavailable) hands the
+job back with a growing delay; after --max-deliver attempts the job goes to the
+dead-letter stream. On SIGTERM the worker stops pulling, finishes the job in
+hand within --drain-timeout (or hands it back) and exits 0.
+
+The worker refuses to start when a model's collection holds vectors of another
+version of that model.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ms := splitList(models)
+			if len(ms) == 0 {
+				return errors.New("--models is required")
+			}
+			ctx := cmd.Context()
+			log := newLogger(cmd.ErrOrStderr(), logLevel)
+			var embedders []worker.Embedder
+			for _, name := range ms {
+				m, err := openModel(g, name)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				embedders = append(embedders, m)
+			}
+			nf.cfg.Name = "embedfleet-worker"
+			nc, js, err := bus.Connect(nf.cfg)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			topo := nf.topology()
+			if err := topo.Ensure(ctx, js, bus.StreamOptions{}); err != nil {
+				return err
+			}
+			cons, err := topo.WorkerConsumer(ctx, js, bus.ConsumerOptions{AckWait: ackWait, MaxDeliver: maxDeliver})
+			if err != nil {
+				return err
+			}
+			store, err := vecstore.Connect(ctx, mf.cfg)
+			if err != nil {
+				return err
+			}
+			defer store.Close(context.Background())
+			w, err := worker.New(ctx, worker.Config{
+				JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store, OpenSource: sf.open,
+				BatchSize: batch, FetchConcurrency: fetch, PrepWorkers: prep, AckWait: ackWait, MaxDeliver: maxDeliver,
+				DrainTimeout: drain, Log: log,
+			})
+			if err != nil {
+				return err
+			}
+			return w.Run(ctx)
+		},
+	}
+	f := cmd.Flags()
+	nf.bind(f)
+	mf.bind(f)
+	sf.bind(f)
+	f.StringVar(&models, "models", envOr("EMBEDFLEET_MODELS", ""), "models this worker serves, comma-separated (env EMBEDFLEET_MODELS; required)")
+	f.IntVar(&batch, "batch-size", envInt("EMBEDFLEET_BATCH_SIZE", 32), "images per inference batch (env EMBEDFLEET_BATCH_SIZE)")
+	f.IntVar(&fetch, "fetch-concurrency", 16, "objects fetched at once")
+	f.IntVar(&prep, "prep-workers", 0, "goroutines that decode and preprocess (0: one per core)")
+	f.DurationVar(&ackWait, "ack-wait", 2*time.Minute, "JetStream AckWait; progress is signalled every third of it")
+	f.IntVar(&maxDeliver, "max-deliver", 5, "attempts before a job is dead-lettered")
+	f.DurationVar(&drain, "drain-timeout", 30*time.Second, "on SIGTERM, time to finish the job in hand (keep it below the pod's grace period)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func newQueryCmd(g *globalFlags) *cobra.Command {
+	var (
+		mf              milvusFlags
+		model, img, uri string
+		topK            int
+		asJSON          bool
+	)
+	cmd := &cobra.Command{
+		Use:   "query --model MODEL (--image FILE | --uri OBJECT_URI) [--top-k K] [--json]",
+		Short: "Find the stored images most similar to an image file or an indexed object",
+		Long: `Embed --image with the same preprocessing and model as the indexed images (or
+reuse the stored vector of --uri, an indexed object such as s3://bucket/key),
+search the model's collection, and print rank, cosine, the article's score
+(cos+1)/2, and the URI of each hit.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if model == "" || (img == "") == (uri == "") {
+				return errors.New("--model and exactly one of --image or --uri are required")
+			}
+			ctx := cmd.Context()
+			store, err := vecstore.Connect(ctx, mf.cfg)
+			if err != nil {
+				return err
+			}
+			defer store.Close(context.Background())
+			s := search.New(store, imageprepLimits())
+			var hits []search.Hit
+			if img != "" {
+				m, err := openModel(g, model)
+				if err != nil {
+					return err
+				}
+				defer m.Close()
+				data, err := readFileLimited(img)
+				if err != nil {
+					return err
+				}
+				hits, err = s.ByImage(ctx, m, data, topK)
+				if err != nil {
+					return err
+				}
+			} else {
+				spec, err := resolveSpec(g, model)
+				if err != nil {
+					return err
+				}
+				if hits, err = s.ByObject(ctx, spec.Name, uri, topK); err != nil {
+					return err
+				}
+			}
+			return printHits(cmd.OutOrStdout(), hits, asJSON)
+		},
+	}
+	f := cmd.Flags()
+	mf.bind(f)
+	f.StringVar(&model, "model", "", "model whose collection to search (required)")
+	f.StringVar(&img, "image", "", "query image file")
+	f.StringVar(&uri, "uri", "", "an indexed object's URI, whose stored vector is the query")
+	f.IntVar(&topK, "top-k", 10, "number of results")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printHits(w io.Writer, hits []search.Hit, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", " ")
+		return enc.Encode(hits)
+	}
+	fmt.Fprintf(w, "%-4s %-9s %-9s %s\n", "RANK", "COSINE", "SCORE", "URI")
+	for _, h := range hits {
+		fmt.Fprintf(w, "%-4d %-9.6f %-9.6f %s\n", h.Rank, h.Cosine, h.Score, h.URI)
+	}
+	return nil
+}
+
+func resolveSpec(g *globalFlags, ref string) (embed.Spec, error) {
+	if s, ok := embed.Builtin(ref); ok {
+		if dir, err := embed.Resolve(g.modelsDir, ref); err == nil {
+			return embed.LoadSpec(dir)
+		}
+		return s, nil
+	}
+	dir, err := embed.Resolve(g.modelsDir, ref)
+	if err != nil {
+		return embed.Spec{}, err
+	}
+	return embed.LoadSpec(dir)
+}
+
+func readFileLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readLimited(f)
+}
