@@ -15,10 +15,24 @@ PYENV    = $$(deploy/install/pyenv.sh deploy/export/requirements.txt)/bin/python
 BENCHDIR ?= ../shared/bench/bsds500
 RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random
 
-.PHONY: help deps build test lint fmt clean fixtures random-models parity bench bench-embed
+DEMO_DIR    ?= bin/demo
+DEMO_MODELS ?= shared/embed/testdata/models
+
+.PHONY: help deps build test lint fmt clean fixtures random-models parity bench bench-embed demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+demo: deps build ## index 200 generated images with the whole system in one process (NATS, milvus-lite, coordinator, workers), then query
+	$(GO) run ./deploy/demo/genimages --out $(DEMO_DIR) --n 200
+	@if [ "$(DEMO_MODELS)" = shared/embed/testdata/models ]; then \
+	  echo "=================================================================="; \
+	  echo " DEMO MODELS ARE TINY RANDOM-INIT CLIP AND DINOv2 (test fixtures):"; \
+	  echo " the pipeline is real, the similarity scores are meaningless."; \
+	  echo " Real weights: docs/models.md, then DEMO_MODELS=~/.cache/embedfleet/models"; \
+	  echo "=================================================================="; fi
+	$(DEPS_ENV); bin/embedfleet dev --models-dir $(DEMO_MODELS) --models clip-vit-b32,dinov2-base \
+	  --images $(DEMO_DIR)/images --query $(DEMO_DIR)/query.jpg --top-k 3 --job-size 32
 
 deps: ## install ONNX Runtime, milvus-lite, MinIO, nats-server, staticcheck into ~/.cache/embedfleet (pinned, sha256-checked, cached)
 	$(DEPS) all
