@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"image"
-	"image/color"
-	"image/jpeg"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -17,7 +15,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"golang.org/x/image/draw"
 
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
@@ -25,52 +22,12 @@ import (
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/testenv"
+	"github.com/embedfleet/embedfleet/shared/testimages"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 	"github.com/embedfleet/embedfleet/worker"
 )
 
-// photo draws a photo-like image: a gradient and a few soft discs.
-func photo(r *rand.Rand) *image.RGBA {
-	w, h := 96+r.IntN(120), 96+r.IntN(120)
-	m := image.NewRGBA(image.Rect(0, 0, w, h))
-	base := [3]float64{r.Float64() * 255, r.Float64() * 255, r.Float64() * 255}
-	grad := [3]float64{r.Float64()*2 - 1, r.Float64()*2 - 1, r.Float64()*2 - 1}
-	type disc struct {
-		x, y, rad float64
-		col       [3]float64
-	}
-	var discs []disc
-	for range 4 {
-		discs = append(discs, disc{r.Float64() * float64(w), r.Float64() * float64(h), 10 + r.Float64()*40,
-			[3]float64{r.Float64() * 255, r.Float64() * 255, r.Float64() * 255}})
-	}
-	for y := 0; y < h; y++ {
-		for x := 0; x < w; x++ {
-			var c [3]float64
-			for i := range c {
-				c[i] = base[i] + grad[i]*80*(float64(x)/float64(w)-float64(y)/float64(h))
-			}
-			for _, d := range discs {
-				dx, dy := float64(x)-d.x, float64(y)-d.y
-				if dx*dx+dy*dy < d.rad*d.rad {
-					c = d.col
-				}
-			}
-			m.Set(x, y, color.RGBA{clamp(c[0]), clamp(c[1]), clamp(c[2]), 255})
-		}
-	}
-	return m
-}
-
-func clamp(v float64) uint8 { return uint8(max(0, min(255, v))) }
-
-func encode(t *testing.T, m image.Image, q int) []byte {
-	var b bytes.Buffer
-	if err := jpeg.Encode(&b, m, &jpeg.Options{Quality: q}); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
+func encode(t *testing.T, m image.Image, q int) []byte { return testimages.JPEG(m, q) }
 
 type stack struct {
 	minio  *testenv.MinIO
@@ -163,7 +120,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	var originals []*image.RGBA
 	for i := range 300 {
-		m := photo(r)
+		m := testimages.Photo(r, 96, 216)
 		originals = append(originals, m)
 		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, m, 90))
 	}
@@ -222,11 +179,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	s := search.New(st.store, imageprepLimits)
 	misses := 0
 	for i := 0; i < 300; i += 15 {
-		o := originals[i]
-		b := o.Bounds()
-		small := image.NewRGBA(image.Rect(0, 0, b.Dx()*4/5, b.Dy()*4/5))
-		draw.CatmullRom.Scale(small, small.Bounds(), o, b, draw.Src, nil)
-		hits, err := s.ByImage(ctx, st.models[1], encode(t, small, 75), 3)
+		hits, err := s.ByImage(ctx, st.models[1], encode(t, testimages.Scale(originals[i], 0.8), 75), 3)
 		if err != nil {
 			t.Fatal(err)
 		}
