@@ -19,6 +19,7 @@ import (
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/jobs"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/testenv"
@@ -190,4 +191,79 @@ func TestPipelineEndToEnd(t *testing.T) {
 		}
 	}
 	t.Logf("query: %d of 20 copies found their original first", 20-misses)
+}
+
+// TestMilvusOutage stops Milvus in the middle of a run and starts it again
+// (same data) some seconds later: the jobs that met the outage are handed
+// back and retried, and the run completes with exactly one row per image.
+func TestMilvusOutage(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	r := rand.New(rand.NewPCG(9, 9))
+	for i := range 120 {
+		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, testimages.Photo(r, 96, 216), 90))
+	}
+	src, err := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	models := []string{"clip-vit-b32", "dinov2-base"}
+	wctx, stopWorkers := context.WithCancel(ctx)
+	workerStore, err := vecstore.Connect(ctx, vecstore.Config{Address: st.milvus.Addr, CallTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.store = workerStore
+	wg := st.startWorkers(t, wctx, 1)
+	defer func() { stopWorkers(); wg.Wait() }()
+	rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: models, JobSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Let some jobs through, then take Milvus away for 6 s: longer than
+	// the workers' 2 s call timeout, so jobs fail and are handed back.
+	results, _ := st.nats.JS.Stream(ctx, st.topo.ResultsStream())
+	for {
+		info, _ := results.Info(ctx)
+		if info.State.Msgs >= 3 {
+			if info.State.Msgs >= uint64(rec.Jobs) {
+				t.Fatal("the run finished before the outage; the test proves nothing")
+			}
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st.milvus.Stop()
+	time.Sleep(6 * time.Second)
+	st.milvus.Restart(t)
+
+	sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, rec, nil)
+	if err != nil || !sum.Complete || sum.Stored != 120 || len(sum.Failed) != 0 || sum.Dead != 0 {
+		t.Fatalf("after the outage: %+v (%v)", sum, err)
+	}
+	info, _ := results.Info(ctx)
+	retried := 0
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := results.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		if r, err := jobs.Decode[jobs.Result](m.Data); err == nil && r.Attempts > 1 {
+			retried++
+		}
+	}
+	if retried == 0 {
+		t.Fatal("no job needed a second attempt: the outage did not hit the run, the test proves nothing")
+	}
+	t.Logf("%d jobs were retried after the outage", retried)
+	for _, m := range models {
+		col, err := st.store.Open(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := col.Count(ctx); err != nil || n != 120 {
+			t.Fatalf("%s holds %d rows (%v), want exactly 120", m, n, err)
+		}
+	}
 }

@@ -18,6 +18,8 @@ type Milvus struct {
 	Client *milvusclient.Client
 
 	proc *process
+	bin  string
+	dir  string
 }
 
 // StartMilvus starts milvus-lite on a free loopback port with its database
@@ -25,35 +27,10 @@ type Milvus struct {
 // test ends.
 func StartMilvus(t testing.TB) *Milvus {
 	t.Helper()
-	bin := Binary(t, EnvMilvusBin)
-	dir := t.TempDir()
-	m := &Milvus{}
+	m := &Milvus{bin: Binary(t, EnvMilvusBin), dir: t.TempDir()}
 	err := startOnFreePort(func(port int) error {
 		m.Addr = hostPort(port)
-		p, err := startProcess("milvus", dir, []string{"LD_LIBRARY_PATH=" + filepath.Dir(bin)},
-			bin, filepath.Join(dir, "milvus.db"), m.Addr, "ERROR")
-		if err != nil {
-			return err
-		}
-		ready := p.waitReady(60*time.Second, func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			c, err := milvusclient.New(ctx, &milvusclient.ClientConfig{Address: m.Addr})
-			if err != nil {
-				return err
-			}
-			m.Client = c
-			return nil
-		})
-		if ready != nil {
-			p.kill()
-			if portTakenIn(p.logTail(20)) {
-				return errPortTaken
-			}
-			return ready
-		}
-		m.proc = p
-		return nil
+		return m.start()
 	})
 	if err != nil {
 		t.Fatalf("testenv: milvus: %v", err)
@@ -65,6 +42,48 @@ func StartMilvus(t testing.TB) *Milvus {
 		m.proc.stop(5 * time.Second)
 	})
 	return m
+}
+
+func (m *Milvus) start() error {
+	p, err := startProcess("milvus", m.dir, []string{"LD_LIBRARY_PATH=" + filepath.Dir(m.bin)},
+		m.bin, filepath.Join(m.dir, "milvus.db"), m.Addr, "ERROR")
+	if err != nil {
+		return err
+	}
+	ready := p.waitReady(60*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		c, err := milvusclient.New(ctx, &milvusclient.ClientConfig{Address: m.Addr})
+		if err != nil {
+			return err
+		}
+		if m.Client != nil {
+			_ = m.Client.Close(ctx)
+		}
+		m.Client = c
+		return nil
+	})
+	if ready != nil {
+		p.kill()
+		if portTakenIn(p.logTail(20)) {
+			return errPortTaken
+		}
+		return ready
+	}
+	m.proc = p
+	return nil
+}
+
+// Restart starts the server again after Stop, on the same port and
+// database file, as an outage that ends would.
+func (m *Milvus) Restart(t testing.TB) {
+	t.Helper()
+	if !m.proc.exited() {
+		t.Fatal("testenv: Restart of a milvus that is still running")
+	}
+	if err := m.start(); err != nil {
+		t.Fatalf("testenv: milvus restart: %v", err)
+	}
 }
 
 // Ping checks that the server answers an API call. Its error names the

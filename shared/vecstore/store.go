@@ -59,6 +59,10 @@ type Config struct {
 	IVFNList        int // default 1024
 
 	DialTimeout time.Duration // default 10 s
+	// CallTimeout bounds each write and read; the client retries
+	// transient failures inside it. Past it the call fails with
+	// ErrUnavailable and the worker hands its job back. Default 60 s.
+	CallTimeout time.Duration
 }
 
 // Store is a connection to Milvus. Safe for concurrent use.
@@ -83,6 +87,9 @@ func Connect(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = time.Minute
 	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
@@ -264,6 +271,8 @@ type Row struct {
 
 // Upsert writes rows; a row whose ID exists replaces it.
 func (c *Collection) Upsert(ctx context.Context, rows []Row) error {
+	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.CallTimeout)
+	defer cancel()
 	if len(rows) == 0 {
 		return nil
 	}
@@ -294,6 +303,8 @@ func (c *Collection) Upsert(ctx context.Context, rows []Row) error {
 
 // Delete removes rows by ID.
 func (c *Collection) Delete(ctx context.Context, ids []string) error {
+	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.CallTimeout)
+	defer cancel()
 	if len(ids) == 0 {
 		return nil
 	}
@@ -313,6 +324,8 @@ type Hit struct {
 
 // Search returns the k rows nearest to vec by cosine, best first.
 func (c *Collection) Search(ctx context.Context, vec []float32, k int) ([]Hit, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.CallTimeout)
+	defer cancel()
 	rs, err := c.s.c.Search(ctx, milvusclient.NewSearchOption(c.Name, k, []entity.Vector{entity.FloatVector(vec)}).
 		WithANNSField(FieldVector).WithOutputFields(FieldURI).WithConsistencyLevel(entity.ClStrong))
 	if err != nil {
@@ -337,6 +350,8 @@ func (c *Collection) Search(ctx context.Context, vec []float32, k int) ([]Hit, e
 
 // Get reads one row with its vector; found is false when there is none.
 func (c *Collection) Get(ctx context.Context, id string) (row Row, found bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.CallTimeout)
+	defer cancel()
 	rs, err := c.s.c.Query(ctx, milvusclient.NewQueryOption(c.Name).WithIDs(column.NewColumnVarChar(FieldID, []string{id})).
 		WithOutputFields(FieldID, FieldVector, FieldURI, FieldETag, FieldSize, FieldWidth, FieldHeight).
 		WithConsistencyLevel(entity.ClStrong))
@@ -367,6 +382,8 @@ func (c *Collection) Get(ctx context.Context, id string) (row Row, found bool, e
 
 // Count returns the number of rows (strongly consistent).
 func (c *Collection) Count(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.CallTimeout)
+	defer cancel()
 	rs, err := c.s.c.Query(ctx, milvusclient.NewQueryOption(c.Name).WithOutputFields("count(*)").
 		WithConsistencyLevel(entity.ClStrong))
 	if err != nil {
