@@ -18,7 +18,7 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps build test lint fmt clean fixtures random-models parity bench bench-embed demo
+.PHONY: help deps build test lint fmt clean fixtures random-models parity bench bench-embed bench-pipeline demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,7 +57,11 @@ parity: deps build random-models ## full-size random-init CLIP and DINOv2: embed
 	py=$(PYENV); cd deploy/export && $$py parity.py --bin ../../bin/embedfleet --images ../../$(BENCHDIR) \
 	  --seed-images ../../../shared/seed --models "$(RANDOM_MODELS)"
 
-bench: bench-embed ## every benchmark
+bench: bench-embed bench-pipeline ## every benchmark
+
+bench-pipeline: deps build random-models ## coordinator publishing vs raw listing (100k objects), worker end to end vs inference alone, Milvus upserts
+	$(DEPS_ENV); $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./deploy/bench/pipeline | grep -E '^(coordinator|worker|milvus) '
+
 
 bench-embed: deps build random-models ## preprocess img/s on one core against the HF processor; inference img/s by batch; end-to-end embed img/s (images: BENCHDIR)
 	$(GO) build -o bin/prepbench ./deploy/bench/prepbench

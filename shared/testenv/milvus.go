@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/milvus-io/milvus/client/v2/entity"
 	"github.com/milvus-io/milvus/client/v2/milvusclient"
 )
 
@@ -57,6 +58,13 @@ func (m *Milvus) start() error {
 		if err != nil {
 			return err
 		}
+		// Answering is not being ready: milvus-lite can accept calls
+		// before its storage engine is initialised ("Mmap manager has not
+		// been init"). Create and drop a collection to be sure.
+		if err := probeCollection(ctx, c); err != nil {
+			_ = c.Close(ctx)
+			return err
+		}
 		if m.Client != nil {
 			_ = m.Client.Close(ctx)
 		}
@@ -102,3 +110,14 @@ func (m *Milvus) Ping(ctx context.Context) error {
 
 // Stop ends the server now, as an outage would; later calls fail.
 func (m *Milvus) Stop() { m.proc.stop(5 * time.Second) }
+
+func probeCollection(ctx context.Context, c *milvusclient.Client) error {
+	const name = "testenv_ready_probe"
+	schema := entity.NewSchema().WithName(name).
+		WithField(entity.NewField().WithName("id").WithDataType(entity.FieldTypeInt64).WithIsPrimaryKey(true)).
+		WithField(entity.NewField().WithName("v").WithDataType(entity.FieldTypeFloatVector).WithDim(2))
+	if err := c.CreateCollection(ctx, milvusclient.NewCreateCollectionOption(name, schema)); err != nil {
+		return err
+	}
+	return c.DropCollection(ctx, milvusclient.NewDropCollectionOption(name))
+}

@@ -149,8 +149,17 @@ func (s *Store) Ensure(ctx context.Context, spec embed.Spec) (*Collection, error
 			WithField(entity.NewField().WithName(FieldHeight).WithDataType(entity.FieldTypeInt32)).
 			WithField(entity.NewField().WithName(FieldModelVersion).WithDataType(entity.FieldTypeVarChar).WithMaxLength(80)).
 			WithField(entity.NewField().WithName(FieldIndexedAt).WithDataType(entity.FieldTypeInt64))
-		err := s.c.CreateCollection(ctx, milvusclient.NewCreateCollectionOption(name, schema).
-			WithProperty(propModelVersion, spec.Version).WithConsistencyLevel(entity.ClBounded))
+		create := func() error {
+			return s.c.CreateCollection(ctx, milvusclient.NewCreateCollectionOption(name, schema).
+				WithProperty(propModelVersion, spec.Version).WithConsistencyLevel(entity.ClBounded))
+		}
+		err := create()
+		// A milvus-lite that has just started can refuse with "Mmap manager
+		// has not been init" for a moment; give it a few seconds.
+		for i := 0; err != nil && strings.Contains(err.Error(), "has not been init") && i < 20; i++ {
+			time.Sleep(250 * time.Millisecond)
+			err = create()
+		}
 		if err != nil && !strings.Contains(strings.ToLower(err.Error()), "already exist") {
 			return nil, s.wrap("create collection "+name, err)
 		}
