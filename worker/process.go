@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/jobs"
@@ -34,22 +35,24 @@ type item struct {
 	size          int64
 	width, height int
 	failure       string // permanent failure reason; empty when ok
+	kind          string // the failure's kind, for metrics
 }
 
 // process embeds a job's items into every model's collection. It returns
 // errTransient for trouble worth retrying; permanent per-item failures are
 // in the result.
-func (w *Worker) process(ctx context.Context, job jobs.Job) (jobs.Result, error) {
+func (w *Worker) process(ctx context.Context, job jobs.Job) (jobs.Result, []string, error) {
 	res := jobs.Result{Schema: jobs.Schema, Run: job.Run, Seq: job.Seq, Worker: w.cfg.Name}
+	var kinds []string
 	models := w.cfg.Models
 	for _, name := range job.Models {
 		if _, ok := w.cols[name]; !ok {
-			return res, fmt.Errorf("worker %s does not serve model %s (it has %v)", w.cfg.Name, name, w.modelNames())
+			return res, nil, fmt.Errorf("worker %s does not serve model %s (it has %v)", w.cfg.Name, name, w.modelNames())
 		}
 	}
 	src, err := w.source(job.Source)
 	if err != nil {
-		return res, fmt.Errorf("open source %s: %w", job.Source, err)
+		return res, nil, fmt.Errorf("open source %s: %w", job.Source, err)
 	}
 	n := len(job.Items)
 	items := make([]item, n)
@@ -66,6 +69,7 @@ func (w *Worker) process(ctx context.Context, job jobs.Job) (jobs.Result, error)
 		firstErr error
 		sem      = make(chan struct{}, w.cfg.FetchConcurrency)
 	)
+	prepStart := time.Now()
 	for i, it := range job.Items {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -84,8 +88,9 @@ func (w *Worker) process(ctx context.Context, job jobs.Job) (jobs.Result, error)
 		}()
 	}
 	wg.Wait()
+	w.cfg.Metrics.observe("prepare", "", time.Since(prepStart).Seconds())
 	if firstErr != nil {
-		return res, firstErr
+		return res, nil, firstErr
 	}
 
 	// Compact the good items to the front of each tensor.
@@ -95,6 +100,7 @@ func (w *Worker) process(ctx context.Context, job jobs.Job) (jobs.Result, error)
 			good = append(good, i)
 		} else {
 			res.Failed = append(res.Failed, jobs.Failure{Key: items[i].key, Reason: items[i].failure})
+			kinds = append(kinds, items[i].kind)
 		}
 	}
 	for mi, m := range models {
@@ -106,11 +112,11 @@ func (w *Worker) process(ctx context.Context, job jobs.Job) (jobs.Result, error)
 			}
 		}
 		if err := w.embedAndStore(ctx, mi, t[:len(good)*sz], good, items, src); err != nil {
-			return res, err
+			return res, nil, err
 		}
 	}
 	res.Stored = len(good)
-	return res, nil
+	return res, kinds, nil
 }
 
 // prepare fetches, decodes and preprocesses one item. A permanent problem
@@ -126,21 +132,21 @@ func (w *Worker) prepare(ctx context.Context, src objstore.Source, it *item, slo
 	case errors.Is(err, objstore.ErrTransient), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return errTransient{err}
 	default: // not found, too large, access denied
-		it.failure = err.Error()
+		it.failure, it.kind = err.Error(), reasonOf(err)
 		return nil
 	}
 	t := <-w.tools
 	defer func() { w.tools <- t }()
 	img, _, err := t.dec.Decode(data)
 	if err != nil {
-		it.failure = err.Error()
+		it.failure, it.kind = err.Error(), reasonOf(err)
 		return nil
 	}
 	it.width, it.height = img.Width, img.Height
 	for mi, m := range w.cfg.Models {
 		sz := m.InputSize()
 		if err := t.pps[mi].Run(img, tensors[mi][slot*sz:(slot+1)*sz]); err != nil {
-			it.failure = err.Error()
+			it.failure, it.kind = err.Error(), reasonOf(err)
 			return nil
 		}
 	}
@@ -156,9 +162,12 @@ func (w *Worker) embedAndStore(ctx context.Context, mi int, pixels []float32, go
 	for lo := 0; lo < len(good); lo += bs {
 		hi := min(lo+bs, len(good))
 		k := hi - lo
+		t0 := time.Now()
 		if err := m.Embed(pixels[lo*sz:hi*sz], k, out[:k*dim]); err != nil {
 			return fmt.Errorf("embed %s: %w", spec.Name, err)
 		}
+		w.cfg.Metrics.observe("embed", spec.Name, time.Since(t0).Seconds())
+		w.cfg.Metrics.embedded(spec.Name, k, bs)
 		rows := make([]vecstore.Row, k)
 		for j := 0; j < k; j++ {
 			it := items[good[lo+j]]
@@ -167,7 +176,10 @@ func (w *Worker) embedAndStore(ctx context.Context, mi int, pixels []float32, go
 			rows[j] = vecstore.Row{ID: vecstore.ID(src.ObjectURI(it.key)), URI: src.ObjectURI(it.key), ETag: it.etag,
 				Size: it.size, Width: it.width, Height: it.height, Vector: vec}
 		}
-		if err := col.Upsert(ctx, rows); err != nil {
+		t0 = time.Now()
+		err := col.Upsert(ctx, rows)
+		w.cfg.Metrics.observe("upsert", spec.Name, time.Since(t0).Seconds())
+		if err != nil {
 			if errors.Is(err, vecstore.ErrUnavailable) {
 				return errTransient{err}
 			}

@@ -64,6 +64,7 @@ type Config struct {
 	DrainTimeout     time.Duration // after ctx ends, time to finish the job in hand; default 30 s
 	Name             string        // default host-pid
 	Log              *slog.Logger
+	Metrics          *Metrics // nil: none
 }
 
 // Worker pulls and processes jobs. Build it with New.
@@ -210,7 +211,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}()
 
 	start := time.Now()
-	res, err := w.process(work, job)
+	res, kinds, err := w.process(work, job)
 	if err != nil {
 		attempts := uint64(1)
 		if meta != nil {
@@ -219,6 +220,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		if work.Err() != nil && ctx.Err() != nil {
 			log.Warn("drain timeout: handing the job back", "err", err)
 			_ = msg.Nak()
+			w.cfg.Metrics.job("handed_back")
 			return
 		}
 		var tr errTransient
@@ -226,11 +228,13 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 			delay := min(time.Duration(1<<min(attempts, 6))*time.Second, time.Minute)
 			log.Warn("transient failure, retrying later", "err", err, "attempt", attempts, "delay", delay)
 			_ = msg.NakWithDelay(delay)
+			w.cfg.Metrics.job("retried")
 			return
 		}
 		log.Error("giving up on job", "err", err, "attempts", attempts)
 		w.deadLetter(work, job, err)
 		_ = msg.TermWithReason(err.Error())
+		w.cfg.Metrics.job("dead")
 		return
 	}
 	res.Millis = time.Since(start).Milliseconds()
@@ -240,6 +244,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	if err := w.publishResult(work, res); err != nil {
 		log.Warn("result not published, retrying the job", "err", err)
 		_ = msg.NakWithDelay(time.Second)
+		w.cfg.Metrics.job("retried")
 		return
 	}
 	if err := msg.DoubleAck(work); err != nil {
@@ -247,6 +252,8 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 		log.Warn("ack failed", "err", err)
 		return
 	}
+	w.cfg.Metrics.job("acked")
+	w.cfg.Metrics.result(res.Stored, kinds)
 	log.Debug("job done", "stored", res.Stored, "failed", len(res.Failed), "ms", res.Millis)
 }
 

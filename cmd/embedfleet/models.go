@@ -22,7 +22,11 @@ func openModel(g *globalFlags, ref string) (*embed.Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return embed.Open(dir, embed.Options{IntraOpThreads: g.threads, Provider: g.provider})
+	provider, id, err := parseDevice(g.device)
+	if err != nil {
+		return nil, err
+	}
+	return embed.Open(dir, embed.Options{IntraOpThreads: g.threads, Provider: provider, DeviceID: id})
 }
 
 func newModelsCmd(g *globalFlags) *cobra.Command {

@@ -16,6 +16,7 @@ import (
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/search"
+	"github.com/embedfleet/embedfleet/shared/telemetry"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 	"github.com/embedfleet/embedfleet/worker"
 )
@@ -159,6 +160,7 @@ func newWorkerCmd(g *globalFlags) *cobra.Command {
 		ackWait, drain     time.Duration
 		maxDeliver         int
 		logLevel           string
+		metricsAddr        string
 	)
 	cmd := &cobra.Command{
 		Use:   "worker --models MODEL[,MODEL...]",
@@ -211,10 +213,27 @@ version of that model.`,
 				return err
 			}
 			defer store.Close(context.Background())
+			var metrics *worker.Metrics
+			if metricsAddr != "" {
+				reg := telemetry.NewRegistry()
+				metrics = worker.NewMetrics(reg)
+				srv := telemetry.NewServer(metricsAddr, reg, func() error {
+					if !nc.IsConnected() {
+						return fmt.Errorf("nats: %s", nc.Status())
+					}
+					return nil
+				})
+				l, err := srv.Listen()
+				if err != nil {
+					return fmt.Errorf("--metrics-addr: %w", err)
+				}
+				log.Info("serving /metrics, /healthz, /readyz", "addr", l.Addr().String())
+				go func() { _ = srv.Serve(ctx, l) }()
+			}
 			w, err := worker.New(ctx, worker.Config{
 				JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store, OpenSource: sf.open,
 				BatchSize: batch, FetchConcurrency: fetch, PrepWorkers: prep, AckWait: ackWait, MaxDeliver: maxDeliver,
-				DrainTimeout: drain, Log: log,
+				DrainTimeout: drain, Log: log, Metrics: metrics,
 			})
 			if err != nil {
 				return err
@@ -234,6 +253,7 @@ version of that model.`,
 	f.IntVar(&maxDeliver, "max-deliver", 5, "attempts before a job is dead-lettered")
 	f.DurationVar(&drain, "drain-timeout", 30*time.Second, "on SIGTERM, time to finish the job in hand (keep it below the pod's grace period)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&metricsAddr, "metrics-addr", os.Getenv("EMBEDFLEET_METRICS_ADDR"), "serve /metrics, /healthz and /readyz here, e.g. :9090 (env EMBEDFLEET_METRICS_ADDR; empty: off)")
 	return cmd
 }
 

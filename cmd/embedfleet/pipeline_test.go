@@ -3,8 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -303,7 +307,13 @@ func TestOverlappingRunsExitCode(t *testing.T) {
 func TestCoordinatorRunWaitCLI(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, 20)
-	c.startWorker(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := l.Addr().String()
+	l.Close()
+	c.startWorker(t, "--metrics-addr", metricsAddr)
 	cmd := execCommand("coordinator", "run", "--source", c.source, "--models", "clip-vit-b32,dinov2-base", "--wait", "--timeout", "2m", "--job-size", "8")
 	cmd.Env = append(os.Environ(), c.env(t)...)
 	out, err := cmd.CombinedOutput()
@@ -316,6 +326,44 @@ func TestCoordinatorRunWaitCLI(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(string(qout)), "\n")
 	if err != nil || len(lines) != 3 || !strings.HasSuffix(lines[1], "/imgs/0005.jpg") {
 		t.Fatalf("query --uri: %v\n%s", err, qout)
+	}
+
+	// status: the run, complete, as JSON (stdout is not a terminal).
+	scmd := execCommand("status")
+	scmd.Env = append(os.Environ(), c.env(t)...)
+	sout, err := scmd.Output()
+	var runs []runStatus
+	if err != nil || json.Unmarshal(sout, &runs) != nil || len(runs) != 1 {
+		t.Fatalf("status: %v\n%s", err, sout)
+	}
+	if r := runs[0]; r.State != "complete" || r.Listed != 20 || r.Embedded != 20 || r.Failed != 0 || r.Source != c.source {
+		t.Fatalf("status: %+v", r)
+	}
+	one := execCommand("status", runs[0].Run)
+	one.Env = append(os.Environ(), c.env(t)...)
+	if oout, err := one.Output(); err != nil || !strings.Contains(string(oout), `"state":"complete"`) {
+		t.Fatalf("status RUN: %v\n%s", err, oout)
+	}
+
+	// The worker's metrics count what it embedded.
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`embedfleet_worker_images_embedded_total{model="clip-vit-b32"} 20`,
+		`embedfleet_worker_items_total{outcome="stored"} 20`, `embedfleet_worker_jobs_total{outcome="acked"} 3`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + metricsAddr + path)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %v %v", path, err, resp)
+		}
+		resp.Body.Close()
 	}
 }
 

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -13,7 +15,7 @@ type globalFlags struct {
 	ortLib    string // path of the ONNX Runtime shared library
 	modelsDir string // folder of installed models
 	threads   int    // ONNX Runtime intra-op threads
-	provider  string // cpu | cuda
+	device    string // cpu | cuda | cuda:N
 }
 
 func newRootCmd() *cobra.Command {
@@ -36,10 +38,10 @@ in its help, and the flag wins when both are given.`,
 		"folder with one sub-folder per model (spec.json + model.onnx) (env EMBEDFLEET_MODELS_DIR)")
 	root.PersistentFlags().IntVar(&g.threads, "threads", envInt("EMBEDFLEET_THREADS", 0),
 		"ONNX Runtime threads per inference; 0 = one per core (env EMBEDFLEET_THREADS)")
-	root.PersistentFlags().StringVar(&g.provider, "provider", envOr("EMBEDFLEET_PROVIDER", "cpu"),
-		"execution provider: cpu, or cuda with a GPU build of ONNX Runtime (env EMBEDFLEET_PROVIDER)")
+	root.PersistentFlags().StringVar(&g.device, "device", envOr("EMBEDFLEET_DEVICE", "cpu"),
+		"where models run: cpu, or cuda:N (GPU N) with Microsoft's GPU build of ONNX Runtime (env EMBEDFLEET_DEVICE)")
 	root.AddCommand(newVersionCmd(g), newModelsCmd(g), newSimilarityCmd(g), newEmbedCmd(g),
-		newCoordinatorCmd(g), newWorkerCmd(g), newQueryCmd(g), newDevCmd(g))
+		newCoordinatorCmd(g), newWorkerCmd(g), newQueryCmd(g), newDevCmd(g), newStatusCmd())
 	return root
 }
 
@@ -62,4 +64,21 @@ func defaultModelsDir() string {
 		return filepath.Join(home, ".cache", "embedfleet", "models")
 	}
 	return "models"
+}
+
+// parseDevice turns --device into an execution provider and device id.
+func parseDevice(d string) (provider string, id int, err error) {
+	switch {
+	case d == "" || d == "cpu":
+		return "cpu", 0, nil
+	case d == "cuda":
+		return "cuda", 0, nil
+	case strings.HasPrefix(d, "cuda:"):
+		id, err := strconv.Atoi(strings.TrimPrefix(d, "cuda:"))
+		if err != nil || id < 0 {
+			return "", 0, fmt.Errorf("--device %q: want cpu, cuda or cuda:N", d)
+		}
+		return "cuda", id, nil
+	}
+	return "", 0, fmt.Errorf("--device %q: want cpu, cuda or cuda:N", d)
 }
