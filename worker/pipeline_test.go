@@ -267,3 +267,65 @@ func TestMilvusOutage(t *testing.T) {
 		}
 	}
 }
+
+// recorder wraps a model and records the batch sizes it is given.
+type recorder struct {
+	worker.Embedder
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (r *recorder) Embed(px []float32, n int, out []float32) error {
+	r.mu.Lock()
+	r.sizes = append(r.sizes, n)
+	r.mu.Unlock()
+	return r.Embedder.Embed(px, n, out)
+}
+
+// TestBatchesSpanJobs: with jobs of 3 items and batches of 8, the model
+// sees batches larger than a job, so small jobs still fill the engine.
+func TestBatchesSpanJobs(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r := rand.New(rand.NewPCG(4, 4))
+	for i := range 48 {
+		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, testimages.Photo(r, 96, 160), 90))
+	}
+	cons, err := st.topo.WorkerConsumer(ctx, st.nats.JS, bus.ConsumerOptions{AckWait: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{Embedder: st.models[0]}
+	w, err := worker.New(ctx, worker.Config{JS: st.nats.JS, Topology: st.topo, Consumer: cons, Models: []worker.Embedder{rec},
+		Store: st.store, OpenSource: func(uri string) (objstore.Source, error) { return objstore.Open(uri, st.s3, objstore.Filter{}) },
+		BatchSize: 8, Prefetch: 6, Linger: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, _ := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
+	run, err := coordinator.Run(ctx, coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: []string{"clip-vit-b32"}, JobSize: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(wctx) }()
+	sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, run, nil)
+	stop()
+	<-done
+	if err != nil || sum.Stored != 48 {
+		t.Fatalf("run: %+v (%v)", sum, err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	biggest, total := 0, 0
+	for _, n := range rec.sizes {
+		biggest = max(biggest, n)
+		total += n
+	}
+	if total != 48 || biggest <= 3 {
+		t.Fatalf("batch sizes %v: want batches beyond one 3-item job, 48 images in all", rec.sizes)
+	}
+	t.Logf("batch sizes: %v", rec.sizes)
+}

@@ -38,13 +38,36 @@ type item struct {
 	kind          string // the failure's kind, for metrics
 }
 
-// process embeds a job's items into every model's collection. It returns
-// errTransient for trouble worth retrying; permanent per-item failures are
-// in the result.
-func (w *Worker) process(ctx context.Context, job jobs.Job) (jobs.Result, []string, error) {
+// jobState tracks one job's items through the batchers: pending counts the
+// (item, model) pairs not yet stored; the first error wins.
+type jobState struct {
+	job   jobs.Job
+	src   objstore.Source
+	items []item
+
+	mu      sync.Mutex
+	pending int
+	err     error
+	done    chan struct{}
+}
+
+func (js *jobState) finish(n int, err error) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	if err != nil && js.err == nil {
+		js.err = err
+	}
+	js.pending -= n
+	if js.pending == 0 {
+		close(js.done)
+	}
+}
+
+// process embeds a job's items into every model's collection and returns
+// its result and the kinds of its failures. It returns errTransient for
+// trouble worth retrying; permanent per-item failures are in the result.
+func (w *Worker) process(ctx context.Context, job jobs.Job, batchers []*batcher) (jobs.Result, []string, error) {
 	res := jobs.Result{Schema: jobs.Schema, Run: job.Run, Seq: job.Seq, Worker: w.cfg.Name}
-	var kinds []string
-	models := w.cfg.Models
 	for _, name := range job.Models {
 		if _, ok := w.cols[name]; !ok {
 			return res, nil, fmt.Errorf("worker %s does not serve model %s (it has %v)", w.cfg.Name, name, w.modelNames())
@@ -54,137 +77,198 @@ func (w *Worker) process(ctx context.Context, job jobs.Job) (jobs.Result, []stri
 	if err != nil {
 		return res, nil, fmt.Errorf("open source %s: %w", job.Source, err)
 	}
-	n := len(job.Items)
-	items := make([]item, n)
-	tensors := make([][]float32, len(models))
-	for mi, m := range models {
-		tensors[mi] = make([]float32, n*m.InputSize())
+	nm := len(w.cfg.Models)
+	st := &jobState{job: job, src: src, items: make([]item, len(job.Items)), pending: len(job.Items) * nm, done: make(chan struct{})}
+	if st.pending == 0 {
+		close(st.done)
 	}
-
-	// Fetch and decode concurrently; each item's pixels go straight into
-	// slot i of every model's tensor.
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		firstErr error
-		sem      = make(chan struct{}, w.cfg.FetchConcurrency)
-	)
-	prepStart := time.Now()
 	for i, it := range job.Items {
-		wg.Add(1)
-		sem <- struct{}{}
+		st.items[i] = item{key: it.Key, etag: it.ETag, size: it.Size}
+		select {
+		case w.fetchSem <- struct{}{}:
+		case <-ctx.Done():
+			st.finish((len(job.Items)-i)*nm, errTransient{ctx.Err()})
+			goto wait
+		}
 		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			items[i] = item{key: it.Key, etag: it.ETag, size: it.Size}
-			err := w.prepare(ctx, src, &items[i], i, tensors)
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-			}
+			defer func() { <-w.fetchSem }()
+			w.prepare(ctx, st, i, batchers)
 		}()
 	}
-	wg.Wait()
-	w.cfg.Metrics.observe("prepare", "", time.Since(prepStart).Seconds())
-	if firstErr != nil {
-		return res, nil, firstErr
+wait:
+	select {
+	case <-st.done:
+	case <-ctx.Done():
+		return res, nil, errTransient{ctx.Err()}
 	}
-
-	// Compact the good items to the front of each tensor.
-	good := make([]int, 0, n)
-	for i := range items {
-		if items[i].failure == "" {
-			good = append(good, i)
+	if st.err != nil {
+		return res, nil, st.err
+	}
+	var kinds []string
+	for _, it := range st.items {
+		if it.failure != "" {
+			res.Failed = append(res.Failed, jobs.Failure{Key: it.key, Reason: it.failure})
+			kinds = append(kinds, it.kind)
 		} else {
-			res.Failed = append(res.Failed, jobs.Failure{Key: items[i].key, Reason: items[i].failure})
-			kinds = append(kinds, items[i].kind)
+			res.Stored++
 		}
 	}
-	for mi, m := range models {
-		sz := m.InputSize()
-		t := tensors[mi]
-		for j, i := range good {
-			if i != j {
-				copy(t[j*sz:(j+1)*sz], t[i*sz:(i+1)*sz])
-			}
-		}
-		if err := w.embedAndStore(ctx, mi, t[:len(good)*sz], good, items, src); err != nil {
-			return res, nil, err
-		}
-	}
-	res.Stored = len(good)
 	return res, kinds, nil
 }
 
-// prepare fetches, decodes and preprocesses one item. A permanent problem
-// with the item is recorded in it; a transient one is returned.
-func (w *Worker) prepare(ctx context.Context, src objstore.Source, it *item, slot int, tensors [][]float32) error {
+// prepare fetches, decodes and preprocesses item i of st and hands it to
+// every model's batcher. A permanent problem is recorded in the item; a
+// transient one fails the job.
+func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*batcher) {
+	t0 := time.Now()
+	nm := len(w.cfg.Models)
+	it := &st.items[i]
 	maxBytes := w.cfg.Limits.MaxBytes
 	if maxBytes <= 0 {
 		maxBytes = imageprep.DefaultMaxBytes
 	}
-	data, err := src.Get(ctx, it.key, maxBytes)
+	data, err := st.src.Get(ctx, it.key, maxBytes)
 	switch {
 	case err == nil:
 	case errors.Is(err, objstore.ErrTransient), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return errTransient{err}
+		st.finish(nm, errTransient{err})
+		return
 	default: // not found, too large, access denied
 		it.failure, it.kind = err.Error(), reasonOf(err)
-		return nil
+		st.finish(nm, nil)
+		return
 	}
 	t := <-w.tools
-	defer func() { w.tools <- t }()
 	img, _, err := t.dec.Decode(data)
 	if err != nil {
+		w.tools <- t
 		it.failure, it.kind = err.Error(), reasonOf(err)
-		return nil
+		st.finish(nm, nil)
+		return
 	}
 	it.width, it.height = img.Width, img.Height
-	for mi, m := range w.cfg.Models {
-		sz := m.InputSize()
-		if err := t.pps[mi].Run(img, tensors[mi][slot*sz:(slot+1)*sz]); err != nil {
+	pxs := make([]*[]float32, nm)
+	for mi := range w.cfg.Models {
+		pxs[mi] = w.pools[mi].Get().(*[]float32)
+		if err := t.pps[mi].Run(img, *pxs[mi]); err != nil {
+			for j := 0; j <= mi; j++ {
+				w.pools[j].Put(pxs[j])
+			}
+			w.tools <- t
 			it.failure, it.kind = err.Error(), reasonOf(err)
-			return nil
+			st.finish(nm, nil)
+			return
 		}
 	}
-	return nil
+	w.tools <- t
+	w.cfg.Metrics.observe("prepare", "", time.Since(t0).Seconds())
+	for mi, b := range batchers {
+		select {
+		case b.in <- entry{st: st, idx: i, px: pxs[mi]}:
+		case <-ctx.Done():
+			for j := mi; j < nm; j++ {
+				st.finish(1, errTransient{ctx.Err()})
+			}
+			return
+		}
+	}
 }
 
-func (w *Worker) embedAndStore(ctx context.Context, mi int, pixels []float32, good []int, items []item, src objstore.Source) error {
+// entry is one preprocessed image on its way to a model.
+type entry struct {
+	st  *jobState
+	idx int
+	px  *[]float32
+}
+
+// batcher runs one model over images from any job: it flushes when a batch
+// is full or Linger has passed since the batch's first image.
+type batcher struct {
+	w    *Worker
+	mi   int
+	in   chan entry
+	buf  []float32
+	out  []float32
+	ents []entry
+}
+
+func (w *Worker) newBatcher(mi int) *batcher {
 	m := w.cfg.Models[mi]
+	bs := w.cfg.BatchSize
+	return &batcher{w: w, mi: mi, in: make(chan entry, bs), buf: make([]float32, bs*m.InputSize()),
+		out: make([]float32, bs*m.Spec().Dim), ents: make([]entry, 0, bs)}
+}
+
+func (b *batcher) run(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	size := b.w.cfg.Models[b.mi].InputSize()
+	for {
+		select {
+		case e := <-b.in:
+			n := len(b.ents)
+			copy(b.buf[n*size:(n+1)*size], *e.px)
+			b.w.pools[b.mi].Put(e.px)
+			b.ents = append(b.ents, entry{st: e.st, idx: e.idx})
+			if len(b.ents) == 1 {
+				timer.Reset(b.w.cfg.Linger)
+			}
+			if len(b.ents) == b.w.cfg.BatchSize {
+				timer.Stop()
+				b.flush(ctx)
+			}
+		case <-timer.C:
+			b.flush(ctx)
+		case <-ctx.Done():
+			// Jobs still waiting on these entries are being handed back.
+			for _, e := range b.ents {
+				e.st.finish(1, errTransient{ctx.Err()})
+			}
+			return
+		}
+	}
+}
+
+func (b *batcher) flush(ctx context.Context) {
+	n := len(b.ents)
+	if n == 0 {
+		return
+	}
+	err := b.embedAndStore(ctx, n)
+	for _, e := range b.ents {
+		e.st.finish(1, err)
+	}
+	b.ents = b.ents[:0]
+}
+
+func (b *batcher) embedAndStore(ctx context.Context, n int) error {
+	w := b.w
+	m := w.cfg.Models[b.mi]
 	spec := m.Spec()
 	col := w.cols[spec.Name]
-	sz, dim, bs := m.InputSize(), spec.Dim, w.cfg.BatchSize
-	out := make([]float32, bs*dim)
-	for lo := 0; lo < len(good); lo += bs {
-		hi := min(lo+bs, len(good))
-		k := hi - lo
-		t0 := time.Now()
-		if err := m.Embed(pixels[lo*sz:hi*sz], k, out[:k*dim]); err != nil {
-			return fmt.Errorf("embed %s: %w", spec.Name, err)
+	sz, dim := m.InputSize(), spec.Dim
+	t0 := time.Now()
+	if err := m.Embed(b.buf[:n*sz], n, b.out[:n*dim]); err != nil {
+		return fmt.Errorf("embed %s: %w", spec.Name, err)
+	}
+	w.cfg.Metrics.observe("embed", spec.Name, time.Since(t0).Seconds())
+	w.cfg.Metrics.embedded(spec.Name, n, w.cfg.BatchSize)
+	rows := make([]vecstore.Row, n)
+	for j, e := range b.ents {
+		it := e.st.items[e.idx]
+		vec := make([]float32, dim)
+		copy(vec, b.out[j*dim:(j+1)*dim])
+		uri := e.st.src.ObjectURI(it.key)
+		rows[j] = vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: it.etag, Size: it.size, Width: it.width, Height: it.height, Vector: vec}
+	}
+	t0 = time.Now()
+	err := col.Upsert(ctx, rows)
+	w.cfg.Metrics.observe("upsert", spec.Name, time.Since(t0).Seconds())
+	if err != nil {
+		if errors.Is(err, vecstore.ErrUnavailable) {
+			return errTransient{err}
 		}
-		w.cfg.Metrics.observe("embed", spec.Name, time.Since(t0).Seconds())
-		w.cfg.Metrics.embedded(spec.Name, k, bs)
-		rows := make([]vecstore.Row, k)
-		for j := 0; j < k; j++ {
-			it := items[good[lo+j]]
-			vec := make([]float32, dim)
-			copy(vec, out[j*dim:(j+1)*dim])
-			rows[j] = vecstore.Row{ID: vecstore.ID(src.ObjectURI(it.key)), URI: src.ObjectURI(it.key), ETag: it.etag,
-				Size: it.size, Width: it.width, Height: it.height, Vector: vec}
-		}
-		t0 = time.Now()
-		err := col.Upsert(ctx, rows)
-		w.cfg.Metrics.observe("upsert", spec.Name, time.Since(t0).Seconds())
-		if err != nil {
-			if errors.Is(err, vecstore.ErrUnavailable) {
-				return errTransient{err}
-			}
-			return err
-		}
+		return err
 	}
 	return nil
 }

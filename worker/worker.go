@@ -1,12 +1,16 @@
 // Package worker embeds the images of jobs pulled from NATS JetStream and
 // upserts the vectors into Milvus, one collection per model.
 //
-// For each job: fetch the items from the source (many at once), decode each
-// image once, preprocess it for every model straight into that model's batch
-// tensor, run each model in batches, upsert the rows, publish the job's
-// result, then ack. The ack comes last, so a worker that dies at any point
-// leaves the job to be redelivered, and re-embedding it only rewrites the
-// same rows (primary keys come from the object's identity).
+// Jobs flow through stages: up to Prefetch jobs are in hand at once; their
+// items are fetched from the source (FetchConcurrency at a time), decoded
+// once and preprocessed for every model; each model has one batcher that
+// fills batches across jobs, runs the model when a batch is full or Linger
+// has passed since its first image, and upserts the rows. When every item of
+// a job is stored in every model's collection (or failed for good), the
+// job's result is published, then the job is acked. The ack comes last, so a
+// worker that dies at any point leaves the job to be redelivered, and
+// re-embedding it only rewrites the same rows (primary keys come from the
+// object's identity).
 //
 // Errors are sorted: an item that can never be embedded (corrupt,
 // unsupported, too large, gone) is recorded in the result and the job is
@@ -55,9 +59,11 @@ type Config struct {
 	Store      *vecstore.Store
 	OpenSource func(uri string) (objstore.Source, error)
 
-	BatchSize        int // images per inference call; default 32
-	FetchConcurrency int // objects read at once; default 16
-	PrepWorkers      int // goroutines decoding; default GOMAXPROCS
+	BatchSize        int           // images per inference call; default 32
+	Linger           time.Duration // a partial batch waits at most this long for more images; default 50 ms
+	Prefetch         int           // jobs in hand at once; default 2
+	FetchConcurrency int           // objects read at once; default 16
+	PrepWorkers      int           // goroutines decoding; default GOMAXPROCS
 	Limits           imageprep.Limits
 	AckWait          time.Duration // the consumer's; InProgress is sent every third of it; default 2 min
 	MaxDeliver       int           // the consumer's; default 5
@@ -69,10 +75,12 @@ type Config struct {
 
 // Worker pulls and processes jobs. Build it with New.
 type Worker struct {
-	cfg     Config
-	cols    map[string]*vecstore.Collection
-	sources sync.Map // uri -> objstore.Source
-	tools   chan *tools
+	cfg      Config
+	cols     map[string]*vecstore.Collection
+	sources  sync.Map // uri -> objstore.Source
+	tools    chan *tools
+	fetchSem chan struct{}
+	pools    []*sync.Pool // per model: *[]float32 of InputSize
 }
 
 type tools struct {
@@ -88,6 +96,12 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 32
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = 50 * time.Millisecond
+	}
+	if cfg.Prefetch <= 0 {
+		cfg.Prefetch = 2
 	}
 	if cfg.FetchConcurrency <= 0 {
 		cfg.FetchConcurrency = 16
@@ -111,7 +125,12 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	w := &Worker{cfg: cfg, cols: map[string]*vecstore.Collection{}, tools: make(chan *tools, cfg.PrepWorkers)}
+	w := &Worker{cfg: cfg, cols: map[string]*vecstore.Collection{}, tools: make(chan *tools, cfg.PrepWorkers),
+		fetchSem: make(chan struct{}, cfg.FetchConcurrency)}
+	for _, m := range cfg.Models {
+		size := m.InputSize()
+		w.pools = append(w.pools, &sync.Pool{New: func() any { b := make([]float32, size); return &b }})
+	}
 	for _, m := range cfg.Models {
 		col, err := cfg.Store.Ensure(ctx, m.Spec())
 		if err != nil {
@@ -133,26 +152,57 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	return w, nil
 }
 
-// Run pulls jobs until ctx ends. The job in hand when ctx ends is finished
+// Run pulls jobs until ctx ends. The jobs in hand when ctx ends are finished
 // within DrainTimeout, or nak'd for immediate redelivery elsewhere.
 func (w *Worker) Run(ctx context.Context) error {
 	w.cfg.Log.Info("worker started", "name", w.cfg.Name, "models", w.modelNames())
+	// Batchers outlive ctx: they serve the jobs being drained.
+	bctx, stopBatchers := context.WithCancel(context.WithoutCancel(ctx))
+	var bwg sync.WaitGroup
+	batchers := make([]*batcher, len(w.cfg.Models))
+	for mi := range w.cfg.Models {
+		batchers[mi] = w.newBatcher(mi)
+		bwg.Add(1)
+		go func() { defer bwg.Done(); batchers[mi].run(bctx) }()
+	}
+	var jwg sync.WaitGroup
+	slots := make(chan struct{}, w.cfg.Prefetch)
+	defer func() {
+		jwg.Wait()
+		stopBatchers()
+		bwg.Wait()
+		w.cfg.Log.Info("worker stopped", "name", w.cfg.Name)
+	}()
 	for {
-		if ctx.Err() != nil {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
 			w.cfg.Log.Info("worker stopping", "name", w.cfg.Name)
 			return nil
 		}
 		batch, err := w.cfg.Consumer.Fetch(1, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
+			<-slots
 			if ctx.Err() != nil {
+				w.cfg.Log.Info("worker stopping", "name", w.cfg.Name)
 				return nil
 			}
 			w.cfg.Log.Warn("fetch", "err", err)
 			sleep(ctx, time.Second)
 			continue
 		}
+		got := false
 		for msg := range batch.Messages() {
-			w.handle(ctx, msg)
+			got = true
+			jwg.Add(1)
+			go func() {
+				defer jwg.Done()
+				defer func() { <-slots }()
+				w.handle(ctx, msg, batchers)
+			}()
+		}
+		if !got {
+			<-slots
 		}
 	}
 }
@@ -178,12 +228,13 @@ type errTransient struct{ err error }
 func (e errTransient) Error() string { return e.err.Error() }
 func (e errTransient) Unwrap() error { return e.err }
 
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, batchers []*batcher) {
 	meta, _ := msg.Metadata()
 	job, err := jobs.Decode[jobs.Job](msg.Data())
 	if err != nil {
 		w.cfg.Log.Error("unreadable job, terminating it", "err", err)
 		_ = msg.TermWithReason(err.Error())
+		w.cfg.Metrics.job("dead")
 		return
 	}
 	log := w.cfg.Log.With("run", job.Run, "seq", job.Seq)
@@ -211,7 +262,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 	}()
 
 	start := time.Now()
-	res, kinds, err := w.process(work, job)
+	res, kinds, err := w.process(work, job, batchers)
 	if err != nil {
 		attempts := uint64(1)
 		if meta != nil {

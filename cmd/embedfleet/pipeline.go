@@ -232,8 +232,8 @@ version of that model.`,
 			}
 			w, err := worker.New(ctx, worker.Config{
 				JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store, OpenSource: sf.open,
-				BatchSize: batch, FetchConcurrency: fetch, PrepWorkers: prep, AckWait: ackWait, MaxDeliver: maxDeliver,
-				DrainTimeout: drain, Log: log, Metrics: metrics,
+				BatchSize: batch, Linger: linger, Prefetch: prefetch, FetchConcurrency: fetch, PrepWorkers: prep,
+				AckWait: ackWait, MaxDeliver: maxDeliver, DrainTimeout: drain, Log: log, Metrics: metrics,
 			})
 			if err != nil {
 				return err
@@ -248,6 +248,8 @@ version of that model.`,
 	f.StringVar(&models, "models", envOr("EMBEDFLEET_MODELS", ""), "models this worker serves, comma-separated (env EMBEDFLEET_MODELS; required)")
 	f.IntVar(&batch, "batch-size", envInt("EMBEDFLEET_BATCH_SIZE", 32), "images per inference batch (env EMBEDFLEET_BATCH_SIZE)")
 	f.IntVar(&fetch, "fetch-concurrency", 16, "objects fetched at once")
+	f.DurationVar(&linger, "linger", 50*time.Millisecond, "a partial batch waits at most this long for more images")
+	f.IntVar(&prefetch, "prefetch", 2, "jobs in hand at once (their images fill batches together)")
 	f.IntVar(&prep, "prep-workers", 0, "goroutines that decode and preprocess (0: one per core)")
 	f.DurationVar(&ackWait, "ack-wait", 2*time.Minute, "JetStream AckWait; progress is signalled every third of it")
 	f.IntVar(&maxDeliver, "max-deliver", 5, "attempts before a job is dead-lettered")
