@@ -158,6 +158,8 @@ func newWorkerCmd(g *globalFlags) *cobra.Command {
 		models             string
 		batch, fetch, prep int
 		ackWait, drain     time.Duration
+		linger             time.Duration
+		prefetch           int
 		maxDeliver         int
 		logLevel           string
 		metricsAddr        string
