@@ -41,9 +41,10 @@ type item struct {
 // jobState tracks one job's items through the batchers: pending counts the
 // (item, model) pairs not yet stored; the first error wins.
 type jobState struct {
-	job   jobs.Job
-	src   objstore.Source
-	items []item
+	job    jobs.Job
+	src    objstore.Source
+	models []int // indexes into Config.Models of the models this job asks for
+	items  []item
 
 	mu      sync.Mutex
 	pending int
@@ -68,17 +69,24 @@ func (js *jobState) finish(n int, err error) {
 // trouble worth retrying; permanent per-item failures are in the result.
 func (w *Worker) process(ctx context.Context, job jobs.Job, batchers []*batcher) (jobs.Result, []string, error) {
 	res := jobs.Result{Schema: jobs.Schema, Run: job.Run, Seq: job.Seq, Worker: w.cfg.Name}
+	// The models this job asks for (an incremental run may ask for a subset).
+	var use []int
 	for _, name := range job.Models {
 		if _, ok := w.cols[name]; !ok {
 			return res, nil, fmt.Errorf("worker %s does not serve model %s (it has %v)", w.cfg.Name, name, w.modelNames())
+		}
+		for mi, m := range w.cfg.Models {
+			if m.Spec().Name == name {
+				use = append(use, mi)
+			}
 		}
 	}
 	src, err := w.source(job.Source)
 	if err != nil {
 		return res, nil, fmt.Errorf("open source %s: %w", job.Source, err)
 	}
-	nm := len(w.cfg.Models)
-	st := &jobState{job: job, src: src, items: make([]item, len(job.Items)), pending: len(job.Items) * nm, done: make(chan struct{})}
+	nm := len(use)
+	st := &jobState{job: job, src: src, models: use, items: make([]item, len(job.Items)), pending: len(job.Items) * nm, done: make(chan struct{})}
 	if st.pending == 0 {
 		close(st.done)
 	}
@@ -121,7 +129,7 @@ wait:
 // transient one fails the job.
 func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*batcher) {
 	t0 := time.Now()
-	nm := len(w.cfg.Models)
+	nm := len(st.models)
 	it := &st.items[i]
 	maxBytes := w.cfg.Limits.MaxBytes
 	if maxBytes <= 0 {
@@ -148,11 +156,11 @@ func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*b
 	}
 	it.width, it.height = img.Width, img.Height
 	pxs := make([]*[]float32, nm)
-	for mi := range w.cfg.Models {
-		pxs[mi] = w.pools[mi].Get().(*[]float32)
-		if err := t.pps[mi].Run(img, *pxs[mi]); err != nil {
-			for j := 0; j <= mi; j++ {
-				w.pools[j].Put(pxs[j])
+	for k, mi := range st.models {
+		pxs[k] = w.pools[mi].Get().(*[]float32)
+		if err := t.pps[mi].Run(img, *pxs[k]); err != nil {
+			for j := 0; j <= k; j++ {
+				w.pools[st.models[j]].Put(pxs[j])
 			}
 			w.tools <- t
 			it.failure, it.kind = err.Error(), reasonOf(err)
@@ -162,11 +170,11 @@ func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*b
 	}
 	w.tools <- t
 	w.cfg.Metrics.observe("prepare", "", time.Since(t0).Seconds())
-	for mi, b := range batchers {
+	for k, mi := range st.models {
 		select {
-		case b.in <- entry{st: st, idx: i, px: pxs[mi]}:
+		case batchers[mi].in <- entry{st: st, idx: i, px: pxs[k]}:
 		case <-ctx.Done():
-			for j := mi; j < nm; j++ {
+			for j := k; j < nm; j++ {
 				st.finish(1, errTransient{ctx.Err()})
 			}
 			return
