@@ -18,7 +18,7 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps build test lint fmt clean fixtures random-models parity bench bench-embed bench-pipeline demo
+.PHONY: help deps build test lint fmt clean fixtures random-models parity bench bench-embed bench-pipeline bench-manifest demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,7 +57,10 @@ parity: deps build random-models ## full-size random-init CLIP and DINOv2: embed
 	py=$(PYENV); cd deploy/export && $$py parity.py --bin ../../bin/embedfleet --images ../../$(BENCHDIR) \
 	  --seed-images ../../../shared/seed --models "$(RANDOM_MODELS)"
 
-bench: bench-embed bench-pipeline ## every benchmark
+bench: bench-embed bench-pipeline bench-manifest ## every benchmark
+
+bench-manifest: ## streaming diff of two sorted listings (1% changed/added/deleted) at 1M and 5M keys: keys/s and peak RSS
+	@for n in 1000000 5000000; do BENCH_KEYS=$$n $(GO) test -run '^$$' -bench . -benchtime 1x ./deploy/bench/manifest | grep '^manifest '; done
 
 bench-pipeline: deps build random-models ## coordinator publishing vs raw listing (100k objects), worker end to end vs inference alone, Milvus upserts
 	$(DEPS_ENV); $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./deploy/bench/pipeline | grep -E '^(coordinator|worker|milvus) '

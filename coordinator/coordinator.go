@@ -137,13 +137,16 @@ func startOrResume(ctx context.Context, runs jetstream.KeyValue, srcKey string, 
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return jobs.Run{}, 0, false, fmt.Errorf("coordinator: read checkpoint: %w", err)
 	}
+	return newRunRecord(cfg), cfg.JobSize, false, nil
+}
+
+func newRunRecord(cfg Config) jobs.Run {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	rec := jobs.Run{
+	return jobs.Run{
 		Schema: jobs.Schema, ID: time.Now().UTC().Format("20060102t150405") + "-" + hex.EncodeToString(b[:]),
 		Source: cfg.Source.URI(), Models: cfg.Models, Started: time.Now().UTC(),
 	}
-	return rec, cfg.JobSize, false, nil
 }
 
 type publisher struct {

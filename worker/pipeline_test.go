@@ -329,3 +329,114 @@ func TestBatchesSpanJobs(t *testing.T) {
 	}
 	t.Logf("batch sizes: %v", rec.sizes)
 }
+
+func (st *stack) incremental(t *testing.T, ctx context.Context, models []string, versions map[string]string) jobs.Run {
+	t.Helper()
+	src, err := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc, err := coordinator.RunIncremental(ctx, coordinator.IncrementalConfig{
+		Config:   coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: models, JobSize: 8},
+		Versions: versions, Store: st.store})
+	if err != nil {
+		t.Fatalf("incremental run: %v", err)
+	}
+	defer inc.Close()
+	sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, inc.Run, nil)
+	if err != nil || !sum.Complete || len(sum.Failed) != 0 {
+		t.Fatalf("wait: %+v (%v)", sum, err)
+	}
+	if err := inc.Finish(ctx, sum); err != nil {
+		t.Fatal(err)
+	}
+	return inc.Run
+}
+
+func (st *stack) count(t *testing.T, ctx context.Context, model string) int64 {
+	t.Helper()
+	col, err := st.store.Open(ctx, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := col.Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestIncrementalReindex: run 1 indexes 200 images; then 20 are added, 10
+// rewritten and 15 deleted; run 2 embeds exactly 30 and deletes 15 (the
+// rewritten images' vectors change); run 3 embeds and deletes nothing.
+func TestIncrementalReindex(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	r := rand.New(rand.NewPCG(7, 7))
+	key := func(i int) string { return fmt.Sprintf("imgs/%03d.jpg", i) }
+	for i := range 200 {
+		st.put(t, key(i), encode(t, testimages.Photo(r, 96, 160), 90))
+	}
+	wctx, stopWorkers := context.WithCancel(ctx)
+	wg := st.startWorkers(t, wctx, 1)
+	defer func() { stopWorkers(); wg.Wait() }()
+	models := []string{"clip-vit-b32", "dinov2-base"}
+
+	run1 := st.incremental(t, ctx, models, nil)
+	if d := run1.Diff["dinov2-base"]; d.New != 200 || run1.Listed != 200 {
+		t.Fatalf("run 1: %+v listed %d", run1.Diff, run1.Listed)
+	}
+	for _, m := range models {
+		if n := st.count(t, ctx, m); n != 200 {
+			t.Fatalf("after run 1, %s holds %d rows", m, n)
+		}
+	}
+	uri := func(i int) string { return "s3://" + st.minio.Bucket + "/" + key(i) }
+	dino, _ := st.store.Open(ctx, "dinov2-base")
+	before, _, err := dino.Get(ctx, vecstore.ID(uri(5)))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for i := 200; i < 220; i++ { // 20 added
+		st.put(t, key(i), encode(t, testimages.Photo(r, 96, 160), 90))
+	}
+	for i := 0; i < 10; i++ { // 10 rewritten with new content
+		st.put(t, key(i), encode(t, testimages.Photo(r, 96, 160), 90))
+	}
+	for i := 100; i < 115; i++ { // 15 deleted
+		if err := st.minio.Client.RemoveObject(ctx, st.minio.Bucket, key(i), minio.RemoveObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	run2 := st.incremental(t, ctx, models, nil)
+	for _, m := range models {
+		want := jobs.DiffCounts{New: 20, Changed: 10, Unchanged: 175, Deleted: 15}
+		if d := run2.Diff[m]; d != want {
+			t.Fatalf("run 2, %s: diff %+v, want %+v", m, d, want)
+		}
+		if n := st.count(t, ctx, m); n != 205 {
+			t.Fatalf("after run 2, %s holds %d rows, want 205", m, n)
+		}
+	}
+	if run2.Listed != 30 {
+		t.Fatalf("run 2 embedded %d objects, want exactly 30", run2.Listed)
+	}
+	after, found, err := dino.Get(ctx, vecstore.ID(uri(5)))
+	if err != nil || !found {
+		t.Fatal(err)
+	}
+	if c := embed.Cosine(before.Vector, after.Vector); c > 0.99999 {
+		t.Fatalf("the rewritten image's vector did not change (cosine %v)", c)
+	}
+	if _, found, _ := dino.Get(ctx, vecstore.ID(uri(107))); found {
+		t.Fatal("a deleted object still has a row")
+	}
+
+	run3 := st.incremental(t, ctx, models, nil)
+	if run3.Listed != 0 || run3.Jobs != 0 || run3.Diff["clip-vit-b32"].Deleted != 0 || run3.Diff["clip-vit-b32"].Unchanged != 205 {
+		t.Fatalf("run 3: listed %d jobs %d diff %+v; want nothing to do", run3.Listed, run3.Jobs, run3.Diff)
+	}
+}

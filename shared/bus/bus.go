@@ -127,6 +127,9 @@ func (t Topology) WorkersConsumer() string { return "workers" }
 // RunsBucket holds run records and per-source checkpoints.
 func (t Topology) RunsBucket() string { return t.p() + "_RUNS" }
 
+// ManifestsBucket is the object store of per-source, per-model manifests.
+func (t Topology) ManifestsBucket() string { return t.p() + "_MANIFESTS" }
+
 // LeasesBucket holds one lease per source, freed by its TTL.
 func (t Topology) LeasesBucket() string { return t.p() + "_LEASES" }
 
@@ -165,6 +168,10 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream, o StreamOp
 	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: t.RunsBucket(), History: 1,
 		Storage: jetstream.FileStorage, Replicas: o.Replicas}); err != nil {
 		return fmt.Errorf("bus: kv %s: %w", t.RunsBucket(), err)
+	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: t.ManifestsBucket(),
+		Storage: jetstream.FileStorage, Replicas: o.Replicas}); err != nil {
+		return fmt.Errorf("bus: object store %s: %w", t.ManifestsBucket(), err)
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: t.LeasesBucket(), History: 1,
 		Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.LeaseTTL}); err != nil {

@@ -79,6 +79,18 @@ type Run struct {
 	Finished   time.Time `json:"finished,omitzero"`
 	Stored     int64     `json:"stored"`
 	Failed     int64     `json:"failed"`
+
+	Incremental bool                  `json:"incremental,omitempty"`
+	Diff        map[string]DiffCounts `json:"diff,omitempty"` // per model, for incremental runs
+}
+
+// DiffCounts is what an incremental run found for one model.
+type DiffCounts struct {
+	New       int64 `json:"new"`
+	Changed   int64 `json:"changed"`
+	Unchanged int64 `json:"unchanged"`
+	Deleted   int64 `json:"deleted"`
+	Upgraded  bool  `json:"upgraded,omitempty"` // the model's version changed: everything re-embedded
 }
 
 // Decode parses a message of type T and checks its schema.

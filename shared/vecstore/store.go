@@ -401,6 +401,42 @@ func (c *Collection) Count(ctx context.Context) (int64, error) {
 	return rs.GetColumn("count(*)").GetAsInt64(0)
 }
 
+// Drop removes model's collection and every vector in it (used when a model
+// is upgraded and everything is re-embedded). Dropping a missing collection
+// is not an error.
+func (s *Store) Drop(ctx context.Context, model string) error {
+	name := CollectionName(model)
+	has, err := s.c.HasCollection(ctx, milvusclient.NewHasCollectionOption(name))
+	if err != nil {
+		return s.wrap("has collection "+name, err)
+	}
+	if !has {
+		return nil
+	}
+	if err := s.c.DropCollection(ctx, milvusclient.NewDropCollectionOption(name)); err != nil {
+		return s.wrap("drop collection "+name, err)
+	}
+	return nil
+}
+
+// DeleteObjects removes the rows of the given object URIs from model's
+// collection; a missing collection has nothing to delete.
+func (s *Store) DeleteObjects(ctx context.Context, model string, uris []string) error {
+	col, err := s.Open(ctx, model)
+	if err != nil {
+		has, herr := s.c.HasCollection(ctx, milvusclient.NewHasCollectionOption(CollectionName(model)))
+		if herr == nil && !has {
+			return nil
+		}
+		return err
+	}
+	ids := make([]string, len(uris))
+	for i, u := range uris {
+		ids[i] = ID(u)
+	}
+	return col.Delete(ctx, ids)
+}
+
 // Open returns an existing collection of model without creating anything.
 func (s *Store) Open(ctx context.Context, model string) (*Collection, error) {
 	name := CollectionName(model)

@@ -1,0 +1,417 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/embedfleet/embedfleet/shared/jobs"
+	"github.com/embedfleet/embedfleet/shared/manifest"
+	"github.com/embedfleet/embedfleet/shared/objstore"
+)
+
+// VectorStore is what an incremental run needs of Milvus: removing the rows
+// of deleted objects, and dropping a collection whose model was upgraded.
+type VectorStore interface {
+	DeleteObjects(ctx context.Context, model string, uris []string) error
+	Drop(ctx context.Context, model string) error
+}
+
+// IncrementalConfig adds to Config what an incremental run needs.
+type IncrementalConfig struct {
+	Config
+	// Versions are the current model versions (sha256 of the ONNX files);
+	// a model whose manifest was made with another version is re-embedded
+	// in full and its collection dropped first. A model missing here is
+	// assumed unchanged.
+	Versions map[string]string
+	Store    VectorStore // required unless DryRun
+	DryRun   bool        // count the diff, change nothing
+}
+
+// Incremental is an enumerated incremental run, to be finished with Finish
+// once its jobs are done.
+type Incremental struct {
+	Run   jobs.Run
+	cfg   IncrementalConfig
+	spool *os.File // the full listing, as a manifest
+	lease *lease
+}
+
+// Close releases the run's lease and temporary files.
+func (inc *Incremental) Close() {
+	if inc.spool != nil {
+		inc.spool.Close()
+		os.Remove(inc.spool.Name())
+	}
+	if inc.lease != nil {
+		inc.lease.release()
+	}
+}
+
+func manifestName(srcKey, model, run string) string {
+	return srcKey + "/" + model + "/" + run + ".manifest"
+}
+func manifestPointer(srcKey, model string) string { return "manifest_" + srcKey + "_" + model }
+
+type pointer struct {
+	Object  string    `json:"object"`
+	Run     string    `json:"run"`
+	Version string    `json:"version"`
+	Count   int64     `json:"count"`
+	Written time.Time `json:"written"`
+}
+
+// RunIncremental diffs the source's listing against the last manifest of
+// each model: new and changed objects become jobs (for the models that need
+// them), objects gone from the source are deleted from every collection,
+// unchanged ones are skipped. With DryRun it only counts. The lease is held
+// until Close.
+func RunIncremental(ctx context.Context, cfg IncrementalConfig) (*Incremental, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Store == nil && !cfg.DryRun {
+		return nil, errors.New("coordinator: an incremental run needs a vector store to delete from")
+	}
+	t := cfg.Topology
+	srcKey := SourceKey(cfg.Source.URI())
+	inc := &Incremental{cfg: cfg}
+	if !cfg.DryRun {
+		leases, err := cfg.JS.KeyValue(ctx, t.LeasesBucket())
+		if err != nil {
+			return nil, fmt.Errorf("coordinator: leases bucket: %w", err)
+		}
+		if inc.lease, err = acquire(ctx, leases, srcKey, cfg.Owner); err != nil {
+			return nil, err
+		}
+		go inc.lease.keep(ctx, cfg.Log)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			inc.Close()
+		}
+	}()
+	runs, err := cfg.JS.KeyValue(ctx, t.RunsBucket())
+	if err != nil {
+		return nil, err
+	}
+	store, err := cfg.JS.ObjectStore(ctx, t.ManifestsBucket())
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: manifests: %w", err)
+	}
+	rec := newRunRecord(cfg.Config)
+	rec.Incremental, rec.Diff = true, map[string]jobs.DiffCounts{}
+
+	// One cursor per model over its last manifest.
+	cursors := make([]*manifest.Cursor, len(cfg.Models))
+	for i, m := range cfg.Models {
+		counts := jobs.DiffCounts{}
+		r, closer, err := openManifest(ctx, runs, store, srcKey, m)
+		if err != nil {
+			return nil, err
+		}
+		if closer != nil {
+			defer closer.Close()
+		}
+		if r != nil {
+			if v := cfg.Versions[m]; v != "" && r.Header.Version != "" && v != r.Header.Version {
+				cfg.Log.Warn("model version changed: re-embedding everything for it", "model", m, "was", r.Header.Version, "now", v)
+				counts.Upgraded = true
+				r = nil
+			}
+		}
+		rec.Diff[m] = counts
+		cursors[i] = manifest.NewCursor(r)
+	}
+	for m, c := range rec.Diff {
+		if c.Upgraded && !cfg.DryRun {
+			if err := cfg.Store.Drop(ctx, m); err != nil {
+				return nil, fmt.Errorf("coordinator: drop the collection of upgraded model %s: %w", m, err)
+			}
+		}
+	}
+
+	spool, err := os.CreateTemp("", "embedfleet-listing-*.manifest")
+	if err != nil {
+		return nil, err
+	}
+	inc.spool = spool
+	sw, err := manifest.NewWriter(spool, manifest.Header{Source: cfg.Source.URI(), Run: rec.ID})
+	if err != nil {
+		return nil, err
+	}
+
+	p := &publisher{cfg: cfg.Config, rec: rec, jobSize: cfg.JobSize}
+	if !cfg.DryRun {
+		p.runs = runs
+	}
+	deletes := make([][]string, len(cfg.Models))
+	flushDeletes := func(i int, force bool) error {
+		if len(deletes[i]) == 0 || (!force && len(deletes[i]) < 1000) {
+			return nil
+		}
+		if !cfg.DryRun {
+			if err := cfg.Store.DeleteObjects(ctx, cfg.Models[i], deletes[i]); err != nil {
+				return fmt.Errorf("coordinator: delete from %s: %w", cfg.Models[i], err)
+			}
+		}
+		deletes[i] = deletes[i][:0]
+		return nil
+	}
+	gone := func(i int) func(manifest.Entry) error {
+		return func(e manifest.Entry) error {
+			c := rec.Diff[cfg.Models[i]]
+			c.Deleted++
+			rec.Diff[cfg.Models[i]] = c
+			deletes[i] = append(deletes[i], cfg.Source.ObjectURI(e.Key))
+			return flushDeletes(i, false)
+		}
+	}
+	// Items are grouped by the set of models that need them.
+	groups := map[string]*group{}
+	var order []string
+	seq, listed := int64(0), int64(0)
+	publish := func(g *group) error {
+		if len(g.items) == 0 {
+			return nil
+		}
+		seq++
+		listed += int64(len(g.items))
+		if !cfg.DryRun {
+			job := jobs.Job{Schema: jobs.Schema, Run: rec.ID, Seq: seq, Source: rec.Source, Models: g.models, Items: g.items}
+			data, _ := json.Marshal(job)
+			f, err := cfg.JS.PublishAsync(t.JobSubject(rec.ID), data, jetstream.WithMsgID(job.MsgID()))
+			if err != nil {
+				return fmt.Errorf("coordinator: publish job %d: %w", seq, err)
+			}
+			p.pending = append(p.pending, f)
+			if len(p.pending) >= cfg.MaxInFlight {
+				if err := p.flushPending(ctx); err != nil {
+					return err
+				}
+			}
+		}
+		g.items = make([]jobs.Item, 0, cfg.JobSize)
+		return nil
+	}
+	err = cfg.Source.List(ctx, "", func(o objstore.Object) error {
+		e := manifest.Entry{Key: o.Key, ETag: o.ETag, Size: o.Size}
+		if err := sw.Write(e); err != nil {
+			return err
+		}
+		var need []string
+		for i, m := range cfg.Models {
+			prev, found, err := cursors[i].Seek(o.Key, gone(i))
+			if err != nil {
+				return err
+			}
+			c := rec.Diff[m]
+			switch {
+			case !found:
+				c.New++
+				need = append(need, m)
+			case !prev.Same(e):
+				c.Changed++
+				need = append(need, m)
+			default:
+				c.Unchanged++
+			}
+			rec.Diff[m] = c
+		}
+		if len(need) == 0 {
+			return nil
+		}
+		k := strings.Join(need, ",")
+		g, ok := groups[k]
+		if !ok {
+			g = &group{models: need, items: make([]jobs.Item, 0, cfg.JobSize)}
+			groups[k] = g
+			order = append(order, k)
+		}
+		g.items = append(g.items, jobs.Item{Key: o.Key, ETag: o.ETag, Size: o.Size})
+		if len(g.items) == cfg.JobSize {
+			return publish(g)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range cursors {
+		if err := cursors[i].Rest(gone(i)); err != nil {
+			return nil, err
+		}
+		if err := flushDeletes(i, true); err != nil {
+			return nil, err
+		}
+	}
+	sort.Strings(order)
+	for _, k := range order {
+		if err := publish(groups[k]); err != nil {
+			return nil, err
+		}
+	}
+	if err := sw.Close(); err != nil {
+		return nil, err
+	}
+	if !cfg.DryRun {
+		if err := p.flushPending(ctx); err != nil {
+			return nil, err
+		}
+	}
+	rec.Listed, rec.Jobs, rec.Enumerated = listed, seq, true
+	inc.Run = rec
+	if !cfg.DryRun {
+		p.rec = rec
+		if err := p.save(ctx); err != nil {
+			return nil, err
+		}
+	}
+	cfg.Log.Info("incremental run enumerated", "run", rec.ID, "to_embed", listed, "jobs", seq, "diff", rec.Diff)
+	ok = true
+	return inc, nil
+}
+
+type group struct {
+	models []string
+	items  []jobs.Item
+}
+
+func (p *publisher) flushPending(ctx context.Context) error {
+	for _, f := range p.pending {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("coordinator: publish %s: %w", f.Msg().Header.Get("Nats-Msg-Id"), err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	p.pending = p.pending[:0]
+	return nil
+}
+
+func openManifest(ctx context.Context, runs jetstream.KeyValue, store jetstream.ObjectStore, srcKey, model string) (*manifest.Reader, interface{ Close() error }, error) {
+	e, err := runs.Get(ctx, manifestPointer(srcKey, model))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("coordinator: manifest pointer of %s: %w", model, err)
+	}
+	var ptr pointer
+	if err := json.Unmarshal(e.Value(), &ptr); err != nil {
+		return nil, nil, fmt.Errorf("coordinator: manifest pointer of %s: %w", model, err)
+	}
+	obj, err := store.Get(ctx, ptr.Object)
+	if err != nil {
+		return nil, nil, fmt.Errorf("coordinator: manifest %s: %w", ptr.Object, err)
+	}
+	r, err := manifest.NewReader(obj)
+	if err != nil {
+		obj.Close()
+		return nil, nil, fmt.Errorf("coordinator: manifest %s: %w", ptr.Object, err)
+	}
+	return r, obj, nil
+}
+
+// Finish writes each model's new manifest once the run is complete: the
+// run's listing less the items that failed (so they are retried next time).
+// An incomplete run writes nothing, so the last good manifest stays.
+func (inc *Incremental) Finish(ctx context.Context, sum Summary) error {
+	if !sum.Complete {
+		return fmt.Errorf("coordinator: run %s is not complete; the last good manifest is kept", inc.Run.ID)
+	}
+	cfg := inc.cfg
+	t := cfg.Topology
+	srcKey := SourceKey(cfg.Source.URI())
+	failed := make(map[string]bool, len(sum.Failed))
+	for _, f := range sum.Failed {
+		failed[f.Key] = true
+	}
+	runs, err := cfg.JS.KeyValue(ctx, t.RunsBucket())
+	if err != nil {
+		return err
+	}
+	store, err := cfg.JS.ObjectStore(ctx, t.ManifestsBucket())
+	if err != nil {
+		return err
+	}
+	for _, m := range cfg.Models {
+		if _, err := inc.spool.Seek(0, 0); err != nil {
+			return err
+		}
+		r, err := manifest.NewReader(inc.spool)
+		if err != nil {
+			return err
+		}
+		tmp, err := os.CreateTemp("", "embedfleet-manifest-*")
+		if err != nil {
+			return err
+		}
+		count, err := writeFiltered(tmp, r, manifest.Header{Source: cfg.Source.URI(), Model: m, Version: cfg.Versions[m], Run: inc.Run.ID}, failed)
+		if err == nil {
+			_, err = tmp.Seek(0, 0)
+		}
+		name := manifestName(srcKey, m, inc.Run.ID)
+		if err == nil {
+			_, err = store.Put(ctx, jetstream.ObjectMeta{Name: name}, tmp)
+		}
+		tmp.Close()
+		os.Remove(tmp.Name())
+		if err != nil {
+			return fmt.Errorf("coordinator: write manifest %s: %w", name, err)
+		}
+		// Switch the pointer only after the new manifest is stored, then
+		// remove the one it replaces.
+		var old pointer
+		if e, err := runs.Get(ctx, manifestPointer(srcKey, m)); err == nil {
+			_ = json.Unmarshal(e.Value(), &old)
+		}
+		b, _ := json.Marshal(pointer{Object: name, Run: inc.Run.ID, Version: cfg.Versions[m], Count: count, Written: time.Now().UTC()})
+		if _, err := runs.Put(ctx, manifestPointer(srcKey, m), b); err != nil {
+			return fmt.Errorf("coordinator: manifest pointer of %s: %w", m, err)
+		}
+		if old.Object != "" && old.Object != name {
+			_ = store.Delete(ctx, old.Object)
+		}
+	}
+	inc.Run.Finished = time.Now().UTC()
+	inc.Run.Stored, inc.Run.Failed = sum.Stored, int64(len(sum.Failed))
+	b, _ := json.Marshal(runState{Run: inc.Run, JobSize: cfg.JobSize})
+	_, err = runs.Put(ctx, RunKey(inc.Run.ID), b)
+	return err
+}
+
+func writeFiltered(f *os.File, r *manifest.Reader, h manifest.Header, skip map[string]bool) (int64, error) {
+	w, err := manifest.NewWriter(f, h)
+	if err != nil {
+		return 0, err
+	}
+	for {
+		e, err := r.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return 0, err
+		}
+		if skip[e.Key] {
+			continue
+		}
+		if err := w.Write(e); err != nil {
+			return 0, err
+		}
+	}
+	return w.Count(), w.Close()
+}
