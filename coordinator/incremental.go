@@ -46,14 +46,17 @@ type Incremental struct {
 	lease *lease
 }
 
-// Close releases the run's lease and temporary files.
+// Close releases the run's lease and temporary files. It may be called
+// more than once.
 func (inc *Incremental) Close() {
 	if inc.spool != nil {
 		inc.spool.Close()
 		os.Remove(inc.spool.Name())
+		inc.spool = nil
 	}
 	if inc.lease != nil {
 		inc.lease.release()
+		inc.lease = nil
 	}
 }
 

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"image"
 	"log/slog"
@@ -438,5 +439,94 @@ func TestIncrementalReindex(t *testing.T) {
 	run3 := st.incremental(t, ctx, models, nil)
 	if run3.Listed != 0 || run3.Jobs != 0 || run3.Diff["clip-vit-b32"].Deleted != 0 || run3.Diff["clip-vit-b32"].Unchanged != 205 {
 		t.Fatalf("run 3: listed %d jobs %d diff %+v; want nothing to do", run3.Listed, run3.Jobs, run3.Diff)
+	}
+}
+
+// TestIncrementalModelUpgrade: a new version of one model re-embeds every
+// image for that model only; the other model's collection is left alone.
+func TestIncrementalModelUpgrade(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	r := rand.New(rand.NewPCG(8, 8))
+	for i := range 40 {
+		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, testimages.Photo(r, 96, 160), 90))
+	}
+	models := []string{"clip-vit-b32", "dinov2-base"}
+	versions := map[string]string{}
+	for _, m := range st.models {
+		versions[m.Spec().Name] = m.Spec().Version
+	}
+	wctx, stopWorkers := context.WithCancel(ctx)
+	wg := st.startWorkers(t, wctx, 1)
+	st.incremental(t, ctx, models, versions)
+	stopWorkers()
+	wg.Wait()
+
+	// CLIP v2: the same network with another doc string, so another sha256.
+	root, _ := testenv.RepoRoot()
+	dir := t.TempDir()
+	onnx, err := os.ReadFile(filepath.Join(root, "shared", "embed", "testdata", "models", "clip-vit-b32", "model.onnx"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	onnx = append(onnx, 0x32, 0x02, 'v', '2') // ModelProto.doc_string = "v2"
+	spec, _ := os.ReadFile(filepath.Join(root, "shared", "embed", "testdata", "models", "clip-vit-b32", "spec.json"))
+	os.WriteFile(filepath.Join(dir, "model.onnx"), onnx, 0o644)
+	os.WriteFile(filepath.Join(dir, "spec.json"), []byte(strings.Replace(string(spec), `"version": "`+versions["clip-vit-b32"]+`"`, `"version": ""`, 1)), 0o644)
+	clip2, err := embed.Open(dir, embed.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clip2.Close()
+	if clip2.Spec().Version == versions["clip-vit-b32"] {
+		t.Fatal("the new model has the old version")
+	}
+	// The old collection refuses the new model until the run drops it.
+	if _, err := st.store.Ensure(ctx, clip2.Spec()); !errors.Is(err, vecstore.ErrModelVersionMismatch) {
+		t.Fatalf("ensure with the new version before the upgrade run: %v", err)
+	}
+	versions["clip-vit-b32"] = clip2.Spec().Version
+	st.models[0] = clip2
+
+	src, _ := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
+	inc, err := coordinator.RunIncremental(ctx, coordinator.IncrementalConfig{
+		Config:   coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: models, JobSize: 8},
+		Versions: versions, Store: st.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inc.Close()
+	d := inc.Run.Diff
+	if c := d["clip-vit-b32"]; !c.Upgraded || c.New != 40 {
+		t.Fatalf("clip diff %+v: want upgraded, 40 to re-embed", c)
+	}
+	if c := d["dinov2-base"]; c.Upgraded || c.New != 0 || c.Changed != 0 || c.Unchanged != 40 {
+		t.Fatalf("dinov2 diff %+v: want 40 unchanged", c)
+	}
+	wctx, stopWorkers = context.WithCancel(ctx)
+	wg = st.startWorkers(t, wctx, 1)
+	defer func() { stopWorkers(); wg.Wait() }()
+	sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, inc.Run, nil)
+	if err != nil || !sum.Complete || sum.Stored != 40 {
+		t.Fatalf("upgrade run: %+v (%v)", sum, err)
+	}
+	if err := inc.Finish(ctx, sum); err != nil {
+		t.Fatal(err)
+	}
+	inc.Close() // releases the lease
+	col, err := st.store.Open(ctx, "clip-vit-b32")
+	if err != nil || col.Version != versions["clip-vit-b32"] {
+		t.Fatalf("clip collection version %q (%v), want %s", col.Version, err, versions["clip-vit-b32"])
+	}
+	for _, m := range models {
+		if n := st.count(t, ctx, m); n != 40 {
+			t.Fatalf("%s holds %d rows, want 40", m, n)
+		}
+	}
+	// A further run has nothing to do for either model.
+	run3 := st.incremental(t, ctx, models, versions)
+	if run3.Listed != 0 {
+		t.Fatalf("after the upgrade: %d to embed, want 0 (%+v)", run3.Listed, run3.Diff)
 	}
 }

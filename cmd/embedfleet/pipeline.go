@@ -44,16 +44,19 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 func newCoordinatorCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "coordinator", Short: "Enumerate a source into jobs on NATS JetStream"}
 	var (
-		nf        natsFlags
-		sf        s3Flags
-		source    string
-		models    string
-		jobSize   int
-		wait      bool
-		maxFailed float64
-		timeout   time.Duration
-		replicas  int
-		logLevel  string
+		nf          natsFlags
+		mf          milvusFlags
+		incremental bool
+		dryRun      bool
+		sf          s3Flags
+		source      string
+		models      string
+		jobSize     int
+		wait        bool
+		maxFailed   float64
+		timeout     time.Duration
+		replicas    int
+		logLevel    string
 	)
 	run := &cobra.Command{
 		Use:   "run --source s3://bucket/prefix|DIR --models MODEL[,MODEL...] [--wait]",
@@ -66,7 +69,15 @@ published twice.
 
 --wait follows the workers' results until every job has one, prints a summary,
 and exits with status 2 when more than --max-failed (a fraction) of the items
-failed. Exit status 1 means the run itself failed (see the message).`,
+failed. Exit status 1 means the run itself failed (see the message).
+
+--incremental embeds only what changed since the last complete run: it diffs
+the listing against each model's manifest, publishes new and changed objects,
+deletes the vectors of objects gone from the source (so it needs --milvus-addr),
+and re-embeds everything for a model whose version changed (read from
+--models-dir; its old collection is dropped first). It waits for completion and
+then writes the new manifests; an incomplete run keeps the old ones, so the
+next run redoes what is missing. --dry-run prints the diff and changes nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ms := splitList(models)
@@ -94,7 +105,11 @@ failed. Exit status 1 means the run itself failed (see the message).`,
 			if err := topo.Ensure(ctx, js, bus.StreamOptions{Replicas: replicas}); err != nil {
 				return err
 			}
-			rec, err := coordinator.Run(ctx, coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: jobSize, Log: log})
+			ccfg := coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: jobSize, Log: log}
+			if incremental || dryRun {
+				return runIncremental(cmd, g, ccfg, mf, dryRun, maxFailed)
+			}
+			rec, err := coordinator.Run(ctx, ccfg)
 			if errors.Is(err, bus.ErrLeaseHeld) {
 				return exitError{exitLeaseHeld, err}
 			}
@@ -130,8 +145,69 @@ failed. Exit status 1 means the run itself failed (see the message).`,
 	f.DurationVar(&timeout, "timeout", 0, "give up after this long (0: never)")
 	f.IntVar(&replicas, "replicas", 1, "replicas of streams and buckets when they are created (3 in a NATS cluster)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&incremental, "incremental", false, "embed only new and changed objects, delete vanished ones (implies --wait)")
+	f.BoolVar(&dryRun, "dry-run", false, "with --incremental: print the diff counts and change nothing")
+	mf.bind(f)
 	cmd.AddCommand(run)
 	return cmd
+}
+
+func runIncremental(cmd *cobra.Command, g *globalFlags, cfg coordinator.Config, mf milvusFlags, dryRun bool, maxFailed float64) error {
+	ctx := cmd.Context()
+	out := cmd.OutOrStdout()
+	versions := map[string]string{}
+	for _, m := range cfg.Models {
+		if dir, err := embed.Resolve(g.modelsDir, m); err == nil {
+			if spec, err := embed.LoadSpec(dir); err == nil {
+				versions[m] = spec.Version
+				continue
+			}
+		}
+		cfg.Log.Warn("model not in --models-dir: its version is not checked for upgrades", "model", m, "models_dir", g.modelsDir)
+	}
+	icfg := coordinator.IncrementalConfig{Config: cfg, Versions: versions, DryRun: dryRun}
+	if !dryRun {
+		store, err := vecstore.Connect(ctx, mf.cfg)
+		if err != nil {
+			return err
+		}
+		defer store.Close(context.Background())
+		icfg.Store = store
+	}
+	inc, err := coordinator.RunIncremental(ctx, icfg)
+	if errors.Is(err, bus.ErrLeaseHeld) {
+		return exitError{exitLeaseHeld, err}
+	}
+	if err != nil {
+		return err
+	}
+	defer inc.Close()
+	for _, m := range cfg.Models {
+		d := inc.Run.Diff[m]
+		up := ""
+		if d.Upgraded {
+			up = " (model upgraded: everything re-embedded)"
+		}
+		fmt.Fprintf(out, "diff %s: new=%d changed=%d unchanged=%d deleted=%d%s\n", m, d.New, d.Changed, d.Unchanged, d.Deleted, up)
+	}
+	if dryRun {
+		return nil
+	}
+	fmt.Fprintf(out, "run %s: %d objects to embed in %d jobs published\n", inc.Run.ID, inc.Run.Listed, inc.Run.Jobs)
+	sum, err := coordinator.Wait(ctx, cfg.JS, cfg.Topology, inc.Run, func(s coordinator.Summary) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "run %s: %d/%d jobs, %d stored, %d failed\n", s.Run, s.Done, s.Jobs, s.Stored, len(s.Failed))
+	})
+	printSummary(out, sum)
+	if err != nil {
+		return err
+	}
+	if err := inc.Finish(ctx, sum); err != nil {
+		return err
+	}
+	if sum.Listed > 0 && float64(len(sum.Failed))/float64(sum.Listed) > maxFailed {
+		return exitError{exitFailures, fmt.Errorf("%d of %d items failed, more than --max-failed %.3f", len(sum.Failed), sum.Listed, maxFailed)}
+	}
+	return nil
 }
 
 func printSummary(w io.Writer, s coordinator.Summary) {

@@ -402,3 +402,63 @@ func TestMilvusLiteVersionMatchesInstaller(t *testing.T) {
 		t.Fatalf("deploy/install/deps.sh does not pin milvus-lite %s, which `embedfleet dev` looks for", milvusLiteVersion)
 	}
 }
+
+// TestIncrementalCLI: `coordinator run --incremental` indexes everything,
+// `--dry-run` reports a change without making it, and the next incremental
+// run applies exactly that change; status shows the diff.
+func TestIncrementalCLI(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 20)
+	c.startWorker(t)
+	ctx := context.Background()
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := execCommand(append([]string{"coordinator", "run", "--source", c.source, "--models", "clip-vit-b32,dinov2-base",
+			"--job-size", "4", "--timeout", "2m"}, args...)...)
+		cmd.Env = append(os.Environ(), c.env(t)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("coordinator run %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	out := run("--incremental")
+	if !strings.Contains(out, "diff clip-vit-b32: new=20 changed=0 unchanged=0 deleted=0") || !strings.Contains(out, "complete: 20 listed, 20 stored") {
+		t.Fatalf("first incremental run:\n%s", out)
+	}
+	for _, k := range []string{"imgs/0003.jpg", "imgs/0010.jpg", "imgs/0011.jpg"} {
+		if err := c.minio.Client.RemoveObject(ctx, c.minio.Bucket, k, minio.RemoveObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := rand.New(rand.NewPCG(11, 11))
+	for _, k := range []string{"imgs/0100.jpg", "imgs/0101.jpg"} {
+		data := testimages.JPEG(testimages.Photo(r, 120, 200), 90)
+		c.minio.Client.PutObject(ctx, c.minio.Bucket, k, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{})
+	}
+	out = run("--incremental", "--dry-run")
+	if !strings.Contains(out, "diff dinov2-base: new=2 changed=0 unchanged=17 deleted=3") {
+		t.Fatalf("dry run:\n%s", out)
+	}
+	c.assertRows(t, ctx, 20) // the dry run changed nothing
+	out = run("--incremental")
+	if !strings.Contains(out, "diff dinov2-base: new=2 changed=0 unchanged=17 deleted=3") || !strings.Contains(out, "complete: 2 listed, 2 stored") {
+		t.Fatalf("second incremental run:\n%s", out)
+	}
+	c.assertRows(t, ctx, 19)
+	out = run("--incremental")
+	if !strings.Contains(out, "new=0 changed=0 unchanged=19 deleted=0") {
+		t.Fatalf("third incremental run:\n%s", out)
+	}
+
+	scmd := execCommand("status")
+	scmd.Env = append(os.Environ(), c.env(t)...)
+	sout, err := scmd.Output()
+	var runs []runStatus
+	if err != nil || json.Unmarshal(sout, &runs) != nil || len(runs) != 3 {
+		t.Fatalf("status: %v\n%s", err, sout)
+	}
+	if d := runs[1].Diff["clip-vit-b32"]; !runs[1].Incremental || d.New != 2 || d.Deleted != 3 {
+		t.Fatalf("status of the second run: %+v", runs[1])
+	}
+}

@@ -30,11 +30,15 @@ type runStatus struct {
 	Failed    int       `json:"failed"`
 	ImgPerSec float64   `json:"img_s"`
 	ETA       string    `json:"eta,omitempty"`
+
+	Incremental bool                       `json:"incremental,omitempty"`
+	Diff        map[string]jobs.DiffCounts `json:"diff,omitempty"`
 }
 
 func statusOf(rec jobs.Run, s coordinator.Summary) runStatus {
 	st := runStatus{Run: rec.ID, Source: rec.Source, Models: rec.Models, Started: rec.Started, Listed: rec.Listed,
-		Jobs: rec.Jobs, JobsDone: s.Done + s.Dead, Embedded: s.Stored, Failed: len(s.Failed)}
+		Jobs: rec.Jobs, JobsDone: s.Done + s.Dead, Embedded: s.Stored, Failed: len(s.Failed),
+		Incremental: rec.Incremental, Diff: rec.Diff}
 	done := s.Stored + int64(len(s.Failed))
 	switch {
 	case s.Complete:
@@ -127,10 +131,19 @@ prints once). Output is JSON when stdout is not a terminal, or with --json.`,
 				return json.NewEncoder(out).Encode(sts)
 			}
 			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "RUN\tSTATE\tSOURCE\tMODELS\tLISTED\tEMBEDDED\tFAILED\tIMG/S\tETA")
+			fmt.Fprintln(w, "RUN\tSTATE\tSOURCE\tMODELS\tLISTED\tEMBEDDED\tFAILED\tIMG/S\tETA\tDIFF (new/changed/deleted)")
 			for _, s := range sts {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\n", s.Run, s.State, s.Source,
-					strings.Join(s.Models, ","), s.Listed, s.Embedded, s.Failed, s.ImgPerSec, s.ETA)
+				diff := "full run"
+				if s.Incremental {
+					var parts []string
+					for _, m := range s.Models {
+						d := s.Diff[m]
+						parts = append(parts, fmt.Sprintf("%s %d/%d/%d", m, d.New, d.Changed, d.Deleted))
+					}
+					diff = strings.Join(parts, ", ")
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\t%s\n", s.Run, s.State, s.Source,
+					strings.Join(s.Models, ","), s.Listed, s.Embedded, s.Failed, s.ImgPerSec, s.ETA, diff)
 			}
 			return w.Flush()
 		},
