@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -37,7 +38,7 @@ func newModelsCmd(g *globalFlags) *cobra.Command {
 version = sha256 of the ONNX file, tensor names, pooling, dimension,
 preprocessing) beside model.onnx. Built-in specs: clip-vit-b32, dinov2-base.`,
 	}
-	cmd.AddCommand(newModelsListCmd(g), newModelsPullCmd(g), newModelsVerifyCmd(g))
+	cmd.AddCommand(newModelsListCmd(g), newModelsPullCmd(g), newModelsVerifyCmd(g), newModelsSyncCmd(g))
 	return cmd
 }
 
@@ -188,5 +189,39 @@ openai/clip-vit-base-patch32 --revision <commit> --out DIR.`,
 	for _, name := range []string{"model", "repo", "revision", "file"} {
 		_ = cmd.MarkFlagRequired(name)
 	}
+	return cmd
+}
+
+func newModelsSyncCmd(g *globalFlags) *cobra.Command {
+	var sf s3Flags
+	var from string
+	var maxMB int64
+	cmd := &cobra.Command{
+		Use:   "sync --from s3://bucket/models/",
+		Short: "Copy models from S3 (or a folder) into --models-dir, checking every file's sha256 against its spec",
+		Long: `Copy every model under --from (a folder per model with spec.json and its ONNX
+file, as in a models folder) into --models-dir. Each ONNX file must match the
+sha256 in its spec.json before it replaces anything; models already present at
+the same version are skipped. Used as the init step of worker pods.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if from == "" {
+				return errors.New("--from is required")
+			}
+			sf.include, sf.exclude = embed.SyncFilter.Include, nil
+			src, err := sf.open(from)
+			if err != nil {
+				return err
+			}
+			specs, err := embed.Sync(cmd.Context(), src, g.modelsDir, maxMB<<20)
+			for _, s := range specs {
+				fmt.Fprintf(cmd.OutOrStdout(), "ok   %s %s\n", s.Name, short(s.Version))
+			}
+			return err
+		},
+	}
+	sf.bind(cmd.Flags())
+	cmd.Flags().StringVar(&from, "from", os.Getenv("EMBEDFLEET_MODELS_FROM"), "where the models are: s3://bucket/prefix or a folder (env EMBEDFLEET_MODELS_FROM)")
+	cmd.Flags().Int64Var(&maxMB, "max-mb", 4096, "largest ONNX file to accept, in MiB")
 	return cmd
 }

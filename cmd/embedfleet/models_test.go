@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/embedfleet/embedfleet/shared/testenv"
 )
@@ -309,4 +312,51 @@ func runSplit(t *testing.T, env []string, args ...string) (string, error) {
 		t.Logf("stderr: %s", stderr.String())
 	}
 	return stdout.String(), err
+}
+
+// TestModelsSyncFromS3 copies the models from a MinIO bucket, as a worker
+// pod's init step does, and refuses a file that does not match its spec.
+func TestModelsSyncFromS3(t *testing.T) {
+	t.Parallel()
+	m := testenv.StartMinIO(t)
+	ctx := context.Background()
+	put := func(key string, data []byte) {
+		if _, err := m.Client.PutObject(ctx, m.Bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"clip-vit-b32", "dinov2-base"} {
+		for _, f := range []string{"spec.json", "model.onnx"} {
+			b, err := os.ReadFile(filepath.Join(tinyModels(t), name, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			put("models/"+name+"/"+f, b)
+		}
+	}
+	dir := t.TempDir()
+	env := append(ortEnv(t, dir), "AWS_ACCESS_KEY_ID="+m.AccessKey, "AWS_SECRET_ACCESS_KEY="+m.SecretKey)
+	args := []string{"models", "sync", "--from", "s3://" + m.Bucket + "/models/", "--s3-endpoint", m.Endpoint, "--s3-insecure", "--s3-path-style"}
+	out, err := run(t, env, args...)
+	if err != nil || strings.Count(out, "ok ") != 2 {
+		t.Fatalf("sync: %v\n%s", err, out)
+	}
+	if out, err := run(t, env, "models", "verify"); err != nil || strings.Count(out, "ok ") != 2 {
+		t.Fatalf("verify after sync: %v\n%s", err, out)
+	}
+	// A tampered file upstream is refused; a models folder that already has
+	// this version does not even fetch it.
+	onnx, _ := os.ReadFile(filepath.Join(tinyModels(t), "clip-vit-b32", "model.onnx"))
+	put("models/clip-vit-b32/model.onnx", append(onnx, 0x32, 0x01, 'x'))
+	fresh := append(ortEnv(t, t.TempDir()), "AWS_ACCESS_KEY_ID="+m.AccessKey, "AWS_SECRET_ACCESS_KEY="+m.SecretKey)
+	out, err = run(t, fresh, args...)
+	if err == nil || !strings.Contains(out, "spec says") {
+		t.Fatalf("sync of a tampered model: %v\n%s", err, out)
+	}
+	if out, err := run(t, env, args...); err != nil || strings.Count(out, "ok ") != 2 {
+		t.Fatalf("sync into the up-to-date folder: %v\n%s", err, out)
+	}
+	if out, err := run(t, env, "models", "verify", "clip-vit-b32"); err != nil {
+		t.Fatalf("the installed model was damaged: %v\n%s", err, out)
+	}
 }

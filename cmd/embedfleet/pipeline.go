@@ -10,6 +10,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/embedfleet/embedfleet/coordinator"
@@ -48,6 +50,7 @@ func newCoordinatorCmd(g *globalFlags) *cobra.Command {
 		mf          milvusFlags
 		incremental bool
 		dryRun      bool
+		metricsAddr string
 		sf          s3Flags
 		source      string
 		models      string
@@ -105,6 +108,11 @@ next run redoes what is missing. --dry-run prints the diff and changes nothing.`
 			if err := topo.Ensure(ctx, js, bus.StreamOptions{Replicas: replicas}); err != nil {
 				return err
 			}
+			if metricsAddr != "" {
+				if err := serveTelemetry(ctx, metricsAddr, telemetry.NewRegistry(), natsReady(nc), log); err != nil {
+					return err
+				}
+			}
 			ccfg := coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: jobSize, Log: log}
 			if incremental || dryRun {
 				return runIncremental(cmd, g, ccfg, mf, dryRun, maxFailed)
@@ -147,6 +155,7 @@ next run redoes what is missing. --dry-run prints the diff and changes nothing.`
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&incremental, "incremental", false, "embed only new and changed objects, delete vanished ones (implies --wait)")
 	f.BoolVar(&dryRun, "dry-run", false, "with --incremental: print the diff counts and change nothing")
+	f.StringVar(&metricsAddr, "metrics-addr", os.Getenv("EMBEDFLEET_METRICS_ADDR"), "serve /metrics, /healthz and /readyz here, e.g. :9090 (env EMBEDFLEET_METRICS_ADDR; empty: off)")
 	mf.bind(f)
 	cmd.AddCommand(run)
 	return cmd
@@ -208,6 +217,27 @@ func runIncremental(cmd *cobra.Command, g *globalFlags, cfg coordinator.Config, 
 		return exitError{exitFailures, fmt.Errorf("%d of %d items failed, more than --max-failed %.3f", len(sum.Failed), sum.Listed, maxFailed)}
 	}
 	return nil
+}
+
+// serveTelemetry serves /metrics, /healthz and /readyz on addr until ctx ends.
+func serveTelemetry(ctx context.Context, addr string, reg *prometheus.Registry, ready func() error, log *slog.Logger) error {
+	srv := telemetry.NewServer(addr, reg, ready)
+	l, err := srv.Listen()
+	if err != nil {
+		return fmt.Errorf("--metrics-addr: %w", err)
+	}
+	log.Info("serving /metrics, /healthz, /readyz", "addr", l.Addr().String())
+	go func() { _ = srv.Serve(ctx, l) }()
+	return nil
+}
+
+func natsReady(nc *nats.Conn) func() error {
+	return func() error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("nats: %s", nc.Status())
+		}
+		return nil
+	}
 }
 
 func printSummary(w io.Writer, s coordinator.Summary) {
@@ -295,18 +325,9 @@ version of that model.`,
 			if metricsAddr != "" {
 				reg := telemetry.NewRegistry()
 				metrics = worker.NewMetrics(reg)
-				srv := telemetry.NewServer(metricsAddr, reg, func() error {
-					if !nc.IsConnected() {
-						return fmt.Errorf("nats: %s", nc.Status())
-					}
-					return nil
-				})
-				l, err := srv.Listen()
-				if err != nil {
-					return fmt.Errorf("--metrics-addr: %w", err)
+				if err := serveTelemetry(ctx, metricsAddr, reg, natsReady(nc), log); err != nil {
+					return err
 				}
-				log.Info("serving /metrics, /healthz, /readyz", "addr", l.Addr().String())
-				go func() { _ = srv.Serve(ctx, l) }()
 			}
 			w, err := worker.New(ctx, worker.Config{
 				JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store, OpenSource: sf.open,

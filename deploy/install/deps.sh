@@ -6,11 +6,11 @@
 # a second run takes about a second (it re-hashes what is cached).
 #
 # Usage: deploy/install/deps.sh [all|build|runtime|servers|tools|PIECE...] [--env]
-#   pieces:  turbojpeg onnxruntime milvus-lite minio nats-server staticcheck
+#   pieces:  turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm
 #   build:   turbojpeg (libjpeg-turbo headers and static library, for cgo)
 #   runtime: onnxruntime (what the embedfleet binary itself needs)
 #   servers: milvus-lite minio nats-server (what the tests start)
-#   tools:   staticcheck
+#   tools:   staticcheck helm (chart checks)
 #   --env    print shell exports for the installed paths and nothing else
 set -euo pipefail
 
@@ -34,6 +34,7 @@ MILVUS_LITE_NPM=@lyyyuna/milvus-lite-linux-x64@2.5.102
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 NATS_SERVER_VERSION=v2.15.2
 STATICCHECK_VERSION=v0.8.2
+HELM_VERSION=v3.22.0
 # libjpeg-turbo's TurboJPEG API, linked statically into the binary (the JPEG
 # decoder Pillow uses, hence pixel-exact parity). From the system's packages.
 TURBOJPEG_DEB=libturbojpeg0-dev
@@ -77,6 +78,7 @@ MILVUS_DIR=$CACHE/milvus-lite-$MILVUS_LITE_VERSION
 MINIO_DIR=$CACHE/minio-$MINIO_VERSION
 NATS_DIR=$CACHE/nats-server-$NATS_SERVER_VERSION
 STATICCHECK_DIR=$CACHE/staticcheck-$STATICCHECK_VERSION
+HELM_DIR=$CACHE/helm-$HELM_VERSION
 
 install_turbojpeg() {
   local lib
@@ -157,6 +159,7 @@ go_install() {
 install_minio() { go_install minio "$MINIO_DIR" "github.com/minio/minio@$MINIO_VERSION" minio; }
 install_nats_server() { go_install nats-server "$NATS_DIR" "github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION" nats-server; }
 install_staticcheck() { go_install staticcheck "$STATICCHECK_DIR" "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" staticcheck; }
+install_helm() { go_install helm "$HELM_DIR" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" helm; }
 
 print_env() {
   cat <<ENV
@@ -165,6 +168,7 @@ export EMBEDFLEET_MILVUS_BIN=$MILVUS_DIR/lib/milvus
 export EMBEDFLEET_MINIO_BIN=$MINIO_DIR/bin/minio
 export EMBEDFLEET_NATS_BIN=$NATS_DIR/bin/nats-server
 export EMBEDFLEET_STATICCHECK_BIN=$STATICCHECK_DIR/bin/staticcheck
+export EMBEDFLEET_HELM_BIN=$HELM_DIR/bin/helm
 ENV
 }
 
@@ -173,18 +177,18 @@ main() {
   for a in "$@"; do
     case $a in
       --env) env_only=1 ;;
-      all) pieces+=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck) ;;
+      all) pieces+=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm) ;;
       build) pieces+=(turbojpeg) ;;
       runtime) pieces+=(onnxruntime) ;;
       servers) pieces+=(milvus-lite minio nats-server) ;;
-      tools) pieces+=(staticcheck) ;;
-      turbojpeg|onnxruntime|milvus-lite|minio|nats-server|staticcheck) pieces+=("$a") ;;
+      tools) pieces+=(staticcheck helm) ;;
+      turbojpeg|onnxruntime|milvus-lite|minio|nats-server|staticcheck|helm) pieces+=("$a") ;;
       -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-      *) die "unknown piece '$a' (want all, build, runtime, servers, tools, turbojpeg, onnxruntime, milvus-lite, minio, nats-server, staticcheck)" ;;
+      *) die "unknown piece '$a' (want all, build, runtime, servers, tools, turbojpeg, onnxruntime, milvus-lite, minio, nats-server, staticcheck, helm)" ;;
     esac
   done
   if [ "$env_only" = 1 ]; then print_env; return; fi
-  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck)
+  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm)
   mkdir -p "$CACHE"
   for p in "${pieces[@]}"; do
     case $p in
@@ -194,6 +198,7 @@ main() {
       minio) install_minio ;;
       nats-server) install_nats_server ;;
       staticcheck) install_staticcheck ;;
+      helm) install_helm ;;
     esac
   done
 }
