@@ -19,6 +19,7 @@ const (
 	EnvNATSBin   = "EMBEDFLEET_NATS_BIN"
 	EnvMilvusBin = "EMBEDFLEET_MILVUS_BIN"
 	EnvORTLib    = "EMBEDFLEET_ORT_LIB"
+	EnvHelmBin   = "EMBEDFLEET_HELM_BIN"
 )
 
 var (
