@@ -195,7 +195,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 }
 
 // TestMilvusOutage stops Milvus in the middle of a run and starts it again
-// (same data) some seconds later: the jobs that met the outage are handed
+// (same data) 20 s later: the jobs that met the outage are handed
 // back and retried, and the run completes with exactly one row per image.
 func TestMilvusOutage(t *testing.T) {
 	st := newStack(t)
@@ -222,7 +222,7 @@ func TestMilvusOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Let some jobs through, then take Milvus away for 6 s: longer than
+	// Let some jobs through, then take Milvus away for 20 s: longer than
 	// the workers' 2 s call timeout, so jobs fail and are handed back.
 	results, _ := st.nats.JS.Stream(ctx, st.topo.ResultsStream())
 	for {
@@ -236,7 +236,7 @@ func TestMilvusOutage(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	st.milvus.Stop()
-	time.Sleep(6 * time.Second)
+	time.Sleep(20 * time.Second)
 	st.milvus.Restart(t)
 
 	sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, rec, nil)

@@ -66,7 +66,7 @@ type Config struct {
 	PrepWorkers      int           // goroutines decoding; default GOMAXPROCS
 	Limits           imageprep.Limits
 	AckWait          time.Duration // the consumer's; InProgress is sent every third of it; default 2 min
-	MaxDeliver       int           // the consumer's; default 5
+	MaxDeliver       int           // the consumer's; default 10
 	DrainTimeout     time.Duration // after ctx ends, time to finish the job in hand; default 30 s
 	Name             string        // default host-pid
 	Log              *slog.Logger
@@ -113,7 +113,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		cfg.AckWait = 2 * time.Minute
 	}
 	if cfg.MaxDeliver <= 0 {
-		cfg.MaxDeliver = 5
+		cfg.MaxDeliver = 10
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second

@@ -351,7 +351,7 @@ version of that model.`,
 	f.IntVar(&prefetch, "prefetch", 2, "jobs in hand at once (their images fill batches together)")
 	f.IntVar(&prep, "prep-workers", 0, "goroutines that decode and preprocess (0: one per core)")
 	f.DurationVar(&ackWait, "ack-wait", 2*time.Minute, "JetStream AckWait; progress is signalled every third of it")
-	f.IntVar(&maxDeliver, "max-deliver", 5, "attempts before a job is dead-lettered")
+	f.IntVar(&maxDeliver, "max-deliver", 10, "attempts before a job is dead-lettered (with the backoff, about 5 minutes of trouble)")
 	f.DurationVar(&drain, "drain-timeout", 30*time.Second, "on SIGTERM, time to finish the job in hand (keep it below the pod's grace period)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&metricsAddr, "metrics-addr", os.Getenv("EMBEDFLEET_METRICS_ADDR"), "serve /metrics, /healthz and /readyz here, e.g. :9090 (env EMBEDFLEET_METRICS_ADDR; empty: off)")

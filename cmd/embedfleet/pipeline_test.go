@@ -179,10 +179,10 @@ func (c *cluster) assertRows(t *testing.T, ctx context.Context, n int64) {
 // collection, nothing lost.
 func TestWorkerCrashRedelivery(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, 120)
+	c := newCluster(t, 300)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	_, _, run := c.publish(t, ctx, 4)
+	_, _, run := c.publish(t, ctx, 8)
 
 	w1, out1 := c.startWorker(t)
 	// Kill it once it has finished a few jobs and is inside others.

@@ -183,7 +183,7 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream, o StreamOp
 // ConsumerOptions size the workers' consumer. Zero fields take defaults.
 type ConsumerOptions struct {
 	AckWait    time.Duration   // default 2 min; workers send InProgress while they work
-	MaxDeliver int             // default 5; then the job is dead-lettered
+	MaxDeliver int             // default 10; then the job is dead-lettered
 	BackOff    []time.Duration // redelivery delays after an ack timeout
 	// MaxAckPending caps unacknowledged jobs across all workers; default
 	// 4 per worker expected (Workers).
@@ -198,7 +198,7 @@ func (t Topology) WorkerConsumer(ctx context.Context, js jetstream.JetStream, o 
 		o.AckWait = 2 * time.Minute
 	}
 	if o.MaxDeliver <= 0 {
-		o.MaxDeliver = 5
+		o.MaxDeliver = 10
 	}
 	if o.Workers <= 0 {
 		o.Workers = 16
