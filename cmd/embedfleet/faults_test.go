@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/embedfleet/embedfleet/shared/testimages"
+)
+
+// waitResults blocks until the run's results stream holds at least n
+// results.
+func (c *cluster) waitResults(t *testing.T, ctx context.Context, run string, n uint64) {
+	t.Helper()
+	for {
+		st, err := c.nats.JS.Stream(ctx, c.prefix+"_RESULTS")
+		if err == nil {
+			subj := strings.ToLower(c.prefix) + ".results." + run
+			if info, err := st.Info(ctx, jetstreamSubjects(subj)); err == nil && info.State.Subjects[subj] >= n {
+				return
+			}
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("fewer than %d results for run %s: %v", n, run, ctx.Err())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestNATSRestart kills the nats-server process (file storage) with SIGKILL
+// in the middle of a run and starts it again: the run completes and every
+// image is stored exactly once.
+func TestNATSRestart(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 200)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	_, _, run := c.publish(t, ctx, 8)
+	w, out := c.startWorker(t)
+	c.waitResults(t, ctx, run.Run, 3)
+	c.nats.Kill(t)
+	time.Sleep(2 * time.Second)
+	c.nats.Restart(t)
+	sum := c.wait(t, ctx, run)
+	if !sum.Complete || sum.Stored != 200 || len(sum.Failed) != 0 {
+		t.Fatalf("after the NATS restart: %+v\n%s", sum, out.String())
+	}
+	c.assertRows(t, ctx, 200)
+	if w.ProcessState != nil {
+		t.Fatalf("the worker exited during the NATS outage:\n%s", out.String())
+	}
+}
+
+// flakyProxy forwards to MinIO but answers about one request in five with
+// a 503 or a dropped connection.
+func flakyProxy(t *testing.T, target string) (addr string, failed *atomic.Int64) {
+	t.Helper()
+	u, _ := url.Parse("http://" + target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	failed = &atomic.Int64{}
+	var n atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch k := n.Add(1); {
+		case k%10 == 3:
+			failed.Add(1)
+			w.Header().Set("Retry-After", "0")
+			http.Error(w, "<Error><Code>SlowDown</Code><Message>flaky proxy</Message></Error>", http.StatusServiceUnavailable)
+		case k%10 == 7:
+			failed.Add(1)
+			if hj, ok := w.(http.Hijacker); ok {
+				conn, _, _ := hj.Hijack()
+				if tc, ok := conn.(*net.TCPConn); ok {
+					_ = tc.SetLinger(0) // RST, not FIN
+				}
+				conn.Close()
+				return
+			}
+			http.Error(w, "reset", http.StatusBadGateway)
+		default:
+			rp.ServeHTTP(w, r)
+		}
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String(), failed
+}
+
+// TestS3Flaky puts a proxy in front of MinIO that fails 20% of requests
+// with 503 or a reset connection: the run completes with nothing lost.
+func TestS3Flaky(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 120)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	proxy, failed := flakyProxy(t, c.minio.Endpoint)
+	_, _, run := c.publish(t, ctx, 8)
+	cmd := execCommand("worker", "--models", "clip-vit-b32,dinov2-base", "--batch-size", "8", "--s3-endpoint", proxy, "--log-level", "warn")
+	cmd.Env = append(os.Environ(), c.env(t)...)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	sum := c.wait(t, ctx, run)
+	if !sum.Complete || sum.Stored != 120 || len(sum.Failed) != 0 {
+		t.Fatalf("through the flaky proxy: %+v\n%s", sum, out.String())
+	}
+	c.assertRows(t, ctx, 120)
+	if failed.Load() < 10 {
+		t.Fatalf("the proxy failed only %d requests; the test proves nothing", failed.Load())
+	}
+	t.Logf("the proxy failed %d requests", failed.Load())
+}
+
+// TestHostileObjects mixes good images with hostile objects under image
+// names: every good image is stored, every hostile one is stored (when it is
+// a valid if unusual image) or recorded with its reason, and the worker
+// process never restarts.
+func TestHostileObjects(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 40)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	fixtures := repoPath(t, "shared", "imageprep", "testdata", "images")
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join(fixtures, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	good := testimages.JPEG(testimages.Photo(rand.New(rand.NewPCG(1, 1)), 200, 300), 90)
+	strip := testimages.JPEG(testimages.Photo(rand.New(rand.NewPCG(2, 2)), 2, 3), 90) // tiny but valid
+	hostile := map[string][]byte{
+		// Must fail, with a reason:
+		"imgs/h-truncated.jpg": good[:len(good)/3],
+		"imgs/h-empty.jpg":     {},
+		"imgs/h-bomb.png":      pngHeaderClaiming(30000, 30000),
+		"imgs/h-text.jpg":      []byte("just text\n"),
+		"imgs/h-html.png":      []byte("<!doctype html><html><body>403 Forbidden</body></html>"),
+		// Unusual but valid: must be stored.
+		"imgs/v-cmyk.jpg":     read("cmyk_160x120.jpg"),
+		"imgs/v-16bit.png":    read("rgb16_120x90.png"),
+		"imgs/v-animated.gif": read("anim_90x70.gif"),
+		"imgs/v-exif6.jpg":    read("exif6_400x300.jpg"),
+		"imgs/v-strip.png":    stripPNG(t, 20000, 1),
+		"imgs/v-tiny.jpg":     strip,
+	}
+	for k, v := range hostile {
+		if _, err := c.minio.Client.PutObject(ctx, c.minio.Bucket, k, bytes.NewReader(v), int64(len(v)), minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _, run := c.publish(t, ctx, 8)
+	w, out := c.startWorker(t)
+	sum := c.wait(t, ctx, run)
+	if !sum.Complete {
+		t.Fatalf("run incomplete: %+v", sum)
+	}
+	failed := map[string]string{}
+	for _, f := range sum.Failed {
+		failed[f.Key] = f.Reason
+	}
+	for k := range hostile {
+		reason, bad := failed[k]
+		if strings.HasPrefix(filepath.Base(k), "h-") != bad {
+			t.Errorf("%s: failed=%v (%s)", k, bad, reason)
+		}
+		if bad {
+			t.Logf("%s: %s", k, reason)
+		}
+	}
+	if sum.Stored != 40+6 || len(sum.Failed) != 5 {
+		t.Fatalf("stored %d, failed %d; want 46 and 5", sum.Stored, len(sum.Failed))
+	}
+	c.assertRows(t, ctx, 46)
+	if w.ProcessState != nil {
+		t.Fatalf("the worker exited:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "panic") {
+		t.Fatalf("the worker panicked:\n%s", out.String())
+	}
+}
