@@ -45,6 +45,7 @@ type Config struct {
 	Checkpoint  time.Duration // how often the run record is saved; default 2 s
 	Owner       string        // who holds the lease; default host-pid
 	Log         *slog.Logger
+	Journal     *Journal // if set, every published job is kept for Wait to republish
 }
 
 func (c *Config) validate() error {
@@ -199,6 +200,9 @@ func (p *publisher) enumerate(ctx context.Context) error {
 		seq++
 		job := jobs.Job{Schema: jobs.Schema, Run: p.rec.ID, Seq: seq, Source: p.rec.Source, Models: p.rec.Models, Items: batch}
 		data, _ := json.Marshal(job)
+		if err := p.cfg.Journal.add(seq, data); err != nil {
+			return err
+		}
 		f, err := p.cfg.JS.PublishAsync(t.JobSubject(p.rec.ID), data, jetstream.WithMsgID(job.MsgID()))
 		if err != nil {
 			return fmt.Errorf("coordinator: publish job %d: %w", seq, err)

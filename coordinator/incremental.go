@@ -193,6 +193,9 @@ func RunIncremental(ctx context.Context, cfg IncrementalConfig) (*Incremental, e
 		if !cfg.DryRun {
 			job := jobs.Job{Schema: jobs.Schema, Run: rec.ID, Seq: seq, Source: rec.Source, Models: g.models, Items: g.items}
 			data, _ := json.Marshal(job)
+			if err := cfg.Journal.add(seq, data); err != nil {
+				return err
+			}
 			f, err := cfg.JS.PublishAsync(t.JobSubject(rec.ID), data, jetstream.WithMsgID(job.MsgID()))
 			if err != nil {
 				return fmt.Errorf("coordinator: publish job %d: %w", seq, err)

@@ -530,3 +530,67 @@ func TestIncrementalModelUpgrade(t *testing.T) {
 		t.Fatalf("after the upgrade: %d to embed, want 0 (%+v)", run3.Listed, run3.Diff)
 	}
 }
+
+// TestLostJobsRecovered: jobs vanish from the stream behind the
+// coordinator's back (as a NATS crash that loses acknowledged messages
+// would do); waiting for the run notices them, publishes them again from its
+// journal, and the run completes with every image stored.
+func TestLostJobsRecovered(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := rand.New(rand.NewPCG(6, 6))
+	for i := range 64 {
+		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, testimages.Photo(r, 96, 160), 90))
+	}
+	journal, err := coordinator.NewJournal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer journal.Close()
+	src, _ := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
+	rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src,
+		Models: []string{"clip-vit-b32", "dinov2-base"}, JobSize: 8, Journal: journal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, _ := st.nats.JS.Stream(ctx, st.topo.JobsStream())
+	for _, seq := range []uint64{2, 5, 6} {
+		if err := stream.DeleteMsg(ctx, seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wctx, stopWorkers := context.WithCancel(ctx)
+	wg := st.startWorkers(t, wctx, 1)
+	defer func() { stopWorkers(); wg.Wait() }()
+	sum, err := coordinator.WaitWith(ctx, st.nats.JS, st.topo, rec, coordinator.WaitOptions{Journal: journal, LostAfter: 2 * time.Second})
+	if err != nil || !sum.Complete || sum.Stored != 64 || len(sum.Failed) != 0 {
+		t.Fatalf("after losing 3 jobs: %+v (%v)", sum, err)
+	}
+	for _, m := range []string{"clip-vit-b32", "dinov2-base"} {
+		if n := st.count(t, ctx, m); n != 64 {
+			t.Fatalf("%s holds %d rows, want 64", m, n)
+		}
+	}
+
+	// Without a journal the lost jobs cannot be re-formed: they are reported
+	// as failed, item by item or job by job, never silently dropped.
+	stopWorkers()
+	wg.Wait()
+	rec2, err := coordinator.Run(ctx, coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src,
+		Models: []string{"clip-vit-b32"}, JobSize: 32})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := stream.Info(ctx)
+	if err := stream.DeleteMsg(ctx, info.State.LastSeq); err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWorkers = context.WithCancel(ctx)
+	defer stopWorkers()
+	wg = st.startWorkers(t, wctx, 1)
+	sum, err = coordinator.WaitWith(ctx, st.nats.JS, st.topo, rec2, coordinator.WaitOptions{LostAfter: 2 * time.Second})
+	if err != nil || !sum.Complete || sum.Stored != 32 || len(sum.Failed) != 1 || !strings.Contains(sum.Failed[0].Reason, "lost") {
+		t.Fatalf("a lost job without a journal: %+v (%v)", sum, err)
+	}
+}

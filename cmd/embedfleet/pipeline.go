@@ -114,6 +114,15 @@ next run redoes what is missing. --dry-run prints the diff and changes nothing.`
 				}
 			}
 			ccfg := coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: jobSize, Log: log}
+			if wait || incremental {
+				// Keep the published jobs, so that lost ones can be published again.
+				journal, err := coordinator.NewJournal()
+				if err != nil {
+					return err
+				}
+				defer journal.Close()
+				ccfg.Journal = journal
+			}
 			if incremental || dryRun {
 				return runIncremental(cmd, g, ccfg, mf, dryRun, maxFailed)
 			}
@@ -128,10 +137,10 @@ next run redoes what is missing. --dry-run prints the diff and changes nothing.`
 			if !wait {
 				return nil
 			}
-			sum, err := coordinator.Wait(ctx, js, topo, rec, func(s coordinator.Summary) {
+			sum, err := coordinator.WaitWith(ctx, js, topo, rec, coordinator.WaitOptions{Journal: ccfg.Journal, Progress: func(s coordinator.Summary) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "run %s: %d/%d jobs, %d stored, %d failed, %.1f img/s\n",
 					s.Run, s.Done, s.Jobs, s.Stored, len(s.Failed), float64(s.Stored)/s.Elapsed.Seconds())
-			})
+			}})
 			printSummary(cmd.OutOrStdout(), sum)
 			if err != nil {
 				return err
@@ -203,9 +212,9 @@ func runIncremental(cmd *cobra.Command, g *globalFlags, cfg coordinator.Config, 
 		return nil
 	}
 	fmt.Fprintf(out, "run %s: %d objects to embed in %d jobs published\n", inc.Run.ID, inc.Run.Listed, inc.Run.Jobs)
-	sum, err := coordinator.Wait(ctx, cfg.JS, cfg.Topology, inc.Run, func(s coordinator.Summary) {
+	sum, err := coordinator.WaitWith(ctx, cfg.JS, cfg.Topology, inc.Run, coordinator.WaitOptions{Journal: cfg.Journal, Progress: func(s coordinator.Summary) {
 		fmt.Fprintf(cmd.ErrOrStderr(), "run %s: %d/%d jobs, %d stored, %d failed\n", s.Run, s.Done, s.Jobs, s.Stored, len(s.Failed))
-	})
+	}})
 	printSummary(out, sum)
 	if err != nil {
 		return err
