@@ -594,3 +594,77 @@ func TestLostJobsRecovered(t *testing.T) {
 		t.Fatalf("a lost job without a journal: %+v (%v)", sum, err)
 	}
 }
+
+// TestVerifyAndRepair indexes 30 images, then damages the index behind
+// embedfleet's back (rows deleted, an object rewritten, an object removed):
+// Verify reports exactly that, a repair run and deletes fix it, and Verify is
+// clean again.
+func TestVerifyAndRepair(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := rand.New(rand.NewPCG(5, 5))
+	for i := range 30 {
+		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, testimages.Photo(r, 96, 160), 90))
+	}
+	models := []string{"clip-vit-b32", "dinov2-base"}
+	wctx, stopWorkers := context.WithCancel(ctx)
+	wg := st.startWorkers(t, wctx, 1)
+	defer func() { stopWorkers(); wg.Wait() }()
+	src, _ := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
+	rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: models, JobSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, rec, nil); err != nil || sum.Stored != 30 {
+		t.Fatalf("index: %+v %v", sum, err)
+	}
+	cfg := coordinator.VerifyConfig{Source: src, Models: models, Store: st.store}
+	if rep, err := coordinator.Verify(ctx, cfg); err != nil || !rep.Clean() {
+		t.Fatalf("verify after indexing: %+v %v", rep, err)
+	}
+
+	uri := func(i int) string { return fmt.Sprintf("s3://%s/imgs/%03d.jpg", st.minio.Bucket, i) }
+	clip, _ := st.store.Open(ctx, "clip-vit-b32")
+	if err := clip.Delete(ctx, []string{vecstore.ID(uri(3)), vecstore.ID(uri(4))}); err != nil { // lost rows
+		t.Fatal(err)
+	}
+	st.put(t, "imgs/007.jpg", encode(t, testimages.Photo(r, 96, 160), 90))                                                  // rewritten
+	if err := st.minio.Client.RemoveObject(ctx, st.minio.Bucket, "imgs/020.jpg", minio.RemoveObjectOptions{}); err != nil { // deleted
+		t.Fatal(err)
+	}
+	rep, err := coordinator.Verify(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]coordinator.ModelReport{
+		"clip-vit-b32": {Model: "clip-vit-b32", Listed: 29, OK: 26, Missing: 2, Stale: 1, Extra: 1},
+		"dinov2-base":  {Model: "dinov2-base", Listed: 29, OK: 28, Missing: 0, Stale: 1, Extra: 1},
+	}
+	for _, m := range rep.Models {
+		w := want[m.Model]
+		if m.Listed != w.Listed || m.OK != w.OK || m.Missing != w.Missing || m.Stale != w.Stale || m.Extra != w.Extra {
+			t.Fatalf("verify %s: %+v, want %+v", m.Model, m, w)
+		}
+	}
+	if len(rep.ToEmbed) != 3 {
+		t.Fatalf("to re-embed: %+v, want 3 objects", rep.ToEmbed)
+	}
+
+	// Repair: embed what is missing or stale, delete what is extra.
+	rec, err = coordinator.Run(ctx, coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: coordinator.Only(src, rep.ToEmbed), Models: models, JobSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, rec, nil); err != nil || sum.Stored != 3 {
+		t.Fatalf("repair run: %+v %v", sum, err)
+	}
+	for m, uris := range rep.ExtraURIs {
+		if err := st.store.DeleteObjects(ctx, m, uris); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep, err := coordinator.Verify(ctx, cfg); err != nil || !rep.Clean() {
+		t.Fatalf("verify after the repair: %+v %v", rep.Models, err)
+	}
+}

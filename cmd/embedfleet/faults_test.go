@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/embedfleet/embedfleet/shared/testimages"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
 // waitResults blocks until the run's results stream holds at least n
@@ -197,5 +199,53 @@ func TestHostileObjects(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "panic") {
 		t.Fatalf("the worker panicked:\n%s", out.String())
+	}
+}
+
+// TestVerifyCLI: verify is clean after a run, exits 2 when rows are lost or
+// left behind, and --repair fixes both.
+func TestVerifyCLI(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 16)
+	c.startWorker(t)
+	ctx := context.Background()
+	runCmd := func(args ...string) (string, int) {
+		t.Helper()
+		cmd := execCommand(args...)
+		cmd.Env = append(os.Environ(), c.env(t)...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	if out, code := runCmd("coordinator", "run", "--source", c.source, "--models", "clip-vit-b32,dinov2-base", "--wait", "--timeout", "2m"); code != 0 {
+		t.Fatalf("run: %d\n%s", code, out)
+	}
+	verify := []string{"verify", "--source", c.source, "--models", "clip-vit-b32,dinov2-base", "--timeout", "2m"}
+	if out, code := runCmd(verify...); code != 0 || !strings.Contains(out, "verify dinov2-base: listed=16 ok=16 missing=0 stale=0 extra=0") {
+		t.Fatalf("verify after the run: %d\n%s", code, out)
+	}
+	st, err := vecstore.Connect(ctx, vecstore.Config{Address: c.milvus.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(ctx)
+	col, _ := st.Open(ctx, "dinov2-base")
+	lost := "s3://" + c.minio.Bucket + "/imgs/0004.jpg"
+	if err := col.Delete(ctx, []string{vecstore.ID(lost)}); err != nil {
+		t.Fatal(err)
+	}
+	c.minio.Client.RemoveObject(ctx, c.minio.Bucket, "imgs/0009.jpg", minio.RemoveObjectOptions{})
+	out, code := runCmd(verify...)
+	if code != exitFailures || !strings.Contains(out, "verify dinov2-base: listed=15 ok=14 missing=1 stale=0 extra=1") || !strings.Contains(out, "missing "+lost) {
+		t.Fatalf("verify of a damaged index: %d\n%s", code, out)
+	}
+	out, code = runCmd(append(verify, "--repair")...)
+	if code != 0 || !strings.Contains(out, "verify dinov2-base: listed=15 ok=15 missing=0 stale=0 extra=0") {
+		t.Fatalf("verify --repair: %d\n%s", code, out)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -317,7 +319,7 @@ func (c *Collection) Delete(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := c.s.c.Delete(ctx, milvusclient.NewDeleteOption(c.Name).WithStringIDs(FieldID, ids))
+	_, err := c.s.c.Delete(ctx, milvusclient.NewDeleteOption(c.Name).WithStringIDs(FieldID, slices.Clone(ids)))
 	if err != nil {
 		return c.s.wrap("delete from "+c.Name, err)
 	}
@@ -452,4 +454,64 @@ func (s *Store) Open(ctx context.Context, model string) (*Collection, error) {
 		}
 	}
 	return col, nil
+}
+
+// RowMeta is what verification compares for one stored object.
+type RowMeta struct {
+	ETag         string
+	ModelVersion string
+}
+
+// Lookup returns the stored ETag and model version of each of ids that has
+// a row.
+func (c *Collection) Lookup(ctx context.Context, ids []string) (map[string]RowMeta, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.CallTimeout)
+	defer cancel()
+	out := make(map[string]RowMeta, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	// The client rewrites the slice it is given (it quotes the strings in
+	// place), so it gets a copy.
+	rs, err := c.s.c.Query(ctx, milvusclient.NewQueryOption(c.Name).WithIDs(column.NewColumnVarChar(FieldID, slices.Clone(ids))).
+		WithOutputFields(FieldID, FieldETag, FieldModelVersion).WithConsistencyLevel(entity.ClStrong))
+	if err != nil {
+		return nil, c.s.wrap("lookup in "+c.Name, err)
+	}
+	idc, etc, vc := rs.GetColumn(FieldID), rs.GetColumn(FieldETag), rs.GetColumn(FieldModelVersion)
+	for i := 0; i < rs.ResultCount; i++ {
+		id, _ := idc.GetAsString(i)
+		et, _ := etc.GetAsString(i)
+		v, _ := vc.GetAsString(i)
+		out[id] = RowMeta{ETag: et, ModelVersion: v}
+	}
+	return out, nil
+}
+
+// EachWithPrefix calls fn with the id and URI of every row whose URI starts
+// with prefix.
+func (c *Collection) EachWithPrefix(ctx context.Context, prefix string, fn func(id, uri string) error) error {
+	expr := fmt.Sprintf("%s like %q", FieldURI, strings.ReplaceAll(prefix, "%", "\\%")+"%")
+	it, err := c.s.c.QueryIterator(ctx, milvusclient.NewQueryIteratorOption(c.Name).WithFilter(expr).
+		WithOutputFields(FieldID, FieldURI).WithBatchSize(1000).WithConsistencyLevel(entity.ClStrong))
+	if err != nil {
+		return c.s.wrap("iterate "+c.Name, err)
+	}
+	for {
+		rs, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return c.s.wrap("iterate "+c.Name, err)
+		}
+		idc, uc := rs.GetColumn(FieldID), rs.GetColumn(FieldURI)
+		for i := 0; i < rs.ResultCount; i++ {
+			id, _ := idc.GetAsString(i)
+			u, _ := uc.GetAsString(i)
+			if err := fn(id, u); err != nil {
+				return err
+			}
+		}
+	}
 }
