@@ -2,6 +2,8 @@ package objstore
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -23,8 +25,9 @@ type S3Config struct {
 	Region    string
 	AccessKey string
 	SecretKey string
-	Insecure  bool // plain HTTP (MinIO in a cluster, tests)
-	PathStyle bool // path-style addressing (MinIO); default virtual-host where the endpoint supports it
+	Insecure  bool   // plain HTTP (MinIO in a cluster, tests)
+	CAFile    string // PEM of CAs to trust for HTTPS, besides the system's
+	PathStyle bool   // path-style addressing (MinIO); default virtual-host where the endpoint supports it
 	// Attempts for transient read failures (default 4).
 	Attempts int
 }
@@ -56,7 +59,24 @@ func newS3(bucket, prefix string, cfg S3Config, f Filter) (*s3source, error) {
 	if cfg.PathStyle {
 		lookup = minio.BucketLookupPath
 	}
-	c, err := minio.New(cfg.Endpoint, &minio.Options{Creds: creds, Secure: !cfg.Insecure, Region: cfg.Region, BucketLookup: lookup})
+	opts := &minio.Options{Creds: creds, Secure: !cfg.Insecure, Region: cfg.Region, BucketLookup: lookup}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("objstore: s3 CA file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil || pool == nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("objstore: s3 CA file %s holds no PEM certificate", cfg.CAFile)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		opts.Transport = tr
+	}
+	c, err := minio.New(cfg.Endpoint, opts)
 	if err != nil {
 		return nil, fmt.Errorf("objstore: s3 endpoint %s: %w", cfg.Endpoint, err)
 	}

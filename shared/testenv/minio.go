@@ -2,8 +2,12 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -13,23 +17,76 @@ import (
 
 // MinIO is a MinIO server process with a bucket made for the test.
 type MinIO struct {
-	Endpoint  string // host:port, plain HTTP
+	Endpoint  string // host:port
 	AccessKey string
 	SecretKey string
 	Bucket    string // created empty for this test
 	Client    *minio.Client
+	TLS       bool // serving HTTPS with a certificate from the CA given to WithMinIOTLS
 
-	proc *process
+	proc      *process
+	transport *http.Transport
+}
+
+// MinIOOption configures the MinIO server.
+type MinIOOption func(m *MinIO, certsDir string) error
+
+// WithMinIOTLS serves HTTPS with a certificate issued by ca.
+func WithMinIOTLS(t testing.TB, ca *CA) MinIOOption {
+	cert, key := ca.Issue(t, "minio")
+	return func(m *MinIO, certsDir string) error {
+		for src, dst := range map[string]string{cert: "public.crt", key: "private.key"} {
+			b, err := os.ReadFile(src)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(certsDir, dst), b, 0o600); err != nil {
+				return err
+			}
+		}
+		pem, err := os.ReadFile(ca.CertFile)
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		m.TLS = true
+		m.transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		return nil
+	}
+}
+
+func (m *MinIO) scheme() string {
+	if m.TLS {
+		return "https://"
+	}
+	return "http://"
+}
+
+func (m *MinIO) httpClient() *http.Client {
+	if m.transport != nil {
+		return &http.Client{Transport: m.transport}
+	}
+	return http.DefaultClient
 }
 
 // StartMinIO starts a MinIO server on a free loopback port with its data in
 // the test's temp dir, waits for its health endpoint, creates a fresh bucket
 // and stops the server when the test ends.
-func StartMinIO(t testing.TB) *MinIO {
+func StartMinIO(t testing.TB, opts ...MinIOOption) *MinIO {
 	t.Helper()
 	bin := Binary(t, EnvMinIOBin)
 	dir := t.TempDir()
 	m := &MinIO{AccessKey: "embedfleet-test", SecretKey: "embedfleet-test-secret"}
+	certs := filepath.Join(dir, "certs")
+	if err := os.MkdirAll(certs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range opts {
+		if err := o(m, certs); err != nil {
+			t.Fatalf("testenv: minio: %v", err)
+		}
+	}
 	err := startOnFreePort(func(port int) error {
 		console, err := freePort()
 		if err != nil {
@@ -41,7 +98,7 @@ func StartMinIO(t testing.TB) *MinIO {
 			"MINIO_ROOT_PASSWORD=" + m.SecretKey,
 			"MINIO_BROWSER=off",
 			"MINIO_UPDATE=off",
-		}, bin, "server", dir+"/data", "--quiet", "--address", m.Endpoint, "--console-address", hostPort(console))
+		}, bin, "server", dir+"/data", "--quiet", "--certs-dir", certs, "--address", m.Endpoint, "--console-address", hostPort(console))
 		if err != nil {
 			return err
 		}
@@ -60,10 +117,11 @@ func StartMinIO(t testing.TB) *MinIO {
 	}
 	t.Cleanup(func() { m.proc.stop(5 * time.Second) })
 
-	m.Client, err = minio.New(m.Endpoint, &minio.Options{
-		Creds:  credentials.NewStaticV4(m.AccessKey, m.SecretKey, ""),
-		Secure: false,
-	})
+	mopts := &minio.Options{Creds: credentials.NewStaticV4(m.AccessKey, m.SecretKey, ""), Secure: m.TLS}
+	if m.transport != nil {
+		mopts.Transport = m.transport
+	}
+	m.Client, err = minio.New(m.Endpoint, mopts)
 	if err != nil {
 		t.Fatalf("testenv: minio client for %s: %v", m.Endpoint, err)
 	}
@@ -97,11 +155,11 @@ func (m *MinIO) Ping(ctx context.Context) error {
 func (m *MinIO) ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.Endpoint+"/minio/health/live", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.scheme()+m.Endpoint+"/minio/health/live", nil)
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := m.httpClient().Do(req)
 	if err != nil {
 		return err
 	}

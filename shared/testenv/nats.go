@@ -26,6 +26,37 @@ type NATS struct {
 	proc *process       // process mode
 	bin  string
 	conf string
+	opts natsOptions
+}
+
+// NATSOption configures a nats-server process.
+type NATSOption func(*natsOptions)
+
+type natsOptions struct {
+	user, password       string
+	cert, key, caForTest string
+}
+
+// WithNATSAuth requires this user and password.
+func WithNATSAuth(user, password string) NATSOption {
+	return func(o *natsOptions) { o.user, o.password = user, password }
+}
+
+// WithNATSTLS serves TLS with cert and key; the harness's own client trusts
+// ca.
+func WithNATSTLS(cert, key, ca string) NATSOption {
+	return func(o *natsOptions) { o.cert, o.key, o.caForTest = cert, key, ca }
+}
+
+func (n *NATS) clientOptions() []nats.Option {
+	var opts []nats.Option
+	if n.opts.user != "" {
+		opts = append(opts, nats.UserInfo(n.opts.user, n.opts.password))
+	}
+	if n.opts.caForTest != "" {
+		opts = append(opts, nats.RootCAs(n.opts.caForTest))
+	}
+	return opts
 }
 
 // StartNATS starts an in-process NATS server with JetStream on a free
@@ -60,15 +91,25 @@ func StartNATS(t testing.TB) *NATS {
 // StartNATSProcess starts nats-server as a child process with JetStream file
 // storage in the test's temp dir, syncing every write to disk
 // (sync_interval: always) so that a SIGKILL loses nothing it acknowledged.
-func StartNATSProcess(t testing.TB) *NATS {
+func StartNATSProcess(t testing.TB, opts ...NATSOption) *NATS {
 	t.Helper()
 	n := &NATS{bin: Binary(t, EnvNATSBin)}
+	for _, o := range opts {
+		o(&n.opts)
+	}
 	dir := t.TempDir()
 	err := startOnFreePort(func(port int) error {
 		n.URL = "nats://" + hostPort(port)
 		n.conf = filepath.Join(dir, "nats.conf")
 		conf := fmt.Sprintf("listen: %q\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n",
 			hostPort(port), filepath.Join(dir, "js"))
+		if n.opts.user != "" {
+			conf += fmt.Sprintf("authorization {\n  user: %q\n  password: %q\n}\n", n.opts.user, n.opts.password)
+		}
+		if n.opts.cert != "" {
+			n.URL = "tls://" + hostPort(port)
+			conf += fmt.Sprintf("tls {\n  cert_file: %q\n  key_file: %q\n}\n", n.opts.cert, n.opts.key)
+		}
 		if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
 			return err
 		}
@@ -88,7 +129,7 @@ func (n *NATS) startProcess() error {
 		return err
 	}
 	err = p.waitReady(30*time.Second, func() error {
-		nc, err := nats.Connect(n.URL, nats.Timeout(time.Second))
+		nc, err := nats.Connect(n.URL, append(n.clientOptions(), nats.Timeout(time.Second))...)
 		if err != nil {
 			return err
 		}
@@ -108,11 +149,11 @@ func (n *NATS) startProcess() error {
 
 func (n *NATS) connect(t testing.TB) {
 	t.Helper()
-	nc, err := nats.Connect(n.URL,
+	nc, err := nats.Connect(n.URL, append(n.clientOptions(),
 		nats.Name(t.Name()),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(50*time.Millisecond),
-	)
+	)...)
 	if err != nil {
 		t.Fatalf("testenv: nats at %s: connect: %v", n.URL, err)
 	}
@@ -126,7 +167,7 @@ func (n *NATS) connect(t testing.TB) {
 
 // Ping checks that JetStream answers. Its error names the server.
 func (n *NATS) Ping(ctx context.Context) error {
-	if err := dialCheck(strings.TrimPrefix(n.URL, "nats://")); err != nil {
+	if err := dialCheck(strings.TrimPrefix(strings.TrimPrefix(n.URL, "nats://"), "tls://")); err != nil {
 		return fmt.Errorf("nats at %s: %w", n.URL, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)

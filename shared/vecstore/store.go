@@ -3,10 +3,13 @@ package vecstore
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -15,6 +18,8 @@ import (
 	"github.com/milvus-io/milvus/client/v2/entity"
 	"github.com/milvus-io/milvus/client/v2/index"
 	"github.com/milvus-io/milvus/client/v2/milvusclient"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
 )
@@ -51,7 +56,8 @@ type Config struct {
 	Password string
 	APIKey   string // token (Zilliz Cloud or a Milvus user token)
 	DBName   string
-	TLS      bool
+	TLS      bool   // TLS with the system's CAs
+	CAFile   string // TLS trusting these CAs (implies TLS)
 
 	// IndexType: AUTOINDEX (default), FLAT, IVF_FLAT or HNSW (production
 	// Milvus only; milvus-lite refuses it).
@@ -95,10 +101,23 @@ func Connect(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	c, err := milvusclient.New(dctx, &milvusclient.ClientConfig{
+	ccfg := &milvusclient.ClientConfig{
 		Address: cfg.Address, Username: cfg.Username, Password: cfg.Password,
 		APIKey: cfg.APIKey, DBName: cfg.DBName, EnableTLSAuth: cfg.TLS,
-	})
+	}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("vecstore: milvus CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("vecstore: milvus CA file %s holds no PEM certificate", cfg.CAFile)
+		}
+		ccfg.DialOptions = append(append([]grpc.DialOption{}, milvusclient.DefaultGrpcOpts...),
+			grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})))
+	}
+	c, err := milvusclient.New(dctx, ccfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: milvus at %s: %v", ErrUnavailable, cfg.Address, err)
 	}
