@@ -4,6 +4,9 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 GO      ?= go
+# Go 1.26.10 fixes standard-library vulnerabilities that govulncheck reports
+# in 1.26.8; the go command fetches it from the module proxy once.
+export GOTOOLCHAIN := go1.26.10
 DEPS    := deploy/install/deps.sh
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -82,11 +85,12 @@ bench-embed: deps build random-models ## preprocess img/s on one core against th
 	  bin/embedfleet embed --threads $$(nproc) --model "$(RANDOM_MODELS)/$$m" --format npy -o bin/bench-$$m.npy "$${files[@]:0:$$n}" 2>&1 | \
 	    sed -n 's/^embed \([^:]*\): \([0-9]*\) files.* \([0-9.]*\) img\/s$$/endtoend \1 img_s=\3 n=\2/p'; done
 
-lint: deps ## gofmt, go vet and staticcheck (config: staticcheck.conf)
+lint: deps ## gofmt, go vet, staticcheck (config: staticcheck.conf) and govulncheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt -w needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(DEPS_ENV); "$$EMBEDFLEET_STATICCHECK_BIN" ./...
+	$(DEPS_ENV); "$$EMBEDFLEET_GOVULNCHECK_BIN" -db "file://$$EMBEDFLEET_VULNDB" ./...
 
 fmt: ## gofmt -w every Go file
 	gofmt -w $$(git ls-files '*.go')

@@ -19,12 +19,12 @@ import (
 	"github.com/embedfleet/embedfleet/shared/testimages"
 )
 
-// TestSecureServersAndSecrets runs the pipeline against NATS with a user,
+// TestSecretsNeverLogged runs the pipeline against NATS with a user,
 // a password and TLS, and MinIO over TLS, both with a CA given to embedfleet
 // by flag or environment; wrong credentials or a missing CA fail fast with an
 // error naming the server; and no secret appears in any log line, metric or
-// help text (TestSecretsNeverLogged).
-func TestSecureServersAndSecrets(t *testing.T) {
+// help text.
+func TestSecretsNeverLogged(t *testing.T) {
 	t.Parallel()
 	const natsPass = "nats-pass-7f3c1e9a"
 	ca := testenv.NewCA(t)

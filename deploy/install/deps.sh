@@ -6,11 +6,11 @@
 # a second run takes about a second (it re-hashes what is cached).
 #
 # Usage: deploy/install/deps.sh [all|build|runtime|servers|tools|PIECE...] [--env]
-#   pieces:  turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm
+#   pieces:  turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm govulncheck vulndb
 #   build:   turbojpeg (libjpeg-turbo headers and static library, for cgo)
 #   runtime: onnxruntime (what the embedfleet binary itself needs)
 #   servers: milvus-lite minio nats-server (what the tests start)
-#   tools:   staticcheck helm (chart checks)
+#   tools:   staticcheck helm govulncheck vulndb (lint and chart checks)
 #   --env    print shell exports for the installed paths and nothing else
 set -euo pipefail
 
@@ -35,6 +35,11 @@ MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 NATS_SERVER_VERSION=v2.15.2
 STATICCHECK_VERSION=v0.8.2
 HELM_VERSION=v3.22.0
+GOVULNCHECK_VERSION=v1.9.0
+# Go's vulnerability database, built locally from the golang.org/x/vulndb
+# module (its OSV files) because vuln.go.dev is not reachable from every
+# build machine. Bump the pseudo-version to refresh it.
+VULNDB_VERSION=v0.0.0-20261105234957-e22db6528018
 # libjpeg-turbo's TurboJPEG API, linked statically into the binary (the JPEG
 # decoder Pillow uses, hence pixel-exact parity). From the system's packages.
 TURBOJPEG_DEB=libturbojpeg0-dev
@@ -79,6 +84,8 @@ MINIO_DIR=$CACHE/minio-$MINIO_VERSION
 NATS_DIR=$CACHE/nats-server-$NATS_SERVER_VERSION
 STATICCHECK_DIR=$CACHE/staticcheck-$STATICCHECK_VERSION
 HELM_DIR=$CACHE/helm-$HELM_VERSION
+GOVULNCHECK_DIR=$CACHE/govulncheck-$GOVULNCHECK_VERSION
+VULNDB_DIR=$CACHE/vulndb-$VULNDB_VERSION
 
 install_turbojpeg() {
   local lib
@@ -160,6 +167,25 @@ install_minio() { go_install minio "$MINIO_DIR" "github.com/minio/minio@$MINIO_V
 install_nats_server() { go_install nats-server "$NATS_DIR" "github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION" nats-server; }
 install_staticcheck() { go_install staticcheck "$STATICCHECK_DIR" "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" staticcheck; }
 install_helm() { go_install helm "$HELM_DIR" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" helm; }
+install_govulncheck() { go_install govulncheck "$GOVULNCHECK_DIR" "golang.org/x/vuln/cmd/govulncheck@$GOVULNCHECK_VERSION" govulncheck; }
+
+install_vulndb() {
+  local dir=$VULNDB_DIR idx=db/index/db.json
+  if cached "$dir" "$idx"; then log "vulndb: cached at $dir/db"; return; fi
+  need go vulndb
+  local tmp; tmp=$(mktemp -d "$CACHE/.vulndb.XXXXXX")
+  log "vulndb: building Go's vulnerability database from golang.org/x/vulndb@$VULNDB_VERSION"
+  if ! GOBIN="$tmp/bin" GOFLAGS=-buildvcs=false go install "golang.org/x/vulndb/cmd/indexdb@$VULNDB_VERSION" >"$tmp/go.log" 2>&1; then
+    die "vulndb: go install indexdb failed: $(tail -n 5 "$tmp/go.log")"
+  fi
+  local src
+  src=$(go mod download -json "golang.org/x/vulndb@$VULNDB_VERSION" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+  [ -d "$src/data/osv" ] || die "vulndb: no data/osv in golang.org/x/vulndb@$VULNDB_VERSION"
+  "$tmp/bin/indexdb" -vulns "$src/data/osv" -out "$tmp/db" >"$tmp/index.log" 2>&1 || die "vulndb: indexdb failed: $(tail -n 5 "$tmp/index.log")"
+  rm -rf "$tmp/bin" "$tmp"/*.log
+  finish "$tmp" "$dir" "$idx"
+  log "vulndb: built $dir/db"
+}
 
 print_env() {
   cat <<ENV
@@ -169,6 +195,8 @@ export EMBEDFLEET_MINIO_BIN=$MINIO_DIR/bin/minio
 export EMBEDFLEET_NATS_BIN=$NATS_DIR/bin/nats-server
 export EMBEDFLEET_STATICCHECK_BIN=$STATICCHECK_DIR/bin/staticcheck
 export EMBEDFLEET_HELM_BIN=$HELM_DIR/bin/helm
+export EMBEDFLEET_GOVULNCHECK_BIN=$GOVULNCHECK_DIR/bin/govulncheck
+export EMBEDFLEET_VULNDB=$VULNDB_DIR/db
 ENV
 }
 
@@ -177,18 +205,18 @@ main() {
   for a in "$@"; do
     case $a in
       --env) env_only=1 ;;
-      all) pieces+=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm) ;;
+      all) pieces+=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm govulncheck vulndb) ;;
       build) pieces+=(turbojpeg) ;;
       runtime) pieces+=(onnxruntime) ;;
       servers) pieces+=(milvus-lite minio nats-server) ;;
-      tools) pieces+=(staticcheck helm) ;;
-      turbojpeg|onnxruntime|milvus-lite|minio|nats-server|staticcheck|helm) pieces+=("$a") ;;
+      tools) pieces+=(staticcheck helm govulncheck vulndb) ;;
+      turbojpeg|onnxruntime|milvus-lite|minio|nats-server|staticcheck|helm|govulncheck|vulndb) pieces+=("$a") ;;
       -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-      *) die "unknown piece '$a' (want all, build, runtime, servers, tools, turbojpeg, onnxruntime, milvus-lite, minio, nats-server, staticcheck, helm)" ;;
+      *) die "unknown piece '$a' (want all, build, runtime, servers, tools, turbojpeg, onnxruntime, milvus-lite, minio, nats-server, staticcheck, helm, govulncheck, vulndb)" ;;
     esac
   done
   if [ "$env_only" = 1 ]; then print_env; return; fi
-  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm)
+  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm govulncheck vulndb)
   mkdir -p "$CACHE"
   for p in "${pieces[@]}"; do
     case $p in
@@ -199,6 +227,8 @@ main() {
       nats-server) install_nats_server ;;
       staticcheck) install_staticcheck ;;
       helm) install_helm ;;
+      govulncheck) install_govulncheck ;;
+      vulndb) install_vulndb ;;
     esac
   done
 }
