@@ -173,16 +173,9 @@ func (p *publisher) save(ctx context.Context) error {
 // flush waits until every job published so far is acknowledged by the
 // stream, then checkpoints up to lastKey.
 func (p *publisher) flush(ctx context.Context, lastKey string, jobsDone, listed int64) error {
-	for _, f := range p.pending {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("coordinator: publish %s: %w", f.Msg().Header.Get("Nats-Msg-Id"), err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if err := p.flushPending(ctx); err != nil {
+		return err
 	}
-	p.pending = p.pending[:0]
 	p.rec.LastKey, p.rec.Jobs, p.rec.Listed = lastKey, jobsDone, listed
 	return p.save(ctx)
 }

@@ -293,6 +293,8 @@ type group struct {
 	items  []jobs.Item
 }
 
+// flushPending waits until the stream has acknowledged every job published
+// so far.
 func (p *publisher) flushPending(ctx context.Context) error {
 	for _, f := range p.pending {
 		select {

@@ -76,15 +76,11 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 			if err != nil {
 				return err
 			}
-			var embedders []worker.Embedder
-			for _, name := range ms {
-				m, err := openModel(g, name)
-				if err != nil {
-					return err
-				}
-				defer m.Close()
-				embedders = append(embedders, m)
+			embedders, closeModels, err := openModels(g, ms)
+			if err != nil {
+				return err
 			}
+			defer closeModels()
 
 			ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
 				StoreDir: filepath.Join(dataDir, "nats"), NoLog: true, NoSigs: true})

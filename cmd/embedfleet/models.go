@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/worker"
 )
 
 // openModel loads ONNX Runtime and opens model ref (a name in the models
@@ -28,6 +29,27 @@ func openModel(g *globalFlags, ref string) (*embed.Model, error) {
 		return nil, err
 	}
 	return embed.Open(dir, embed.Options{IntraOpThreads: g.threads, Provider: provider, DeviceID: id})
+}
+
+// openModels opens every named model; close them with the returned func.
+func openModels(g *globalFlags, names []string) ([]worker.Embedder, func(), error) {
+	var ms []*embed.Model
+	closeAll := func() {
+		for _, m := range ms {
+			m.Close()
+		}
+	}
+	var out []worker.Embedder
+	for _, name := range names {
+		m, err := openModel(g, name)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		ms = append(ms, m)
+		out = append(out, m)
+	}
+	return out, closeAll, nil
 }
 
 func newModelsCmd(g *globalFlags) *cobra.Command {

@@ -302,15 +302,11 @@ version of that model.`,
 			}
 			ctx := cmd.Context()
 			log := newLogger(cmd.ErrOrStderr(), logLevel)
-			var embedders []worker.Embedder
-			for _, name := range ms {
-				m, err := openModel(g, name)
-				if err != nil {
-					return err
-				}
-				defer m.Close()
-				embedders = append(embedders, m)
+			embedders, closeModels, err := openModels(g, ms)
+			if err != nil {
+				return err
 			}
+			defer closeModels()
 			nf.cfg.Name = "embedfleet-worker"
 			nc, js, err := bus.Connect(nf.cfg)
 			if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"image"
 	"image/color"
 	"image/gif"
@@ -16,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/embedfleet/embedfleet/shared/imageprep"
+	"github.com/embedfleet/embedfleet/shared/testimages"
 )
 
 func fixture(t testing.TB, name string) []byte {
@@ -27,21 +27,7 @@ func fixture(t testing.TB, name string) []byte {
 	return b
 }
 
-// pngWithHeader returns a PNG signature and a valid IHDR chunk declaring
-// w x h RGB pixels, and no image data.
-func pngWithHeader(w, h uint32) []byte {
-	var buf bytes.Buffer
-	buf.WriteString("\x89PNG\r\n\x1a\n")
-	body := make([]byte, 17)
-	copy(body, "IHDR")
-	binary.BigEndian.PutUint32(body[4:], w)
-	binary.BigEndian.PutUint32(body[8:], h)
-	body[12], body[13] = 8, 2 // 8-bit RGB
-	binary.Write(&buf, binary.BigEndian, uint32(13))
-	buf.Write(body)
-	binary.Write(&buf, binary.BigEndian, crc32.ChecksumIEEE(body))
-	return buf.Bytes()
-}
+var pngWithHeader = testimages.PNGHeaderClaiming
 
 // jpegWithSize rewrites the frame size in a real JPEG's SOF0 segment.
 func jpegWithSize(t *testing.T, w, h uint16) []byte {

@@ -10,6 +10,8 @@ package testimages
 
 import (
 	"bytes"
+	"encoding/binary"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/jpeg"
@@ -75,4 +77,21 @@ func Scale(m image.Image, f float64) *image.RGBA {
 	out := image.NewRGBA(image.Rect(0, 0, max(1, int(float64(b.Dx())*f)), max(1, int(float64(b.Dy())*f))))
 	draw.CatmullRom.Scale(out, out.Bounds(), m, b, draw.Src, nil)
 	return out
+}
+
+// PNGHeaderClaiming returns a PNG signature and a valid IHDR chunk that
+// declares w x h RGB pixels, and no image data: a decompression bomb's
+// header.
+func PNGHeaderClaiming(w, h uint32) []byte {
+	var buf bytes.Buffer
+	buf.WriteString("\x89PNG\r\n\x1a\n")
+	body := make([]byte, 17)
+	copy(body, "IHDR")
+	binary.BigEndian.PutUint32(body[4:], w)
+	binary.BigEndian.PutUint32(body[8:], h)
+	body[12], body[13] = 8, 2 // 8-bit RGB
+	_ = binary.Write(&buf, binary.BigEndian, uint32(13))
+	buf.Write(body)
+	_ = binary.Write(&buf, binary.BigEndian, crc32.ChecksumIEEE(body))
+	return buf.Bytes()
 }
