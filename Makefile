@@ -21,7 +21,7 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps build test lint fmt clean fixtures random-models parity bench bench-embed bench-pipeline bench-manifest demo
+.PHONY: help deps build test lint fmt clean fixtures random-models parity bench bench-embed bench-pipeline bench-manifest bench-article demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -60,7 +60,24 @@ parity: deps build random-models ## full-size random-init CLIP and DINOv2: embed
 	py=$(PYENV); cd deploy/export && $$py parity.py --bin ../../bin/embedfleet --images ../../$(BENCHDIR) \
 	  --seed-images ../../../shared/seed --models "$(RANDOM_MODELS)"
 
-bench: bench-embed bench-pipeline bench-manifest ## every benchmark
+BENCH_REFS ?= 400
+BENCH_QUERIES ?= 200
+BENCH_DISTRACTORS ?= 50
+BENCH_OUT ?= bin/bench-article
+BENCHPY = $$(deploy/install/pyenv.sh deploy/bench/requirements.txt)/bin/python
+
+bench-article: deps build random-models ## copy detection on BSDS500 queries made with AugLy: the article's pipeline (1 image at a time, and batch 32) against embedfleet, same weights
+	@py=$(BENCHPY); set -e; rm -rf $(BENCH_OUT); mkdir -p $(BENCH_OUT); \
+	$$py deploy/bench/make_queries.py --images $(BENCHDIR) --out $(BENCH_OUT)/data --refs $(BENCH_REFS) --queries $(BENCH_QUERIES) --distractors $(BENCH_DISTRACTORS); \
+	for m in clip-vit-b32 dinov2-base; do \
+	  (cd deploy/bench && $$py article_pipeline.py --data ../../$(BENCH_OUT)/data --model $$m --json ../../$(BENCH_OUT)/article-$$m.json 2>/dev/null); \
+	  (cd deploy/bench && $$py article_pipeline.py --data ../../$(BENCH_OUT)/data --model $$m --batch-size 32 --json ../../$(BENCH_OUT)/batched-$$m.json 2>/dev/null); \
+	done; \
+	$(DEPS_ENV); bin/embedfleet bench copydetect --models-dir "$(RANDOM_MODELS)" --models clip-vit-b32,dinov2-base \
+	  --refs $(BENCH_OUT)/data/refs --queries $(BENCH_OUT)/data/queries --truth $(BENCH_OUT)/data/truth.csv --out $(BENCH_OUT)/embedfleet; \
+	$$py deploy/bench/compare.py $(BENCH_OUT)
+
+bench: bench-embed bench-pipeline bench-manifest bench-article ## every benchmark
 
 bench-manifest: ## streaming diff of two sorted listings (1% changed/added/deleted) at 1M and 5M keys: keys/s and peak RSS
 	@for n in 1000000 5000000; do BENCH_KEYS=$$n $(GO) test -run '^$$' -bench . -benchtime 1x ./deploy/bench/manifest | grep '^manifest '; done

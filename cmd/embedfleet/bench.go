@@ -1,0 +1,342 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/embedfleet/embedfleet/coordinator"
+	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/imageprep"
+	"github.com/embedfleet/embedfleet/shared/objstore"
+	"github.com/embedfleet/embedfleet/shared/search"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
+	"github.com/embedfleet/embedfleet/worker"
+)
+
+func newBenchCmd(g *globalFlags) *cobra.Command {
+	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks that run the real pipeline"}
+	cmd.AddCommand(newCopyDetectCmd(g))
+	return cmd
+}
+
+// cdResult is one model's copy-detection figures.
+type cdResult struct {
+	Pipeline  string  `json:"pipeline"`
+	Model     string  `json:"model"`
+	Top1      float64 `json:"top1"`
+	Top3      float64 `json:"top3"`
+	Recall10  float64 `json:"recall10"`
+	MicroAP   float64 `json:"micro_ap"`
+	ImgPerSec float64 `json:"img_s"`
+	IndexImgS float64 `json:"index_img_s"`
+	QueryImgS float64 `json:"query_img_s"`
+	Refs      int     `json:"refs"`
+	Queries   int     `json:"queries"`
+}
+
+func newCopyDetectCmd(g *globalFlags) *cobra.Command {
+	var (
+		refs, queries, truthFile string
+		models, outDir           string
+		milvusBin                string
+		batch                    int
+	)
+	cmd := &cobra.Command{
+		Use:   "copydetect --refs DIR --queries DIR --truth truth.csv --models M[,M...]",
+		Short: "Copy-detection accuracy and speed: index references through the pipeline, search every query",
+		Long: `Index the reference images through the real pipeline (in-process NATS
+JetStream, a milvus-lite server, the coordinator and a worker), embed every
+query, search each model's collection, and report per model: accuracy@1 and
+top-3 accuracy (the article's metrics), recall@10, and micro average precision
+as DISC21 defines it (all query-reference-score predictions pooled and ranked
+by score), with images/s for indexing, for queries, and overall.
+
+truth.csv has a header and rows "query,reference" (reference empty for a query
+with no match), as deploy/bench/make_queries.py writes. Prints one line per
+model and, with --out, writes results.json, results.md and results.png
+(precision-recall curves and images/s bars) there.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ms := splitList(models)
+			if refs == "" || queries == "" || truthFile == "" || len(ms) == 0 {
+				return errors.New("--refs, --queries, --truth and --models are required")
+			}
+			truth, err := readTruth(truthFile)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			dataDir, err := os.MkdirTemp("", "embedfleet-bench-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dataDir)
+			embedders, closeModels, err := openModels(g, ms)
+			if err != nil {
+				return err
+			}
+			defer closeModels()
+			st, err := startEmbedded(ctx, dataDir, milvusBin)
+			if err != nil {
+				return err
+			}
+			defer st.stop()
+			src, err := objstore.Open(refs, objstore.S3Config{}, objstore.Filter{})
+			if err != nil {
+				return err
+			}
+			var results []cdResult
+			var curves [][2][]float64
+			for _, e := range embedders {
+				r, preds, err := copyDetect(ctx, st, src, e, queries, truth, batch)
+				if err != nil {
+					return err
+				}
+				rec, prec := prCurve(truth, preds)
+				curves = append(curves, [2][]float64{rec, prec})
+				fmt.Fprintf(cmd.OutOrStdout(), "embedfleet %s top1=%.4f top3=%.4f recall10=%.4f micro_ap=%.4f img_s=%.2f index_img_s=%.2f query_img_s=%.2f refs=%d queries=%d\n",
+					r.Model, r.Top1, r.Top3, r.Recall10, r.MicroAP, r.ImgPerSec, r.IndexImgS, r.QueryImgS, r.Refs, r.Queries)
+				results = append(results, r)
+			}
+			if outDir != "" {
+				if err := writeCDResults(outDir, results); err != nil {
+					return err
+				}
+				return writeChart(filepath.Join(outDir, "results.png"), results, curves)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&refs, "refs", "", "folder of reference images (required)")
+	f.StringVar(&queries, "queries", "", "folder of query images (required)")
+	f.StringVar(&truthFile, "truth", "", "truth.csv: query,reference (required)")
+	f.StringVar(&models, "models", "clip-vit-b32,dinov2-base", "models, comma-separated")
+	f.StringVar(&outDir, "out", "", "write results.json and results.md here")
+	f.IntVar(&batch, "batch-size", 32, "images per inference batch")
+	f.StringVar(&milvusBin, "milvus-bin", envOr("EMBEDFLEET_MILVUS_BIN", defaultMilvusBin()), "milvus-lite server binary (env EMBEDFLEET_MILVUS_BIN)")
+	return cmd
+}
+
+func readTruth(p string) (map[string]string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if len(rows) < 2 || len(rows[0]) != 2 {
+		return nil, fmt.Errorf("%s: want a header and rows of query,reference", p)
+	}
+	t := map[string]string{}
+	for _, r := range rows[1:] {
+		t[r[0]] = r[1]
+	}
+	return t, nil
+}
+
+// stackHandles is the one-process stack of `bench` (and `dev`): an
+// in-process NATS JetStream and a milvus-lite child process.
+type stackHandles struct {
+	ns         *server.Server
+	nc         *nats.Conn
+	js         jetstream.JetStream
+	topo       bus.Topology
+	store      *vecstore.Store
+	stopMilvus func()
+}
+
+func (h *stackHandles) stop() {
+	if h.store != nil {
+		_ = h.store.Close(context.Background())
+	}
+	if h.stopMilvus != nil {
+		h.stopMilvus()
+	}
+	if h.nc != nil {
+		h.nc.Close()
+	}
+	h.ns.Shutdown()
+}
+
+func startEmbedded(ctx context.Context, dataDir, milvusBin string) (*stackHandles, error) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
+		StoreDir: filepath.Join(dataDir, "nats"), NoLog: true, NoSigs: true})
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("in-process nats did not start")
+	}
+	h := &stackHandles{ns: ns}
+	nc, js, err := bus.Connect(bus.Config{URL: ns.ClientURL(), Name: "embedfleet-embedded"})
+	if err != nil {
+		h.stop()
+		return nil, err
+	}
+	h.nc, h.js = nc, js
+	if err := h.topo.Ensure(ctx, js, bus.StreamOptions{}); err != nil {
+		h.stop()
+		return nil, err
+	}
+	addr, stopMilvus, err := startMilvusLite(milvusBin, dataDir)
+	if err != nil {
+		h.stop()
+		return nil, err
+	}
+	h.stopMilvus = stopMilvus
+	if h.store, err = vecstore.Connect(ctx, vecstore.Config{Address: addr}); err != nil {
+		h.stop()
+		return nil, err
+	}
+	return h, nil
+}
+
+func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e worker.Embedder, queryDir string, truth map[string]string, batch int) (cdResult, map[string][]scored, error) {
+	name := e.Spec().Name
+	res := cdResult{Pipeline: "embedfleet", Model: name}
+	cons, err := st.topo.WorkerConsumer(ctx, st.js, bus.ConsumerOptions{})
+	if err != nil {
+		return res, nil, err
+	}
+	w, err := worker.New(ctx, worker.Config{JS: st.js, Topology: st.topo, Consumer: cons, Models: []worker.Embedder{e},
+		Store: st.store, OpenSource: func(uri string) (objstore.Source, error) {
+			return objstore.Open(uri, objstore.S3Config{}, objstore.Filter{})
+		},
+		BatchSize: batch, Prefetch: 2})
+	if err != nil {
+		return res, nil, err
+	}
+	wctx, stopWorker := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = w.Run(wctx) }()
+	defer func() { stopWorker(); wg.Wait() }()
+
+	start := time.Now()
+	rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.js, Topology: st.topo, Source: src, Models: []string{name}, JobSize: 2 * batch})
+	if err != nil {
+		return res, nil, err
+	}
+	sum, err := coordinator.Wait(ctx, st.js, st.topo, rec, nil)
+	if err != nil {
+		return res, nil, err
+	}
+	indexTime := time.Since(start)
+	res.Refs = int(sum.Stored)
+	res.IndexImgS = float64(sum.Stored) / indexTime.Seconds()
+
+	qs := make([]string, 0, len(truth))
+	for q := range truth {
+		qs = append(qs, q)
+	}
+	sort.Strings(qs)
+	s := search.New(st.store, imageprep.Limits{})
+	results := map[string][]scored{}
+	start = time.Now()
+	for _, q := range qs {
+		data, err := readFileLimited(filepath.Join(queryDir, q))
+		if err != nil {
+			return res, nil, err
+		}
+		hits, err := s.ByImage(ctx, e, data, 10)
+		if err != nil {
+			return res, nil, fmt.Errorf("query %s: %w", q, err)
+		}
+		for _, h := range hits {
+			results[q] = append(results[q], scored{ref: path.Base(filepath.ToSlash(h.URI)), score: h.Cosine})
+		}
+	}
+	queryTime := time.Since(start)
+	res.Queries = len(qs)
+	res.QueryImgS = float64(len(qs)) / queryTime.Seconds()
+	res.ImgPerSec = float64(res.Refs+res.Queries) / (indexTime + queryTime).Seconds()
+	res.Top1, res.Top3, res.Recall10, res.MicroAP = cdMetrics(truth, results)
+	return res, results, nil
+}
+
+type scored struct {
+	ref   string
+	score float64
+}
+
+// cdMetrics computes accuracy@1, top-3 accuracy and recall@10 over the
+// queries that have a reference, and micro average precision over every
+// (query, reference, score) prediction pooled and ranked by score.
+func cdMetrics(truth map[string]string, results map[string][]scored) (top1, top3, rec10, microAP float64) {
+	type pred struct {
+		q, r  string
+		score float64
+	}
+	var preds []pred
+	positives := 0
+	for q, want := range truth {
+		rs := results[q]
+		for i, r := range rs {
+			preds = append(preds, pred{q, r.ref, r.score})
+			if want != "" && r.ref == want {
+				if i == 0 {
+					top1++
+				}
+				if i < 3 {
+					top3++
+				}
+				rec10++
+			}
+		}
+		if want != "" {
+			positives++
+		}
+	}
+	if positives == 0 {
+		return 0, 0, 0, 0
+	}
+	sort.Slice(preds, func(i, j int) bool { return preds[i].score > preds[j].score })
+	hits := 0
+	for i, p := range preds {
+		if truth[p.q] != "" && truth[p.q] == p.r {
+			hits++
+			microAP += float64(hits) / float64(i+1)
+		}
+	}
+	n := float64(positives)
+	return top1 / n, top3 / n, rec10 / n, microAP / n
+}
+
+func writeCDResults(dir string, rs []cdResult) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(rs, "", " ")
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	var md strings.Builder
+	md.WriteString("| pipeline | model | accuracy@1 | top-3 | recall@10 | micro AP | img/s | index img/s | query img/s |\n")
+	md.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	for _, r := range rs {
+		fmt.Fprintf(&md, "| %s | %s | %.2f%% | %.2f%% | %.2f%% | %.4f | %.2f | %.2f | %.2f |\n", r.Pipeline, r.Model,
+			100*r.Top1, 100*r.Top3, 100*r.Recall10, r.MicroAP, r.ImgPerSec, r.IndexImgS, r.QueryImgS)
+	}
+	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(md.String()), 0o644)
+}

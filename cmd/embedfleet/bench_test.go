@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"image/png"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/embedfleet/embedfleet/shared/testenv"
+	"github.com/embedfleet/embedfleet/shared/testimages"
+)
+
+func TestCopyDetectMetrics(t *testing.T) {
+	truth := map[string]string{"q1": "a", "q2": "b", "q3": "c", "q4": ""}
+	results := map[string][]scored{
+		"q1": {{"a", 0.9}, {"b", 0.5}},             // top-1 hit
+		"q2": {{"a", 0.8}, {"c", 0.4}, {"b", 0.3}}, // top-3 hit
+		"q3": {{"a", 0.7}},                         // miss
+		"q4": {{"a", 0.95}},                        // a distractor, confidently wrong
+	}
+	top1, top3, rec10, ap := cdMetrics(truth, results)
+	// Pooled by score: q4a(x) q1a(hit 1/2) q2a(x) q3a(x) q1b(x) q2c(x) q2b(hit 2/7).
+	want := (1.0/2 + 2.0/7) / 3
+	if math.Abs(top1-1.0/3) > 1e-9 || math.Abs(top3-2.0/3) > 1e-9 || math.Abs(rec10-2.0/3) > 1e-9 || math.Abs(ap-want) > 1e-9 {
+		t.Fatalf("top1 %v top3 %v recall10 %v micro AP %v; want 1/3, 2/3, 2/3, %v", top1, top3, rec10, ap, want)
+	}
+}
+
+// TestBenchCopyDetect runs `embedfleet bench copydetect` with the tiny models
+// on generated references and edited copies.
+func TestBenchCopyDetect(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	refs, queries := filepath.Join(dir, "refs"), filepath.Join(dir, "queries")
+	os.MkdirAll(refs, 0o755)
+	os.MkdirAll(queries, 0o755)
+	r := rand.New(rand.NewPCG(21, 21))
+	truth := "query,reference\n"
+	for i := range 16 {
+		m := testimages.Photo(r, 150, 300)
+		name := fmt.Sprintf("r%02d.jpg", i)
+		os.WriteFile(filepath.Join(refs, name), testimages.JPEG(m, 90), 0o644)
+		if i%2 == 0 {
+			q := fmt.Sprintf("q%02d.jpg", i)
+			os.WriteFile(filepath.Join(queries, q), testimages.JPEG(testimages.Scale(m, 0.7), 60), 0o644)
+			truth += q + "," + name + "\n"
+		}
+	}
+	for i := range 2 { // distractors
+		q := fmt.Sprintf("d%02d.jpg", i)
+		os.WriteFile(filepath.Join(queries, q), testimages.JPEG(testimages.Photo(r, 150, 300), 80), 0o644)
+		truth += q + ",\n"
+	}
+	os.WriteFile(filepath.Join(dir, "truth.csv"), []byte(truth), 0o644)
+	env := append(ortEnv(t, tinyModels(t)), "EMBEDFLEET_MILVUS_BIN="+testenv.Binary(t, testenv.EnvMilvusBin))
+	out, err := runSplit(t, env, "bench", "copydetect", "--refs", refs, "--queries", queries, "--truth", filepath.Join(dir, "truth.csv"),
+		"--models", "dinov2-base", "--out", filepath.Join(dir, "out"))
+	if err != nil || !strings.Contains(out, "embedfleet dinov2-base top1=") {
+		t.Fatalf("bench copydetect: %v\n%s", err, out)
+	}
+	var rs []cdResult
+	b, _ := os.ReadFile(filepath.Join(dir, "out", "results.json"))
+	if err := json.Unmarshal(b, &rs); err != nil || len(rs) != 1 {
+		t.Fatalf("results.json: %v\n%s", err, b)
+	}
+	if r := rs[0]; r.Refs != 16 || r.Queries != 10 || r.Top1 < 0.75 || r.ImgPerSec <= 0 {
+		t.Fatalf("result %+v: want 16 refs, 10 queries, resized copies found first", r)
+	}
+	if md, _ := os.ReadFile(filepath.Join(dir, "out", "results.md")); !strings.Contains(string(md), "| embedfleet | dinov2-base |") {
+		t.Fatalf("results.md:\n%s", md)
+	}
+	f, err := os.Open(filepath.Join(dir, "out", "results.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if cfg, err := png.DecodeConfig(f); err != nil || cfg.Width != 960 {
+		t.Fatalf("results.png: %+v %v", cfg, err)
+	}
+}
