@@ -91,7 +91,7 @@ model and, with --out, writes results.json, results.md and results.png
 				return err
 			}
 			defer closeModels()
-			st, err := startEmbedded(ctx, dataDir, milvusBin)
+			st, err := startEmbedded(ctx, dataDir, milvusBin, "")
 			if err != nil {
 				return err
 			}
@@ -177,7 +177,9 @@ func (h *stackHandles) stop() {
 	h.ns.Shutdown()
 }
 
-func startEmbedded(ctx context.Context, dataDir, milvusBin string) (*stackHandles, error) {
+// startEmbedded starts the stack with its data in dataDir; milvusAddr, when
+// set, is used instead of starting milvus-lite from milvusBin.
+func startEmbedded(ctx context.Context, dataDir, milvusBin, milvusAddr string) (*stackHandles, error) {
 	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
 		StoreDir: filepath.Join(dataDir, "nats"), NoLog: true, NoSigs: true})
 	if err != nil {
@@ -199,12 +201,16 @@ func startEmbedded(ctx context.Context, dataDir, milvusBin string) (*stackHandle
 		h.stop()
 		return nil, err
 	}
-	addr, stopMilvus, err := startMilvusLite(milvusBin, dataDir)
-	if err != nil {
-		h.stop()
-		return nil, err
+	addr := milvusAddr
+	if addr == "" {
+		var stopMilvus func()
+		addr, stopMilvus, err = startMilvusLite(milvusBin, dataDir)
+		if err != nil {
+			h.stop()
+			return nil, err
+		}
+		h.stopMilvus = stopMilvus
 	}
-	h.stopMilvus = stopMilvus
 	if h.store, err = vecstore.Connect(ctx, vecstore.Config{Address: addr}); err != nil {
 		h.stop()
 		return nil, err

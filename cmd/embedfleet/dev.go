@@ -13,13 +13,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/spf13/cobra"
 
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/search"
-	"github.com/embedfleet/embedfleet/shared/vecstore"
 	"github.com/embedfleet/embedfleet/worker"
 )
 
@@ -82,39 +80,12 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 			}
 			defer closeModels()
 
-			ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-				StoreDir: filepath.Join(dataDir, "nats"), NoLog: true, NoSigs: true})
-			if err != nil {
-				return fmt.Errorf("dev: nats: %w", err)
-			}
-			ns.Start()
-			defer ns.Shutdown()
-			if !ns.ReadyForConnections(10 * time.Second) {
-				return errors.New("dev: in-process nats did not start")
-			}
-			nc, js, err := bus.Connect(bus.Config{URL: ns.ClientURL(), Name: "embedfleet-dev"})
+			st, err := startEmbedded(ctx, dataDir, milvusBin, milvusAddr)
 			if err != nil {
 				return err
 			}
-			defer nc.Close()
-			topo := bus.Topology{}
-			if err := topo.Ensure(ctx, js, bus.StreamOptions{}); err != nil {
-				return err
-			}
-
-			if milvusAddr == "" {
-				addr, stop, err := startMilvusLite(milvusBin, dataDir)
-				if err != nil {
-					return err
-				}
-				defer stop()
-				milvusAddr = addr
-			}
-			store, err := vecstore.Connect(ctx, vecstore.Config{Address: milvusAddr})
-			if err != nil {
-				return err
-			}
-			defer store.Close(context.Background())
+			defer st.stop()
+			js, topo, store := st.js, st.topo, st.store
 
 			cons, err := topo.WorkerConsumer(ctx, js, bus.ConsumerOptions{Workers: workers})
 			if err != nil {
