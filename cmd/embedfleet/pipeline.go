@@ -87,12 +87,8 @@ next run redoes what is missing. --dry-run prints the diff and changes nothing.`
 			if source == "" || len(ms) == 0 {
 				return errors.New("--source and --models are required")
 			}
-			ctx := cmd.Context()
-			if timeout > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, timeout)
-				defer cancel()
-			}
+			ctx, cancel := withTimeout(cmd.Context(), timeout)
+			defer cancel()
 			log := newLogger(cmd.ErrOrStderr(), logLevel)
 			src, err := sf.open(source)
 			if err != nil {
@@ -173,15 +169,11 @@ next run redoes what is missing. --dry-run prints the diff and changes nothing.`
 func runIncremental(cmd *cobra.Command, g *globalFlags, cfg coordinator.Config, mf milvusFlags, dryRun bool, maxFailed float64) error {
 	ctx := cmd.Context()
 	out := cmd.OutOrStdout()
-	versions := map[string]string{}
+	versions := modelVersions(g, cfg.Models)
 	for _, m := range cfg.Models {
-		if dir, err := embed.Resolve(g.modelsDir, m); err == nil {
-			if spec, err := embed.LoadSpec(dir); err == nil {
-				versions[m] = spec.Version
-				continue
-			}
+		if versions[m] == "" {
+			cfg.Log.Warn("model not in --models-dir: its version is not checked for upgrades", "model", m, "models_dir", g.modelsDir)
 		}
-		cfg.Log.Warn("model not in --models-dir: its version is not checked for upgrades", "model", m, "models_dir", g.modelsDir)
 	}
 	icfg := coordinator.IncrementalConfig{Config: cfg, Versions: versions, DryRun: dryRun}
 	if !dryRun {
@@ -226,6 +218,28 @@ func runIncremental(cmd *cobra.Command, g *globalFlags, cfg coordinator.Config, 
 		return exitError{exitFailures, fmt.Errorf("%d of %d items failed, more than --max-failed %.3f", len(sum.Failed), sum.Listed, maxFailed)}
 	}
 	return nil
+}
+
+// withTimeout bounds ctx by d; d <= 0 means no bound.
+func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if d <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// modelVersions reads each model's version from its spec in --models-dir;
+// a model that is not there is left out.
+func modelVersions(g *globalFlags, models []string) map[string]string {
+	versions := map[string]string{}
+	for _, m := range models {
+		if dir, err := embed.Resolve(g.modelsDir, m); err == nil {
+			if spec, err := embed.LoadSpec(dir); err == nil {
+				versions[m] = spec.Version
+			}
+		}
+	}
+	return versions
 }
 
 // serveTelemetry serves /metrics, /healthz and /readyz on addr until ctx ends.

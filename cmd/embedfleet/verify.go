@@ -11,7 +11,6 @@ import (
 
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
-	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
@@ -41,12 +40,8 @@ waits for it, deletes the extra rows, and verifies again.`,
 			if source == "" || len(ms) == 0 {
 				return errors.New("--source and --models are required")
 			}
-			ctx := cmd.Context()
-			if timeout > 0 {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithTimeout(ctx, timeout)
-				defer cancel()
-			}
+			ctx, cancel := withTimeout(cmd.Context(), timeout)
+			defer cancel()
 			src, err := sf.open(source)
 			if err != nil {
 				return err
@@ -56,15 +51,7 @@ waits for it, deletes the extra rows, and verifies again.`,
 				return err
 			}
 			defer store.Close(context.Background())
-			versions := map[string]string{}
-			for _, m := range ms {
-				if dir, err := embed.Resolve(g.modelsDir, m); err == nil {
-					if spec, err := embed.LoadSpec(dir); err == nil {
-						versions[m] = spec.Version
-					}
-				}
-			}
-			vcfg := coordinator.VerifyConfig{Source: src, Models: ms, Store: store, Versions: versions}
+			vcfg := coordinator.VerifyConfig{Source: src, Models: ms, Store: store, Versions: modelVersions(g, ms)}
 			rep, err := coordinator.Verify(ctx, vcfg)
 			if err != nil {
 				return err
