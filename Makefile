@@ -67,15 +67,9 @@ BENCH_OUT ?= bin/bench-article
 BENCHPY = $$(deploy/install/pyenv.sh deploy/bench/requirements.txt)/bin/python
 
 bench-article: deps build random-models ## copy detection on BSDS500 queries made with AugLy: the article's pipeline (1 image at a time, and batch 32) against embedfleet, same weights
-	@py=$(BENCHPY); set -e; rm -rf $(BENCH_OUT); mkdir -p $(BENCH_OUT); \
+	@py=$(BENCHPY); rm -rf $(BENCH_OUT); mkdir -p $(BENCH_OUT); \
 	$$py deploy/bench/make_queries.py --images $(BENCHDIR) --out $(BENCH_OUT)/data --refs $(BENCH_REFS) --queries $(BENCH_QUERIES) --distractors $(BENCH_DISTRACTORS); \
-	for m in clip-vit-b32 dinov2-base; do \
-	  (cd deploy/bench && $$py article_pipeline.py --data ../../$(BENCH_OUT)/data --model $$m --json ../../$(BENCH_OUT)/article-$$m.json 2>/dev/null); \
-	  (cd deploy/bench && $$py article_pipeline.py --data ../../$(BENCH_OUT)/data --model $$m --batch-size 32 --json ../../$(BENCH_OUT)/batched-$$m.json 2>/dev/null); \
-	done; \
-	$(DEPS_ENV); bin/embedfleet bench copydetect --models-dir "$(RANDOM_MODELS)" --models clip-vit-b32,dinov2-base \
-	  --refs $(BENCH_OUT)/data/refs --queries $(BENCH_OUT)/data/queries --truth $(BENCH_OUT)/data/truth.csv --out $(BENCH_OUT)/embedfleet; \
-	$$py deploy/bench/compare.py $(BENCH_OUT)
+	$(DEPS_ENV); PY=$$py BIN=bin/embedfleet MODELS="$(RANDOM_MODELS)" deploy/bench/article.sh $(BENCH_OUT)/data $(BENCH_OUT)
 
 bench: bench-embed bench-pipeline bench-manifest bench-article ## every benchmark
 

@@ -260,17 +260,28 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 	s := search.New(st.store, imageprep.Limits{})
 	results := map[string][]scored{}
 	start = time.Now()
-	for _, q := range qs {
-		data, err := readFileLimited(filepath.Join(queryDir, q))
-		if err != nil {
-			return res, nil, err
+	// Queries are embedded as the worker embeds: decoded on every core,
+	// inferred in batches; then each vector is searched.
+	for start := 0; start < len(qs); start += 4 * batch {
+		chunk := qs[start:min(start+4*batch, len(qs))]
+		images := make([][]byte, len(chunk))
+		for i, q := range chunk {
+			if images[i], err = readFileLimited(filepath.Join(queryDir, q)); err != nil {
+				return res, nil, err
+			}
 		}
-		hits, err := s.ByImage(ctx, e, data, 10)
-		if err != nil {
-			return res, nil, fmt.Errorf("query %s: %w", q, err)
-		}
-		for _, h := range hits {
-			results[q] = append(results[q], scored{ref: path.Base(filepath.ToSlash(h.URI)), score: h.Cosine})
+		vecs, errs := s.EmbedBatch(e, images, batch)
+		for i, q := range chunk {
+			if errs[i] != nil {
+				return res, nil, fmt.Errorf("query %s: %w", q, errs[i])
+			}
+			hits, err := s.ByVector(ctx, name, vecs[i], 10)
+			if err != nil {
+				return res, nil, fmt.Errorf("query %s: %w", q, err)
+			}
+			for _, h := range hits {
+				results[q] = append(results[q], scored{ref: path.Base(filepath.ToSlash(h.URI)), score: h.Cosine})
+			}
 		}
 	}
 	queryTime := time.Since(start)

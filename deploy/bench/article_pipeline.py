@@ -12,7 +12,10 @@ reference and query images embedded per second, on all cores, in eval mode
 under no_grad as the article runs. The weights are the full-size random-init
 models of `make random-models` (seed 0), rebuilt here from the same seed.
 
-Usage: python deploy/bench/article_pipeline.py --data DIR --model clip-vit-b32 [--batch-size 1]
+With --device cuda it runs the article's own setting (one GPU) instead, tagged
+article_cuda / batched_cuda; the comparison with embedfleet is on the CPU.
+
+Usage: python deploy/bench/article_pipeline.py --data DIR --model clip-vit-b32 [--batch-size 1] [--device cpu]
 """
 
 import argparse
@@ -56,10 +59,12 @@ def main():
     ap.add_argument("--model", required=True, choices=sorted(PROCESSORS))
     ap.add_argument("--batch-size", type=int, default=1)
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--device", default="cpu", help="cpu (the comparison), or cuda for the article's own GPU setting")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     model, _, _ = build(args.model, types.SimpleNamespace(random_init=True, tiny=False, seed=0))
+    model = model.to(args.device).eval()
     proc = PROCESSORS[args.model]
 
     def embed(paths):
@@ -67,10 +72,10 @@ def main():
         for i in range(0, len(paths), args.batch_size):
             imgs = [Image.open(p) for p in paths[i : i + args.batch_size]]
             with torch.no_grad():
-                inputs = proc(images=imgs, return_tensors="pt")
+                inputs = proc(images=imgs, return_tensors="pt").to(args.device)
                 o = model(**inputs)
                 v = o.image_embeds if args.model == "clip-vit-b32" else o.last_hidden_state.mean(dim=1)
-            out.append(v.numpy().astype(np.float32))
+            out.append(v.cpu().numpy().astype(np.float32))
         v = np.concatenate(out)
         faiss.normalize_L2(v)
         return v
@@ -79,6 +84,7 @@ def main():
     with open(os.path.join(args.data, "truth.csv")) as f:
         truth = {row["query"]: row["reference"] for row in csv.DictReader(f)}
     queries = sorted(truth)
+    embed([os.path.join(args.data, "refs", refs[0])])  # warm-up (CUDA context, allocator), not timed
     start = time.perf_counter()
     rv = embed([os.path.join(args.data, "refs", r) for r in refs])
     qv = embed([os.path.join(args.data, "queries", q) for q in queries])
@@ -90,12 +96,17 @@ def main():
     results = {q: [(refs[j], float(1 - d / 2)) for d, j in zip(dist[i], idx[i])] for i, q in enumerate(queries)}
     top1, top3, rec10, micro_ap = metrics(truth, results)
     tag = "article" if args.batch_size == 1 else "batched"
+    if args.device != "cpu":
+        tag += "_" + args.device.split(":")[0]
+    threads = torch.get_num_threads()
     print(f"{tag} {args.model} top1={top1:.4f} top3={top3:.4f} recall10={rec10:.4f} micro_ap={micro_ap:.4f} "
-          f"img_s={img_s:.2f} refs={len(refs)} queries={len(queries)}", flush=True)
+          f"img_s={img_s:.2f} refs={len(refs)} queries={len(queries)} threads={threads}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"pipeline": tag, "model": args.model, "top1": top1, "top3": top3, "recall10": rec10,
-                       "micro_ap": micro_ap, "img_s": img_s, "refs": len(refs), "queries": len(queries)}, f)
+                       "micro_ap": micro_ap, "img_s": img_s, "refs": len(refs), "queries": len(queries),
+                       "device": args.device, "threads": threads, "torch": torch.__version__,
+                       "processor": type(proc).__name__}, f)
 
 
 if __name__ == "__main__":

@@ -162,11 +162,13 @@ def export(model_name, wrapper, source, out, opset=17, fp16=False):
     with torch.no_grad():
         want = wrapper(example).numpy()
         exported = Float16(wrapper) if fp16 else wrapper
-        torch.onnx.export(
-            exported, (example,), onnx_path, input_names=["pixel_values"], output_names=[out_name],
-            dynamic_axes={"pixel_values": {0: "batch"}, out_name: {0: "batch"}},
-            opset_version=opset, dynamo=False,
-        )
+        kw = dict(input_names=["pixel_values"], output_names=[out_name],
+                  dynamic_axes={"pixel_values": {0: "batch"}, out_name: {0: "batch"}}, opset_version=opset)
+        try:
+            torch.onnx.export(exported, (example,), onnx_path, dynamo=False, **kw)
+        except Exception as e:  # newer torch may drop the TorchScript exporter
+            print(f"export: TorchScript exporter failed ({e}); using the dynamo exporter", file=sys.stderr)
+            torch.onnx.export(exported, (example,), onnx_path, dynamo=True, external_data=False, **kw)
 
     sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     got = sess.run([out_name], {"pixel_values": example.numpy()})[0]

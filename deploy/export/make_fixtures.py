@@ -24,9 +24,15 @@ import os
 
 import numpy as np
 from PIL import Image, ImageOps
-from transformers import BitImageProcessor, CLIPImageProcessor
+import transformers
 
 SEED = 20261126
+
+# The article's processors are the Pillow ones. transformers 5 renamed them
+# (*Pil) and made the plain names torchvision-backed, which resize
+# differently; take the Pillow class under either name.
+CLIPImageProcessor = getattr(transformers, "CLIPImageProcessorPil", None) or transformers.CLIPImageProcessor
+BitImageProcessor = getattr(transformers, "BitImageProcessorPil", None) or transformers.BitImageProcessor
 
 PROCESSORS = {
     "clip-vit-b32": CLIPImageProcessor(),  # its defaults are openai/clip-vit-base-patch32's

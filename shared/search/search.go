@@ -10,6 +10,8 @@ package search
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"sync"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
@@ -65,6 +67,78 @@ func (s *Searcher) Embed(m Model, data []byte) ([]float32, error) {
 		return nil, err
 	}
 	return v, nil
+}
+
+// EmbedBatch embeds many query images at once: decoding and preprocessing
+// run on every core, inference in batches of up to batch images (the way
+// the worker indexes, so a query set costs what indexing it would). vecs[i]
+// is nil where errs[i] says why that image failed; the others still embed.
+func (s *Searcher) EmbedBatch(m Model, images [][]byte, batch int) (vecs [][]float32, errs []error) {
+	if batch < 1 {
+		batch = 1
+	}
+	n := len(images)
+	vecs, errs = make([][]float32, n), make([]error, n)
+	in, dim := m.InputSize(), m.Spec().Dim
+	px := make([]float32, n*in)
+	prepared := make([]bool, n)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dec := imageprep.NewDecoder(s.lim)
+			defer dec.Close()
+			pp, err := imageprep.NewPreprocessor(m.Params())
+			for i := range work {
+				if err != nil {
+					errs[i] = err
+					continue
+				}
+				img, _, derr := dec.Decode(images[i])
+				if derr == nil {
+					derr = pp.Run(img, px[i*in:(i+1)*in])
+				}
+				if derr != nil {
+					errs[i] = derr
+					continue
+				}
+				prepared[i] = true
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+
+	// Pack the images that decoded into batches; a failed one takes no slot.
+	ok := make([]int, 0, n)
+	for i, p := range prepared {
+		if p {
+			ok = append(ok, i)
+		}
+	}
+	buf := make([]float32, min(batch, len(ok))*in)
+	out := make([]float32, min(batch, len(ok))*dim)
+	for start := 0; start < len(ok); start += batch {
+		idx := ok[start:min(start+batch, len(ok))]
+		for j, i := range idx {
+			copy(buf[j*in:(j+1)*in], px[i*in:(i+1)*in])
+		}
+		if err := m.Embed(buf[:len(idx)*in], len(idx), out[:len(idx)*dim]); err != nil {
+			for _, i := range idx {
+				errs[i] = err
+			}
+			continue
+		}
+		for j, i := range idx {
+			vecs[i] = append([]float32(nil), out[j*dim:(j+1)*dim]...)
+		}
+	}
+	return vecs, errs
 }
 
 // ByImage finds the k stored images nearest to the image in data.
