@@ -275,11 +275,13 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 			if errs[i] != nil {
 				return res, nil, fmt.Errorf("query %s: %w", q, errs[i])
 			}
-			hits, err := s.ByVector(ctx, name, vecs[i], 10)
-			if err != nil {
-				return res, nil, fmt.Errorf("query %s: %w", q, err)
-			}
-			for _, h := range hits {
+		}
+		hits, err := s.ByVectors(ctx, name, vecs, 10)
+		if err != nil {
+			return res, nil, fmt.Errorf("queries %s..%s: %w", chunk[0], chunk[len(chunk)-1], err)
+		}
+		for i, q := range chunk {
+			for _, h := range hits[i] {
 				results[q] = append(results[q], scored{ref: path.Base(filepath.ToSlash(h.URI)), score: h.Cosine})
 			}
 		}

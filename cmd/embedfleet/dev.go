@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -172,7 +174,7 @@ func startMilvusLite(bin, dir string) (string, func(), error) {
 		return "", nil, err
 	}
 	c := exec.Command(bin, filepath.Join(dir, "milvus.db"), addr, "ERROR")
-	c.Env = append(os.Environ(), "LD_LIBRARY_PATH="+filepath.Dir(bin))
+	c.Env = milvusLiteEnv(os.Environ(), filepath.Dir(bin))
 	c.Stdout, c.Stderr = logf, logf
 	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.Start(); err != nil {
@@ -203,4 +205,20 @@ func startMilvusLite(bin, dir string) (string, func(), error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// milvusLiteEnv is the environment of the embedded milvus-lite server. It
+// shares the machine with inference, and its OpenMP and OpenBLAS pools
+// would otherwise take a thread per core and spin between searches, so they
+// get two threads and a passive wait unless the caller's environment says
+// otherwise.
+func milvusLiteEnv(env []string, libDir string) []string {
+	out := append(slices.Clone(env), "LD_LIBRARY_PATH="+libDir)
+	for _, kv := range []string{"OMP_NUM_THREADS=2", "OPENBLAS_NUM_THREADS=1", "OMP_WAIT_POLICY=PASSIVE"} {
+		key := kv[:strings.IndexByte(kv, '=')+1]
+		if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, key) }) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -169,6 +169,16 @@ func (s *Searcher) ByObject(ctx context.Context, model, objectURI string, k int)
 
 // ByVector searches model's collection with a query vector.
 func (s *Searcher) ByVector(ctx context.Context, model string, v []float32, k int) ([]Hit, error) {
+	hits, err := s.ByVectors(ctx, model, [][]float32{v}, k)
+	if err != nil {
+		return nil, err
+	}
+	return hits[0], nil
+}
+
+// ByVectors searches model's collection with many query vectors in one
+// request; hits[i] answers vs[i].
+func (s *Searcher) ByVectors(ctx context.Context, model string, vs [][]float32, k int) ([][]Hit, error) {
 	if k < 1 {
 		return nil, fmt.Errorf("top-k must be at least 1, got %d", k)
 	}
@@ -176,16 +186,22 @@ func (s *Searcher) ByVector(ctx context.Context, model string, v []float32, k in
 	if err != nil {
 		return nil, err
 	}
-	if col.Dim != len(v) {
-		return nil, fmt.Errorf("collection %s holds %d-d vectors, the query has %d", col.Name, col.Dim, len(v))
+	for _, v := range vs {
+		if col.Dim != len(v) {
+			return nil, fmt.Errorf("collection %s holds %d-d vectors, the query has %d", col.Name, col.Dim, len(v))
+		}
 	}
-	raw, err := col.Search(ctx, v, k)
+	raw, err := col.SearchMany(ctx, vs, k)
 	if err != nil {
 		return nil, err
 	}
-	hits := make([]Hit, len(raw))
-	for i, h := range raw {
-		hits[i] = Hit{Rank: i + 1, ID: h.ID, URI: h.URI, Cosine: h.Cosine, Score: (h.Cosine + 1) / 2}
+	out := make([][]Hit, len(raw))
+	for q, rs := range raw {
+		hits := make([]Hit, len(rs))
+		for i, h := range rs {
+			hits[i] = Hit{Rank: i + 1, ID: h.ID, URI: h.URI, Cosine: h.Cosine, Score: (h.Cosine + 1) / 2}
+		}
+		out[q] = hits
 	}
-	return hits, nil
+	return out, nil
 }

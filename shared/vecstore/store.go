@@ -354,28 +354,48 @@ type Hit struct {
 
 // Search returns the k rows nearest to vec by cosine, best first.
 func (c *Collection) Search(ctx context.Context, vec []float32, k int) ([]Hit, error) {
+	hits, err := c.SearchMany(ctx, [][]float32{vec}, k)
+	if err != nil {
+		return nil, err
+	}
+	return hits[0], nil
+}
+
+// SearchMany runs several query vectors in one request (Milvus's nq);
+// hits[i] answers vecs[i], best first.
+func (c *Collection) SearchMany(ctx context.Context, vecs [][]float32, k int) ([][]Hit, error) {
+	if len(vecs) == 0 {
+		return nil, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.CallTimeout)
 	defer cancel()
-	rs, err := c.s.c.Search(ctx, milvusclient.NewSearchOption(c.Name, k, []entity.Vector{entity.FloatVector(vec)}).
+	qs := make([]entity.Vector, len(vecs))
+	for i, v := range vecs {
+		qs[i] = entity.FloatVector(v)
+	}
+	rs, err := c.s.c.Search(ctx, milvusclient.NewSearchOption(c.Name, k, qs).
 		WithANNSField(FieldVector).WithOutputFields(FieldURI).WithConsistencyLevel(entity.ClStrong))
 	if err != nil {
 		return nil, c.s.wrap("search "+c.Name, err)
 	}
-	if len(rs) != 1 {
-		return nil, fmt.Errorf("vecstore: search %s: %d result sets for one query", c.Name, len(rs))
+	if len(rs) != len(vecs) {
+		return nil, fmt.Errorf("vecstore: search %s: %d result sets for %d queries", c.Name, len(rs), len(vecs))
 	}
-	r := rs[0]
-	hits := make([]Hit, r.ResultCount)
-	uriCol := r.GetColumn(FieldURI)
-	for i := range hits {
-		id, _ := r.IDs.GetAsString(i)
-		uri := ""
-		if uriCol != nil {
-			uri, _ = uriCol.GetAsString(i)
+	out := make([][]Hit, len(rs))
+	for q, r := range rs {
+		hits := make([]Hit, r.ResultCount)
+		uriCol := r.GetColumn(FieldURI)
+		for i := range hits {
+			id, _ := r.IDs.GetAsString(i)
+			uri := ""
+			if uriCol != nil {
+				uri, _ = uriCol.GetAsString(i)
+			}
+			hits[i] = Hit{ID: id, URI: uri, Cosine: float64(r.Scores[i])}
 		}
-		hits[i] = Hit{ID: id, URI: uri, Cosine: float64(r.Scores[i])}
+		out[q] = hits
 	}
-	return hits, nil
+	return out, nil
 }
 
 // Get reads one row with its vector; found is false when there is none.

@@ -65,6 +65,19 @@ func TestCollectionRoundTrip(t *testing.T) {
 	if len(hits) != 3 || hits[0].URI != "s3://b/f" || hits[0].Cosine < 0.999 {
 		t.Fatalf("search: %+v, want s3://b/f first at cosine ~1", hits)
 	}
+	// Several queries in one request: each answer in its query's place.
+	many, err := col.SearchMany(ctx, [][]float32{unit(8, 2), unit(8, 7), unit(8, 0)}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(many) != 3 {
+		t.Fatalf("search many: %d answers for 3 queries", len(many))
+	}
+	for i, want := range []string{"s3://b/c", "s3://b/h", "s3://b/a"} {
+		if len(many[i]) != 2 || many[i][0].URI != want || many[i][0].Cosine < 0.999 {
+			t.Fatalf("search many, query %d: %+v, want %s first", i, many[i], want)
+		}
+	}
 	row, found, err := col.Get(ctx, vecstore.ID("s3://b/d"))
 	if err != nil || !found || row.ETag != "changed" || len(row.Vector) != 8 || row.Width != 4 {
 		t.Fatalf("get d: %+v found=%v err=%v", row, found, err)
