@@ -44,15 +44,18 @@ func newDevCmd(g *globalFlags) *cobra.Command {
 		milvusAddr         string
 		batch, jobSize     int
 		logLevel           string
+		serveAddr          string
 	)
 	cmd := &cobra.Command{
-		Use:   "dev --images DIR|s3://bucket/prefix --models MODEL[,MODEL...] [--query FILE]",
+		Use:   "dev --images DIR|s3://bucket/prefix --models MODEL[,MODEL...] [--query FILE] [--serve ADDR]",
 		Short: "Run the whole system in one process: NATS JetStream, milvus-lite, coordinator, workers, then a query",
 		Long: `Index a folder (or bucket) with the real pipeline on embedded defaults: an
 in-process NATS JetStream server, a milvus-lite server started as a child
 process (or --milvus-addr), a coordinator run and --workers workers in this
 process. It prints the run's summary, then, with --query, the images most
-similar to the query image for each model.
+similar to the query image for each model. With --serve it then keeps the
+stack up and serves the HTTP query API there (as ` + "`embedfleet serve`" + ` does) until
+Ctrl-C.
 
 State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 		Args: cobra.NoArgs,
@@ -120,25 +123,31 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 			if err != nil {
 				return err
 			}
-			if query == "" {
-				return nil
-			}
-			data, err := readFileLimited(query)
-			if err != nil {
-				return err
-			}
-			s := search.New(store, imageprepLimits())
-			for _, e := range embedders {
-				hits, err := s.ByImage(ctx, e, data, topK)
+			if query != "" {
+				data, err := readFileLimited(query)
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(out, "\nquery %s with %s:\n", query, e.Spec().Name)
-				if err := printHits(out, hits, false); err != nil {
-					return err
+				s := search.New(store, imageprepLimits())
+				for _, e := range embedders {
+					hits, err := s.ByImage(ctx, e, data, topK)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(out, "\nquery %s with %s:\n", query, e.Spec().Name)
+					if err := printHits(out, hits, false); err != nil {
+						return err
+					}
 				}
 			}
-			return nil
+			if serveAddr == "" {
+				return nil
+			}
+			stopWorkers()
+			return serveSearch(ctx, log, store, embedders, serveAddr, searchOptions{grace: 5 * time.Second}, func(addr string) {
+				fmt.Fprintf(out, "\ndev: serving searches on http://%s (Ctrl-C stops), e.g.\n"+
+					"  curl --data-binary @photo.jpg 'http://%s/v1/search?model=%s&k=5'\n", addr, addr, ms[0])
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -154,6 +163,7 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 	f.StringVar(&milvusBin, "milvus-bin", envOr("EMBEDFLEET_MILVUS_BIN", defaultMilvusBin()), "milvus-lite server binary (env EMBEDFLEET_MILVUS_BIN; `make deps` installs it)")
 	f.StringVar(&milvusAddr, "milvus-addr", "", "use this Milvus instead of starting milvus-lite")
 	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	f.StringVar(&serveAddr, "serve", "", "after indexing, serve the HTTP query API here, e.g. 127.0.0.1:8080, until Ctrl-C")
 	return cmd
 }
 

@@ -41,7 +41,7 @@ in its help, and the flag wins when both are given.`,
 	root.PersistentFlags().StringVar(&g.device, "device", envOr("EMBEDFLEET_DEVICE", "cpu"),
 		"where models run: cpu, or cuda:N (GPU N) with Microsoft's GPU build of ONNX Runtime (env EMBEDFLEET_DEVICE)")
 	root.AddCommand(newVersionCmd(g), newModelsCmd(g), newSimilarityCmd(g), newEmbedCmd(g),
-		newCoordinatorCmd(g), newWorkerCmd(g), newQueryCmd(g), newDevCmd(g), newStatusCmd(), newVerifyCmd(g), newBenchCmd(g))
+		newCoordinatorCmd(g), newWorkerCmd(g), newQueryCmd(g), newServeCmd(g), newDevCmd(g), newStatusCmd(), newVerifyCmd(g), newBenchCmd(g))
 	return root
 }
 

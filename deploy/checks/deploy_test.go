@@ -61,6 +61,18 @@ type rendered struct {
 	other       map[string][]map[string]any // CRDs: ScaledObject, ServiceMonitor
 }
 
+// deployment is the Deployment of one component (worker, query).
+func (r rendered) deployment(t *testing.T, component string) appsv1.Deployment {
+	t.Helper()
+	for _, d := range r.deployments {
+		if d.Labels["app.kubernetes.io/component"] == component {
+			return d
+		}
+	}
+	t.Fatalf("no %s Deployment among %d", component, len(r.deployments))
+	return appsv1.Deployment{}
+}
+
 func strict(t *testing.T, doc []byte, into any) {
 	t.Helper()
 	j, err := yaml.YAMLToJSON(doc)
@@ -192,17 +204,17 @@ func checkWorker(t *testing.T, d appsv1.Deployment) corev1.Container {
 
 func TestChartCPU(t *testing.T) {
 	r := render(t, "cpu-values.yaml")
-	if len(r.deployments) != 1 || len(r.cronJobs) != 1 || len(r.jobs) != 0 || len(r.pdbs) != 1 || len(r.secrets) != 1 {
+	if len(r.deployments) != 2 || len(r.cronJobs) != 1 || len(r.jobs) != 0 || len(r.pdbs) != 1 || len(r.secrets) != 1 {
 		t.Fatalf("rendered %d deployments, %d cronjobs, %d jobs, %d pdbs, %d secrets", len(r.deployments), len(r.cronJobs), len(r.jobs), len(r.pdbs), len(r.secrets))
 	}
-	c := checkWorker(t, r.deployments[0])
+	c := checkWorker(t, r.deployment(t, "worker"))
 	if refs := secretRefs(c); refs["AWS_ACCESS_KEY_ID"] != r.secrets[0].Name || refs["AWS_SECRET_ACCESS_KEY"] != r.secrets[0].Name {
 		t.Errorf("worker S3 credentials come from %v, want the chart's secret %s", refs, r.secrets[0].Name)
 	}
-	if *r.deployments[0].Spec.Replicas != 2 {
-		t.Errorf("replicas %d", *r.deployments[0].Spec.Replicas)
+	if *r.deployment(t, "worker").Spec.Replicas != 2 {
+		t.Errorf("replicas %d", *r.deployment(t, "worker").Spec.Replicas)
 	}
-	if n := len(r.deployments[0].Spec.Template.Spec.InitContainers); n != 1 {
+	if n := len(r.deployment(t, "worker").Spec.Template.Spec.InitContainers); n != 1 {
 		t.Errorf("%d init containers, want the models sync", n)
 	}
 	cj := r.cronJobs[0]
@@ -217,11 +229,48 @@ func TestChartCPU(t *testing.T) {
 	if _, ok := r.other["ScaledObject"]; ok {
 		t.Error("a ScaledObject without keda.enabled")
 	}
+	checkQuery(t, r)
+}
+
+// checkQuery: the query server runs `serve` on the port its Service and
+// probes name, with the models and the same hardened pod as the workers.
+func checkQuery(t *testing.T, r rendered) {
+	t.Helper()
+	q := r.deployment(t, "query")
+	spec := q.Spec.Template.Spec
+	c := spec.Containers[0]
+	if len(c.Args) == 0 || c.Args[0] != "serve" || !slices.Contains(c.Args, "--listen=:8080") {
+		t.Errorf("query args %v", c.Args)
+	}
+	if len(c.Ports) != 1 || c.Ports[0].ContainerPort != 8080 || c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" ||
+		c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" {
+		t.Errorf("query ports %+v, probes %+v %+v", c.Ports, c.ReadinessProbe, c.LivenessProbe)
+	}
+	if spec.SecurityContext == nil || spec.SecurityContext.RunAsNonRoot == nil || !*spec.SecurityContext.RunAsNonRoot ||
+		c.SecurityContext == nil || c.SecurityContext.ReadOnlyRootFilesystem == nil || !*c.SecurityContext.ReadOnlyRootFilesystem {
+		t.Errorf("query pod security: %+v %+v", spec.SecurityContext, c.SecurityContext)
+	}
+	found := false
+	for _, e := range c.Env {
+		found = found || (e.Name == "EMBEDFLEET_MODELS" && e.Value == "clip-vit-b32,dinov2-base")
+	}
+	if !found {
+		t.Errorf("query env has no EMBEDFLEET_MODELS: %+v", c.Env)
+	}
+	for _, svc := range r.services {
+		if svc.Spec.Selector["app.kubernetes.io/component"] == "query" {
+			if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8080 || svc.Spec.Ports[0].TargetPort.StrVal != "http" {
+				t.Errorf("query service ports %+v", svc.Spec.Ports)
+			}
+			return
+		}
+	}
+	t.Error("no Service for the query server")
 }
 
 func TestChartGPUWithKEDA(t *testing.T) {
 	r := render(t, "gpu-keda-values.yaml")
-	d := r.deployments[0]
+	d := r.deployment(t, "worker")
 	c := checkWorker(t, d)
 	if q := c.Resources.Limits[corev1.ResourceName("nvidia.com/gpu")]; q.Value() != 1 {
 		t.Errorf("GPU limit %v, want 1", c.Resources.Limits)
@@ -244,8 +293,8 @@ func TestChartGPUWithKEDA(t *testing.T) {
 	if trig["type"] != "nats-jetstream" || meta["stream"] != "EMBEDFLEET_JOBS" || meta["consumer"] != "workers" {
 		t.Errorf("KEDA trigger %+v", trig)
 	}
-	if len(r.other["ServiceMonitor"]) != 1 {
-		t.Error("no ServiceMonitor with serviceMonitor.enabled")
+	if len(r.other["ServiceMonitor"]) != 2 {
+		t.Errorf("%d ServiceMonitors with serviceMonitor.enabled, want the worker's and the query server's", len(r.other["ServiceMonitor"]))
 	}
 }
 
@@ -254,7 +303,7 @@ func TestChartExistingSecrets(t *testing.T) {
 	if len(r.secrets) != 0 {
 		t.Fatalf("the chart made %d secrets though existing ones are named", len(r.secrets))
 	}
-	c := checkWorker(t, r.deployments[0])
+	c := checkWorker(t, r.deployment(t, "worker"))
 	refs := secretRefs(c)
 	want := map[string]string{"AWS_ACCESS_KEY_ID": "my-s3", "AWS_SECRET_ACCESS_KEY": "my-s3", "EMBEDFLEET_NATS_USER": "my-nats",
 		"EMBEDFLEET_NATS_TOKEN": "my-nats", "EMBEDFLEET_MILVUS_PASSWORD": "my-milvus", "EMBEDFLEET_MILVUS_TOKEN": "my-milvus"}
@@ -263,7 +312,7 @@ func TestChartExistingSecrets(t *testing.T) {
 			t.Errorf("%s comes from secret %q, want %q", k, refs[k], v)
 		}
 	}
-	spec := r.deployments[0].Spec.Template.Spec
+	spec := r.deployment(t, "worker").Spec.Template.Spec
 	if len(spec.InitContainers) != 0 || spec.Volumes[0].PersistentVolumeClaim == nil || spec.Volumes[0].PersistentVolumeClaim.ClaimName != "embedfleet-models" {
 		t.Errorf("models from an existing claim: %+v, %d init containers", spec.Volumes[0], len(spec.InitContainers))
 	}
@@ -350,7 +399,7 @@ func loadCompose(t *testing.T, profiles ...string) *types.Project {
 
 func TestCompose(t *testing.T) {
 	p := loadCompose(t, "gpu", "run")
-	for _, name := range []string{"nats", "minio", "minio-init", "milvus-etcd", "milvus-minio", "milvus", "models-sync", "worker", "worker-gpu", "coordinator"} {
+	for _, name := range []string{"nats", "minio", "minio-init", "milvus-etcd", "milvus-minio", "milvus", "models-sync", "worker", "worker-gpu", "query", "coordinator"} {
 		if _, err := p.GetService(name); err != nil {
 			t.Fatalf("service %s: %v", name, err)
 		}
@@ -386,7 +435,7 @@ func TestCompose(t *testing.T) {
 	if len(m.Ports) == 0 || m.Ports[0].Target != 19530 {
 		t.Errorf("milvus ports %+v", m.Ports)
 	}
-	for _, name := range []string{"models-sync", "worker", "worker-gpu", "coordinator"} {
+	for _, name := range []string{"models-sync", "worker", "worker-gpu", "query", "coordinator"} {
 		s, _ := p.GetService(name)
 		checkCommand(t, "docker-compose.yml/"+name, s.Command)
 	}

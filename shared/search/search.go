@@ -9,6 +9,7 @@ package search
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -17,6 +18,10 @@ import (
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
+
+// ErrNotIndexed is returned when a query by object names one that is not in
+// the collection.
+var ErrNotIndexed = errors.New("object not indexed")
 
 // Model is what search needs of a model (embed.Model satisfies it).
 type Model interface {
@@ -162,7 +167,7 @@ func (s *Searcher) ByObject(ctx context.Context, model, objectURI string, k int)
 		return nil, err
 	}
 	if !found {
-		return nil, fmt.Errorf("%s is not indexed in %s", objectURI, col.Name)
+		return nil, fmt.Errorf("%w: %s is not indexed in %s", ErrNotIndexed, objectURI, col.Name)
 	}
 	return s.ByVector(ctx, model, row.Vector, k)
 }

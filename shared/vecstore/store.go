@@ -32,6 +32,8 @@ var (
 	// ErrUnavailable: Milvus could not be reached or did not answer; the
 	// caller may retry later.
 	ErrUnavailable = errors.New("milvus unavailable")
+	// ErrNoCollection: the model has no collection yet (nothing indexed).
+	ErrNoCollection = errors.New("no collection")
 )
 
 // Field names of every collection.
@@ -126,6 +128,16 @@ func Connect(ctx context.Context, cfg Config) (*Store, error) {
 
 // Close ends the connection.
 func (s *Store) Close(ctx context.Context) error { return s.c.Close(ctx) }
+
+// Ping checks that Milvus answers (a readiness probe).
+func (s *Store) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, min(s.cfg.CallTimeout, 5*time.Second))
+	defer cancel()
+	if _, err := s.c.ListCollections(ctx, milvusclient.NewListCollectionOption()); err != nil {
+		return s.wrap("list collections", err)
+	}
+	return nil
+}
 
 // CollectionName is the collection of model name: Milvus allows letters,
 // digits and underscores, so dashes become underscores.
@@ -483,6 +495,9 @@ func (s *Store) Open(ctx context.Context, model string) (*Collection, error) {
 	name := CollectionName(model)
 	desc, err := s.c.DescribeCollection(ctx, milvusclient.NewDescribeCollectionOption(name))
 	if err != nil {
+		if msg := strings.ToLower(err.Error()); strings.Contains(msg, "collection not found") || strings.Contains(msg, "can't find collection") {
+			return nil, fmt.Errorf("%w for model %s (collection %s): index some images first", ErrNoCollection, model, name)
+		}
 		return nil, s.wrap("describe collection "+name, err)
 	}
 	col := &Collection{s: s, Name: name, Model: model, Version: recordedVersion(desc)}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/embedfleet/embedfleet/shared/httpapi"
+	"github.com/embedfleet/embedfleet/shared/search"
+	"github.com/embedfleet/embedfleet/shared/telemetry"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
+	"github.com/embedfleet/embedfleet/worker"
+)
+
+func newServeCmd(g *globalFlags) *cobra.Command {
+	var (
+		mf               milvusFlags
+		models, listen   string
+		logLevel         string
+		maxBodyMiB       int
+		maxBatch, maxTop int
+		linger, timeout  time.Duration
+		grace            time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "serve --models MODEL[,MODEL...] [--listen :8080]",
+		Short: "Serve searches over HTTP: upload an image or name an indexed object",
+		Long: `Serve the query path over HTTP, with JSON answers:
+
+  POST /v1/search?model=M&k=10        the body is the query image (raw bytes, or
+                                      a multipart form with an "image" file)
+  GET  /v1/search?model=M&uri=U&k=10  the stored vector of indexed object U is the query
+  GET  /v1/models                     the models served and their collections
+  GET  /healthz, /readyz, /metrics    liveness, readiness (Milvus answers), Prometheus
+
+Each hit has rank, id, uri, cosine and the article's score (cos+1)/2. Uploads
+are embedded with the same preprocessing and model as the indexed images;
+uploads that arrive within --linger of each other share one inference call
+(at most --max-batch images). model may be left out when one model is served.
+
+Errors are JSON {"error", "status"}: 400 bad parameters, 404 unknown model,
+object or collection, 413 upload too large, 415 not an image, 422 corrupt
+image, 503 Milvus unavailable, 504 past --timeout. On SIGTERM the server stops
+accepting, finishes requests in flight within --grace, and exits 0.
+
+Example:
+  curl --data-binary @photo.jpg 'http://localhost:8080/v1/search?model=dinov2-base&k=5'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ms := splitList(models)
+			if len(ms) == 0 {
+				return errors.New("--models is required")
+			}
+			ctx := cmd.Context()
+			log := newLogger(cmd.ErrOrStderr(), logLevel)
+			embedders, closeModels, err := openModels(g, ms)
+			if err != nil {
+				return err
+			}
+			defer closeModels()
+			store, err := vecstore.Connect(ctx, mf.cfg)
+			if err != nil {
+				return err
+			}
+			defer store.Close(context.Background())
+			return serveSearch(ctx, log, store, embedders, listen, searchOptions{
+				maxBody: int64(maxBodyMiB) << 20, maxBatch: maxBatch, maxK: maxTop, linger: linger, timeout: timeout, grace: grace,
+			}, nil)
+		},
+	}
+	f := cmd.Flags()
+	mf.bind(f)
+	f.StringVar(&models, "models", envOr("EMBEDFLEET_MODELS", "clip-vit-b32,dinov2-base"), "models to serve, comma-separated (env EMBEDFLEET_MODELS)")
+	f.StringVar(&listen, "listen", envOr("EMBEDFLEET_LISTEN", ":8080"), "address to serve on (env EMBEDFLEET_LISTEN)")
+	f.IntVar(&maxBodyMiB, "max-body-mib", 32, "largest upload, MiB")
+	f.IntVar(&maxBatch, "max-batch", 16, "uploads embedded in one inference call")
+	f.IntVar(&maxTop, "max-k", 1000, "largest k a request may ask for")
+	f.DurationVar(&linger, "linger", 2*time.Millisecond, "how long a batch waits for more uploads")
+	f.DurationVar(&timeout, "timeout", 30*time.Second, "per-request limit")
+	f.DurationVar(&grace, "grace", 20*time.Second, "on SIGTERM, time for requests in flight (keep it below the pod's grace period)")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+type searchOptions struct {
+	maxBody         int64
+	maxBatch, maxK  int
+	linger, timeout time.Duration
+	grace           time.Duration
+}
+
+// serveSearch serves the HTTP query API (and /metrics) on listen until ctx
+// ends, then shuts down within opts.grace. started, if set, gets the bound
+// address once the server accepts connections.
+func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, models []worker.Embedder, listen string,
+	opts searchOptions, started func(addr string)) error {
+	reg := telemetry.NewRegistry()
+	sms := make([]search.Model, len(models))
+	for i, e := range models {
+		sms[i] = e
+	}
+	api, err := httpapi.New(httpapi.Config{
+		Store: store, Models: sms, Limits: imageprepLimits(), MaxBodyBytes: opts.maxBody,
+		MaxBatch: opts.maxBatch, MaxTopK: opts.maxK, Linger: opts.linger, Timeout: opts.timeout, Log: log, Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+	defer api.Close()
+	if opts.timeout <= 0 {
+		opts.timeout = 30 * time.Second
+	}
+	if opts.grace <= 0 {
+		opts.grace = 20 * time.Second
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/", api)
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: opts.timeout + 10*time.Second,
+		WriteTimeout: opts.timeout + 10*time.Second, IdleTimeout: 2 * time.Minute}
+	names := make([]string, len(models))
+	for i, m := range models {
+		names[i] = m.Spec().Name
+	}
+	log.Info("serving", "addr", l.Addr().String(), "models", names)
+	if started != nil {
+		started(l.Addr().String())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "grace", opts.grace)
+	sctx, cancel := context.WithTimeout(context.Background(), opts.grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/embedfleet/embedfleet/shared/testenv"
+	"github.com/embedfleet/embedfleet/shared/testimages"
+)
+
+// TestServeCommand runs `embedfleet serve` as a process on real Milvus: it
+// logs its address, answers /v1/models and a search (404 before anything is
+// indexed, as JSON), exposes its metrics, and exits 0 on SIGTERM.
+func TestServeCommand(t *testing.T) {
+	t.Parallel()
+	mv := testenv.StartMilvus(t)
+	cmd := execCommand("serve", "--models", "clip-vit-b32", "--listen", "127.0.0.1:0", "--milvus-addr", mv.Addr)
+	cmd.Env = append(cmd.Environ(), ortEnv(t, tinyModels(t))...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	addrRe := regexp.MustCompile(`msg=serving addr=(\S+)`)
+	sc := bufio.NewScanner(stderr)
+	var base string
+	for sc.Scan() {
+		if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
+			base = "http://" + m[1]
+			break
+		}
+	}
+	if base == "" {
+		t.Fatal("serve never logged its address")
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+
+	get := func(path string) (int, string) {
+		res, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	if code, body := get("/v1/models"); code != 200 || !strings.Contains(body, `"name":"clip-vit-b32"`) || !strings.Contains(body, `"dim":16`) {
+		t.Fatalf("/v1/models: %d %s", code, body)
+	}
+	res, err := http.Post(base+"/v1/search", "image/png", strings.NewReader(string(stripPNG(t, 64, 48))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 404 || !strings.Contains(string(b), "index some images first") {
+		t.Fatalf("search before indexing: %d %s", res.StatusCode, b)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, `embedfleet_http_requests_total{code="404",route="search_image"} 1`) {
+		t.Fatalf("/metrics: %d, no count of the 404:\n%s", code, body)
+	}
+	if code, _ := get("/readyz"); code != 200 {
+		t.Fatalf("/readyz: %d", code)
+	}
+
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve after SIGTERM: %v, want exit 0", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("serve took %v to stop", d)
+	}
+}
+
+// TestDevServe: `dev --serve` indexes a folder, then answers searches over
+// HTTP from the same embedded stack until interrupted.
+func TestDevServe(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(8, 8))
+	var query []byte
+	for i := range 12 {
+		m := testimages.Photo(r, 150, 300)
+		os.WriteFile(filepath.Join(dir, fmt.Sprintf("p%02d.jpg", i)), testimages.JPEG(m, 90), 0o644)
+		if i == 4 {
+			query = testimages.JPEG(testimages.Scale(m, 0.6), 70)
+		}
+	}
+	cmd := execCommand("dev", "--images", dir, "--models", "dinov2-base", "--serve", "127.0.0.1:0")
+	cmd.Env = append(cmd.Environ(), append(ortEnv(t, tinyModels(t)), "EMBEDFLEET_MILVUS_BIN="+testenv.Binary(t, testenv.EnvMilvusBin))...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	addrRe := regexp.MustCompile(`serving searches on (http://\S+)`)
+	sc := bufio.NewScanner(stdout)
+	var base string
+	for sc.Scan() {
+		if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
+			base = m[1]
+			break
+		}
+	}
+	if base == "" {
+		t.Fatal("dev --serve never said where it serves")
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	res, err := http.Post(base+"/v1/search?k=1", "image/jpeg", bytes.NewReader(query))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(b), "p04.jpg") {
+		t.Fatalf("search: %d %s, want p04.jpg", res.StatusCode, b)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("dev after Ctrl-C: %v, want exit 0", err)
+	}
+}

@@ -1,0 +1,355 @@
+// Package httpapi is the query server behind `embedfleet serve`: it searches
+// a model's collection by an uploaded image or by an indexed object and
+// answers in JSON.
+//
+//	POST /v1/search?model=M&k=10        body: the image (raw, or multipart field "image")
+//	GET  /v1/search?model=M&uri=U&k=10  the stored vector of indexed object U is the query
+//	GET  /v1/models                     the models served, with their collections
+//	GET  /healthz, /readyz              liveness; readiness (Milvus answers)
+//
+// Uploads are decoded and preprocessed in the request's goroutine, then
+// embedded in small batches per model (requests that arrive within Linger
+// of each other share one inference call), so concurrent clients keep a
+// GPU busy instead of queueing on it one image at a time.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/embedfleet/embedfleet/shared/imageprep"
+	"github.com/embedfleet/embedfleet/shared/search"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
+)
+
+// Config of a Server. Store and at least one model are required.
+type Config struct {
+	Store  *vecstore.Store
+	Models []search.Model // served models; each one's Spec().Name is its name in requests
+	Limits imageprep.Limits
+
+	MaxBodyBytes int64         // largest upload; default 32 MiB
+	DefaultTopK  int           // default 10
+	MaxTopK      int           // default 1000
+	MaxBatch     int           // uploads embedded in one inference call; default 16
+	Linger       time.Duration // how long a batch waits for more uploads; default 2 ms
+	Timeout      time.Duration // per request; default 30 s
+	Log          *slog.Logger
+	Registry     prometheus.Registerer // nil: no metrics
+}
+
+// Server is an http.Handler. Close it to stop its batchers.
+type Server struct {
+	cfg      Config
+	search   *search.Searcher
+	models   map[string]*batcher
+	names    []string
+	mux      *http.ServeMux
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	batches  *prometheus.HistogramVec
+}
+
+// New checks cfg and starts one batcher per model.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil || len(cfg.Models) == 0 {
+		return nil, errors.New("httpapi: a store and at least one model are required")
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 32 << 20
+	}
+	if cfg.DefaultTopK <= 0 {
+		cfg.DefaultTopK = 10
+	}
+	if cfg.MaxTopK <= 0 {
+		cfg.MaxTopK = 1000
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 16
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = 2 * time.Millisecond
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, search: search.New(cfg.Store, cfg.Limits), models: map[string]*batcher{}, mux: http.NewServeMux()}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "embedfleet_http_requests_total", Help: "HTTP requests by route and status code.",
+	}, []string{"route", "code"})
+	s.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "embedfleet_http_request_seconds", Help: "HTTP request latency by route.",
+		Buckets: prometheus.ExponentialBuckets(0.002, 2, 14),
+	}, []string{"route"})
+	s.batches = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "embedfleet_serve_batch_images", Help: "Uploads embedded per inference call, by model.",
+		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
+	}, []string{"model"})
+	if cfg.Registry != nil {
+		for _, c := range []prometheus.Collector{s.requests, s.latency, s.batches} {
+			if err := cfg.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("httpapi: metrics: %w", err)
+			}
+		}
+	}
+	for _, m := range cfg.Models {
+		name := m.Spec().Name
+		if _, dup := s.models[name]; dup {
+			return nil, fmt.Errorf("httpapi: model %s given twice", name)
+		}
+		s.models[name] = newBatcher(m, cfg.MaxBatch, cfg.Linger, s.batches.WithLabelValues(name))
+		s.names = append(s.names, name)
+	}
+	s.route("POST /v1/search", "search_image", s.searchImage)
+	s.route("GET /v1/search", "search_object", s.searchObject)
+	s.route("GET /v1/models", "models", s.listModels)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := cfg.Store.Ping(r.Context()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Close stops the batchers; requests still waiting for one fail.
+func (s *Server) Close() {
+	for _, b := range s.models {
+		b.close()
+	}
+}
+
+// apiError is an error with the HTTP status it answers with.
+type apiError struct {
+	code int
+	msg  string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(format string, a ...any) error {
+	return &apiError{http.StatusBadRequest, fmt.Sprintf(format, a...)}
+}
+
+// route registers h with a timeout, metrics, and one JSON error shape.
+func (s *Server) route(pattern, name string, h func(*http.Request) (any, error)) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
+		defer cancel()
+		body, err := h(r.WithContext(ctx))
+		code := http.StatusOK
+		if err != nil {
+			code = s.status(err)
+			body = map[string]any{"error": err.Error(), "status": code}
+			if code >= 500 {
+				s.cfg.Log.Warn("request failed", "route", name, "status", code, "err", err)
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(body)
+		s.requests.WithLabelValues(name, strconv.Itoa(code)).Inc()
+		s.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	})
+}
+
+// status maps an error to its HTTP status: the client's mistakes are 4xx
+// and say what to change; Milvus being away is 503, so a load balancer
+// retries elsewhere.
+func (s *Server) status(err error) int {
+	var ae *apiError
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &ae):
+		return ae.code
+	case errors.As(err, &mbe), errors.Is(err, imageprep.ErrTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, imageprep.ErrUnsupported):
+		return http.StatusUnsupportedMediaType
+	case errors.Is(err, imageprep.ErrCorrupt):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, vecstore.ErrNoCollection), errors.Is(err, search.ErrNotIndexed):
+		return http.StatusNotFound
+	case errors.Is(err, vecstore.ErrUnavailable):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusInternalServerError
+}
+
+// Response is the answer to a search.
+type Response struct {
+	Model  string       `json:"model"`
+	K      int          `json:"k"`
+	TookMS float64      `json:"took_ms"`
+	Hits   []search.Hit `json:"hits"`
+}
+
+// params reads model and k, which every search takes.
+func (s *Server) params(r *http.Request) (string, int, error) {
+	q := r.URL.Query()
+	model := q.Get("model")
+	if model == "" {
+		if len(s.names) != 1 {
+			return "", 0, badRequest("model is required (one of %s)", strings.Join(s.names, ", "))
+		}
+		model = s.names[0]
+	}
+	if _, ok := s.models[model]; !ok {
+		return "", 0, &apiError{http.StatusNotFound, fmt.Sprintf("model %q is not served here (served: %s)", model, strings.Join(s.names, ", "))}
+	}
+	k := s.cfg.DefaultTopK
+	if v := q.Get("k"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > s.cfg.MaxTopK {
+			return "", 0, badRequest("k must be an integer from 1 to %d, got %q", s.cfg.MaxTopK, v)
+		}
+		k = n
+	}
+	return model, k, nil
+}
+
+func (s *Server) searchImage(r *http.Request) (any, error) {
+	start := time.Now()
+	model, k, err := s.params(r)
+	if err != nil {
+		return nil, err
+	}
+	data, err := s.upload(r)
+	if err != nil {
+		return nil, err
+	}
+	b := s.models[model]
+	px := make([]float32, b.m.InputSize())
+	if err := prepare(data, s.cfg.Limits, b.m.Params(), px); err != nil {
+		return nil, fmt.Errorf("query image: %w", err)
+	}
+	v, err := b.embed(r.Context(), px)
+	if err != nil {
+		return nil, err
+	}
+	hits, err := s.search.ByVector(r.Context(), model, v, k)
+	if err != nil {
+		return nil, err
+	}
+	return Response{Model: model, K: k, TookMS: ms(time.Since(start)), Hits: hits}, nil
+}
+
+func (s *Server) searchObject(r *http.Request) (any, error) {
+	start := time.Now()
+	model, k, err := s.params(r)
+	if err != nil {
+		return nil, err
+	}
+	uri := r.URL.Query().Get("uri")
+	if uri == "" {
+		return nil, badRequest("uri is required: the indexed object whose vector is the query (or POST an image)")
+	}
+	hits, err := s.search.ByObject(r.Context(), model, uri, k)
+	if err != nil {
+		return nil, err
+	}
+	return Response{Model: model, K: k, TookMS: ms(time.Since(start)), Hits: hits}, nil
+}
+
+// ModelInfo describes one served model.
+type ModelInfo struct {
+	Name       string `json:"name"`
+	Dim        int    `json:"dim"`
+	Version    string `json:"version"`
+	Collection string `json:"collection"`
+}
+
+func (s *Server) listModels(*http.Request) (any, error) {
+	out := make([]ModelInfo, 0, len(s.names))
+	for _, n := range s.names {
+		sp := s.models[n].m.Spec()
+		out = append(out, ModelInfo{Name: n, Dim: sp.Dim, Version: sp.Version, Collection: vecstore.CollectionName(n)})
+	}
+	return map[string]any{"models": out}, nil
+}
+
+// upload reads the image from a raw body or from the multipart field
+// "image", at most MaxBodyBytes.
+func (s *Server) upload(r *http.Request) ([]byte, error) {
+	body := http.MaxBytesReader(nil, r.Body, s.cfg.MaxBodyBytes)
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "multipart/form-data" {
+		data, err := io.ReadAll(body)
+		if err != nil {
+			return nil, uploadErr(err)
+		}
+		if len(data) == 0 {
+			return nil, badRequest("empty body: POST the image bytes, or a multipart form with an \"image\" file")
+		}
+		return data, nil
+	}
+	r.Body = body
+	mr, err := r.MultipartReader()
+	if err != nil {
+		return nil, badRequest("multipart body: %v", err)
+	}
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			return nil, badRequest("multipart body has no \"image\" field")
+		}
+		if err != nil {
+			return nil, uploadErr(err)
+		}
+		if p.FormName() != "image" {
+			continue
+		}
+		data, err := io.ReadAll(p)
+		if err != nil {
+			return nil, uploadErr(err)
+		}
+		return data, nil
+	}
+}
+
+func uploadErr(err error) error {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return fmt.Errorf("%w: the upload is over the %d-byte limit", err, mbe.Limit)
+	}
+	return badRequest("reading the upload: %v", err)
+}
+
+// prepare decodes data and writes the model's input tensor into px.
+func prepare(data []byte, lim imageprep.Limits, p imageprep.Params, px []float32) error {
+	dec := imageprep.NewDecoder(lim)
+	defer dec.Close()
+	img, _, err := dec.Decode(data)
+	if err != nil {
+		return err
+	}
+	pp, err := imageprep.NewPreprocessor(p)
+	if err != nil {
+		return err
+	}
+	return pp.Run(img, px)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
