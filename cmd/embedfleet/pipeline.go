@@ -381,20 +381,27 @@ func newQueryCmd(g *globalFlags) *cobra.Command {
 	var (
 		mf              milvusFlags
 		model, img, uri string
+		id              string
 		topK            int
 		asJSON          bool
 	)
 	cmd := &cobra.Command{
-		Use:   "query --model MODEL (--image FILE | --uri OBJECT_URI) [--top-k K] [--json]",
+		Use:   "query --model MODEL (--image FILE | --uri OBJECT_URI | --id ID) [--top-k K] [--json]",
 		Short: "Find the stored images most similar to an image file or an indexed object",
 		Long: `Embed --image with the same preprocessing and model as the indexed images (or
-reuse the stored vector of --uri, an indexed object such as s3://bucket/key),
-search the model's collection, and print rank, cosine, the article's score
-(cos+1)/2, and the URI of each hit.`,
+reuse the stored vector of --uri, an indexed object such as s3://bucket/key, or
+of --id, a hit's id), search the model's collection, and print rank, cosine,
+the article's score (cos+1)/2, and the URI of each hit (--json adds the ids).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if model == "" || (img == "") == (uri == "") {
-				return errors.New("--model and exactly one of --image or --uri are required")
+			given := 0
+			for _, v := range []string{img, uri, id} {
+				if v != "" {
+					given++
+				}
+			}
+			if model == "" || given != 1 {
+				return errors.New("--model and exactly one of --image, --uri or --id are required")
 			}
 			ctx := cmd.Context()
 			store, err := vecstore.Connect(ctx, mf.cfg)
@@ -423,7 +430,12 @@ search the model's collection, and print rank, cosine, the article's score
 				if err != nil {
 					return err
 				}
-				if hits, err = s.ByObject(ctx, spec.Name, uri, topK); err != nil {
+				if uri != "" {
+					hits, err = s.ByObject(ctx, spec.Name, uri, topK)
+				} else {
+					hits, err = s.ByID(ctx, spec.Name, id, topK)
+				}
+				if err != nil {
 					return err
 				}
 			}
@@ -435,6 +447,7 @@ search the model's collection, and print rank, cosine, the article's score
 	f.StringVar(&model, "model", "", "model whose collection to search (required)")
 	f.StringVar(&img, "image", "", "query image file")
 	f.StringVar(&uri, "uri", "", "an indexed object's URI, whose stored vector is the query")
+	f.StringVar(&id, "id", "", "an indexed object's id (as --json prints it), whose stored vector is the query")
 	f.IntVar(&topK, "top-k", 10, "number of results")
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd

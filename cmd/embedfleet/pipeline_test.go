@@ -327,6 +327,21 @@ func TestCoordinatorRunWaitCLI(t *testing.T) {
 	if err != nil || len(lines) != 3 || !strings.HasSuffix(lines[1], "/imgs/0005.jpg") {
 		t.Fatalf("query --uri: %v\n%s", err, qout)
 	}
+	// The same by id: the ids --json prints lead back to the same answer.
+	jcmd := execCommand("query", "--model", "dinov2-base", "--uri", "s3://"+c.minio.Bucket+"/imgs/0005.jpg", "--top-k", "2", "--json")
+	jcmd.Env = append(os.Environ(), c.env(t)...)
+	jout, err := jcmd.Output()
+	var hits []struct{ ID, URI string }
+	if err != nil || json.Unmarshal(jout, &hits) != nil || len(hits) != 2 || hits[0].ID == "" {
+		t.Fatalf("query --json: %v\n%s", err, jout)
+	}
+	icmd := execCommand("query", "--model", "dinov2-base", "--id", hits[0].ID, "--top-k", "2", "--json")
+	icmd.Env = append(os.Environ(), c.env(t)...)
+	iout, err := icmd.Output()
+	var byID []struct{ ID, URI string }
+	if err != nil || json.Unmarshal(iout, &byID) != nil || len(byID) != 2 || byID[0] != hits[0] || byID[1] != hits[1] {
+		t.Fatalf("query --id %s: %v\n%s\nwant %+v", hits[0].ID, err, iout, hits)
+	}
 
 	// status: the run, complete, as JSON (stdout is not a terminal).
 	scmd := execCommand("status")

@@ -37,6 +37,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
   POST /v1/search?model=M&k=10        the body is the query image (raw bytes, or
                                       a multipart form with an "image" file)
   GET  /v1/search?model=M&uri=U&k=10  the stored vector of indexed object U is the query
+  GET  /v1/search?model=M&id=ID&k=10  the same by a hit's id
   GET  /v1/models                     the models served and their collections
   GET  /healthz, /readyz, /metrics    liveness, readiness (Milvus answers), Prometheus
 

@@ -4,6 +4,7 @@
 //
 //	POST /v1/search?model=M&k=10        body: the image (raw, or multipart field "image")
 //	GET  /v1/search?model=M&uri=U&k=10  the stored vector of indexed object U is the query
+//	GET  /v1/search?model=M&id=ID&k=10  the same by primary key (a hit's id)
 //	GET  /v1/models                     the models served, with their collections
 //	GET  /healthz, /readyz              liveness; readiness (Milvus answers)
 //
@@ -262,11 +263,16 @@ func (s *Server) searchObject(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	uri := r.URL.Query().Get("uri")
-	if uri == "" {
-		return nil, badRequest("uri is required: the indexed object whose vector is the query (or POST an image)")
+	uri, id := r.URL.Query().Get("uri"), r.URL.Query().Get("id")
+	var hits []search.Hit
+	switch {
+	case (uri == "") == (id == ""):
+		return nil, badRequest("uri or id is required (one of them): the indexed object whose vector is the query (or POST an image)")
+	case uri != "":
+		hits, err = s.search.ByObject(r.Context(), model, uri, k)
+	default:
+		hits, err = s.search.ByID(r.Context(), model, id, k)
 	}
-	hits, err := s.search.ByObject(r.Context(), model, uri, k)
 	if err != nil {
 		return nil, err
 	}

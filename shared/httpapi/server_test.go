@@ -174,6 +174,10 @@ func TestSearchByImageAndObject(t *testing.T) {
 		if o.status != http.StatusOK || len(o.resp.Hits) != 2 || o.resp.Hits[0].URI != want || o.resp.Hits[0].Cosine < 0.9999 {
 			t.Fatalf("by object %s: %d %s %+v", want, o.status, o.err, o.resp.Hits)
 		}
+		byID := get(t, f, "/v1/search?model=clip-vit-b32&k=2&id="+o.resp.Hits[0].ID)
+		if byID.status != http.StatusOK || len(byID.resp.Hits) != 2 || byID.resp.Hits[0].URI != want || byID.resp.Hits[1].URI != o.resp.Hits[1].URI {
+			t.Fatalf("by id %s: %d %s %+v", o.resp.Hits[0].ID, byID.status, byID.err, byID.resp.Hits)
+		}
 	}
 	if a := get(t, f, "/v1/models"); a.status != http.StatusOK {
 		t.Fatalf("/v1/models: %d", a.status)
@@ -203,7 +207,9 @@ func TestBadRequests(t *testing.T) {
 		{"truncated jpeg", post(t, f, "model=clip-vit-b32", good[:len(good)/2]), 422, "corrupt"},
 		{"over the upload limit", post(t, f, "model=clip-vit-b32", huge), 413, "65536-byte limit"},
 		{"object not indexed", get(t, f, "/v1/search?model=clip-vit-b32&uri=s3://photos/nope.jpg"), 404, "not indexed"},
-		{"no uri", get(t, f, "/v1/search?model=clip-vit-b32"), 400, "uri is required"},
+		{"no uri", get(t, f, "/v1/search?model=clip-vit-b32"), 400, "uri or id is required"},
+		{"uri and id", get(t, f, "/v1/search?model=clip-vit-b32&uri=s3://photos/p01.jpg&id=x"), 400, "one of them"},
+		{"id not indexed", get(t, f, "/v1/search?model=clip-vit-b32&id=deadbeef"), 404, "id deadbeef is not indexed"},
 		{"model never indexed", post(t, f, "model=dinov2-base", good), 404, "index some images first"},
 	}
 	if len(huge) <= 64<<10 {

@@ -158,16 +158,25 @@ func (s *Searcher) ByImage(ctx context.Context, m Model, data []byte, k int) ([]
 // ByObject finds the k stored images nearest to an already indexed object
 // (its URI), reusing its stored vector; the object itself ranks first.
 func (s *Searcher) ByObject(ctx context.Context, model, objectURI string, k int) ([]Hit, error) {
+	return s.byStored(ctx, model, vecstore.ID(objectURI), objectURI, k)
+}
+
+// ByID is ByObject by primary key (the id of a hit) instead of URI.
+func (s *Searcher) ByID(ctx context.Context, model, id string, k int) ([]Hit, error) {
+	return s.byStored(ctx, model, id, "id "+id, k)
+}
+
+func (s *Searcher) byStored(ctx context.Context, model, id, what string, k int) ([]Hit, error) {
 	col, err := s.store.Open(ctx, model)
 	if err != nil {
 		return nil, err
 	}
-	row, found, err := col.Get(ctx, vecstore.ID(objectURI))
+	row, found, err := col.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	if !found {
-		return nil, fmt.Errorf("%w: %s is not indexed in %s", ErrNotIndexed, objectURI, col.Name)
+		return nil, fmt.Errorf("%w: %s is not indexed in %s", ErrNotIndexed, what, col.Name)
 	}
 	return s.ByVector(ctx, model, row.Vector, k)
 }
