@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -45,6 +46,9 @@ func (p paced) Embed(px []float32, n int, out []float32) error {
 //
 // busy is the share of the time the engine was given work: what the rest of
 // the pipeline (fetch, decode, preprocess, upsert, ack) costs it.
+// BENCH_MILVUS_DELAY_MS (default 0) delays every packet between the worker
+// and milvus-lite by that much each way, as a Milvus cluster across the
+// network would: milvus_rtt_ms in the output.
 func BenchmarkWorkerPaced(b *testing.B) {
 	root, _ := testenv.RepoRoot()
 	dir := os.Getenv("BENCHDIR")
@@ -80,7 +84,12 @@ func BenchmarkWorkerPaced(b *testing.B) {
 	if err := topo.Ensure(ctx, ns.JS, bus.StreamOptions{}); err != nil {
 		b.Fatal(err)
 	}
-	store, err := vecstore.Connect(ctx, vecstore.Config{Address: mv.Addr})
+	delay := time.Duration(envInt("BENCH_MILVUS_DELAY_MS", 0)) * time.Millisecond
+	milvusAddr := mv.Addr
+	if delay > 0 {
+		milvusAddr = delayProxy(b, mv.Addr, delay)
+	}
+	store, err := vecstore.Connect(ctx, vecstore.Config{Address: milvusAddr})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -113,5 +122,59 @@ func BenchmarkWorkerPaced(b *testing.B) {
 	}
 	model := float64(batch) / perBatch.Seconds()
 	e2e := float64(n) / el.Seconds()
-	fmt.Printf("worker_paced model_img_s=%.0f e2e_img_s=%.1f busy=%.2f batch=%d images=%d\n", model, e2e, e2e/model, batch, n)
+	fmt.Printf("worker_paced model_img_s=%.0f e2e_img_s=%.1f busy=%.2f batch=%d images=%d milvus_rtt_ms=%d\n",
+		model, e2e, e2e/model, batch, n, 2*delay.Milliseconds())
+}
+
+// delayProxy forwards TCP connections to addr, holding every chunk for d
+// before passing it on (in order), and returns its own address.
+func delayProxy(b *testing.B, addr string, d time.Duration) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close() })
+	pipe := func(dst, src net.Conn) {
+		type chunk struct {
+			at   time.Time
+			data []byte
+		}
+		q := make(chan chunk, 1024)
+		go func() {
+			for c := range q {
+				time.Sleep(time.Until(c.at))
+				if _, err := dst.Write(c.data); err != nil {
+					break
+				}
+			}
+			dst.Close()
+		}()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				q <- chunk{time.Now().Add(d), append([]byte(nil), buf[:n]...)}
+			}
+			if err != nil {
+				close(q)
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go pipe(up, c)
+			go pipe(c, up)
+		}
+	}()
+	return l.Addr().String()
 }
