@@ -190,24 +190,39 @@ type entry struct {
 }
 
 // batcher runs one model over images from any job: it flushes when a batch
-// is full or Linger has passed since the batch's first image.
+// is full or Linger has passed since the batch's first image. A flushed
+// batch's vectors go to Milvus from a second goroutine while the model runs
+// the next batch, so the engine does not wait on upserts; at most
+// upsertsQueued batches wait behind the one being written.
 type batcher struct {
-	w    *Worker
-	mi   int
-	in   chan entry
-	buf  []float32
-	out  []float32
+	w     *Worker
+	mi    int
+	in    chan entry
+	buf   []float32
+	out   []float32
+	ents  []entry
+	store chan stored
+}
+
+// stored is an embedded batch on its way to Milvus.
+type stored struct {
+	rows []vecstore.Row
 	ents []entry
 }
+
+const upsertsQueued = 1
 
 func (w *Worker) newBatcher(mi int) *batcher {
 	m := w.cfg.Models[mi]
 	bs := w.cfg.BatchSize
 	return &batcher{w: w, mi: mi, in: make(chan entry, bs), buf: make([]float32, bs*m.InputSize()),
-		out: make([]float32, bs*m.Spec().Dim), ents: make([]entry, 0, bs)}
+		out: make([]float32, bs*m.Spec().Dim), ents: make([]entry, 0, bs), store: make(chan stored, upsertsQueued)}
 }
 
 func (b *batcher) run(ctx context.Context) {
+	upserted := make(chan struct{})
+	go func() { defer close(upserted); b.upsertLoop(ctx) }()
+	defer func() { close(b.store); <-upserted }()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	size := b.w.cfg.Models[b.mi].InputSize()
@@ -237,46 +252,68 @@ func (b *batcher) run(ctx context.Context) {
 	}
 }
 
+// flush embeds the batch and hands it to the upserter; the jobs of its
+// entries count them done once the upsert has answered.
 func (b *batcher) flush(ctx context.Context) {
 	n := len(b.ents)
 	if n == 0 {
 		return
 	}
-	err := b.embedAndStore(ctx, n)
-	for _, e := range b.ents {
-		e.st.finish(1, err)
+	ents := b.ents
+	b.ents = make([]entry, 0, b.w.cfg.BatchSize)
+	rows, err := b.embed(n, ents)
+	if err != nil {
+		for _, e := range ents {
+			e.st.finish(1, err)
+		}
+		return
 	}
-	b.ents = b.ents[:0]
+	select {
+	case b.store <- stored{rows: rows, ents: ents}:
+	case <-ctx.Done():
+		for _, e := range ents {
+			e.st.finish(1, errTransient{ctx.Err()})
+		}
+	}
 }
 
-func (b *batcher) embedAndStore(ctx context.Context, n int) error {
+func (b *batcher) embed(n int, ents []entry) ([]vecstore.Row, error) {
 	w := b.w
 	m := w.cfg.Models[b.mi]
 	spec := m.Spec()
-	col := w.cols[spec.Name]
 	sz, dim := m.InputSize(), spec.Dim
 	t0 := time.Now()
 	if err := m.Embed(b.buf[:n*sz], n, b.out[:n*dim]); err != nil {
-		return fmt.Errorf("embed %s: %w", spec.Name, err)
+		return nil, fmt.Errorf("embed %s: %w", spec.Name, err)
 	}
 	w.cfg.Metrics.observe("embed", spec.Name, time.Since(t0).Seconds())
 	w.cfg.Metrics.embedded(spec.Name, n, w.cfg.BatchSize)
 	rows := make([]vecstore.Row, n)
-	for j, e := range b.ents {
+	vecs := make([]float32, n*dim)
+	copy(vecs, b.out[:n*dim])
+	for j, e := range ents {
 		it := e.st.items[e.idx]
-		vec := make([]float32, dim)
-		copy(vec, b.out[j*dim:(j+1)*dim])
 		uri := e.st.src.ObjectURI(it.key)
-		rows[j] = vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: it.etag, Size: it.size, Width: it.width, Height: it.height, Vector: vec}
+		rows[j] = vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: it.etag, Size: it.size, Width: it.width, Height: it.height,
+			Vector: vecs[j*dim : (j+1)*dim : (j+1)*dim]}
 	}
-	t0 = time.Now()
-	err := col.Upsert(ctx, rows)
-	w.cfg.Metrics.observe("upsert", spec.Name, time.Since(t0).Seconds())
-	if err != nil {
-		if errors.Is(err, vecstore.ErrUnavailable) {
-			return errTransient{err}
+	return rows, nil
+}
+
+// upsertLoop writes embedded batches in order until the batcher closes
+// its channel; each entry's job learns the outcome.
+func (b *batcher) upsertLoop(ctx context.Context) {
+	spec := b.w.cfg.Models[b.mi].Spec()
+	col := b.w.cols[spec.Name]
+	for s := range b.store {
+		t0 := time.Now()
+		err := col.Upsert(ctx, s.rows)
+		b.w.cfg.Metrics.observe("upsert", spec.Name, time.Since(t0).Seconds())
+		if err != nil && errors.Is(err, vecstore.ErrUnavailable) {
+			err = errTransient{err}
 		}
-		return err
+		for _, e := range s.ents {
+			e.st.finish(1, err)
+		}
 	}
-	return nil
 }
