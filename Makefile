@@ -21,7 +21,7 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps build test lint fmt clean fixtures random-models parity bench bench-embed bench-pipeline bench-manifest bench-article demo
+.PHONY: help deps build test lint fmt clean fixtures random-models parity bench bench-embed bench-pipeline bench-paced bench-manifest bench-article demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -76,8 +76,12 @@ bench: bench-embed bench-pipeline bench-manifest bench-article ## every benchmar
 bench-manifest: ## streaming diff of two sorted listings (1% changed/added/deleted) at 1M and 5M keys: keys/s and peak RSS
 	@for n in 1000000 5000000; do BENCH_KEYS=$$n $(GO) test -run '^$$' -bench . -benchtime 1x ./deploy/bench/manifest | grep '^manifest '; done
 
-bench-pipeline: deps build random-models ## coordinator publishing vs raw listing (100k objects), worker end to end vs inference alone, Milvus upserts
-	$(DEPS_ENV); $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./deploy/bench/pipeline | grep -E '^(coordinator|worker|milvus) '
+bench-pipeline: deps build random-models bench-paced ## coordinator publishing vs raw listing (100k objects), worker end to end vs inference alone, Milvus upserts
+	$(DEPS_ENV); $(GO) test -run '^$$' -bench 'Coordinator|MilvusUpsert|Worker$$' -benchtime 1x -timeout 30m ./deploy/bench/pipeline | grep -E '^(coordinator|worker|milvus) '
+
+bench-paced: deps ## a worker whose model takes 80 ms per batch of 32 (GPU-like): share of the engine's time kept busy, Milvus 0, 20 and 50 ms away
+	@$(DEPS_ENV); for d in 0 10 25; do \
+	  BENCH_MILVUS_DELAY_MS=$$d $(GO) test -run '^$$' -bench WorkerPaced -benchtime 1x ./deploy/bench/pipeline | grep '^worker_paced '; done
 
 
 bench-embed: deps build random-models ## preprocess img/s on one core against the HF processor; inference img/s by batch; end-to-end embed img/s (images: BENCHDIR)
