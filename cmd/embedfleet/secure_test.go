@@ -20,7 +20,7 @@ import (
 )
 
 // TestSecretsNeverLogged runs the pipeline against NATS with a user,
-// a password and TLS, and MinIO over TLS, both with a CA given to embedfleet
+// a password and TLS, MinIO over TLS and Milvus over TLS, each with a CA given to embedfleet
 // by flag or environment; wrong credentials or a missing CA fail fast with an
 // error naming the server; and no secret appears in any log line, metric or
 // help text.
@@ -46,7 +46,8 @@ func TestSecretsNeverLogged(t *testing.T) {
 	secrets := []string{natsPass, m.SecretKey}
 	env := append(ortEnv(t, tinyModels(t)),
 		"EMBEDFLEET_NATS_URL="+ns.URL, "EMBEDFLEET_NATS_USER=ef-user", "EMBEDFLEET_NATS_PASSWORD="+natsPass,
-		"EMBEDFLEET_NATS_CA="+ca.CertFile, "EMBEDFLEET_PREFIX=SECURE", "EMBEDFLEET_MILVUS_ADDR="+mv.Addr,
+		"EMBEDFLEET_NATS_CA="+ca.CertFile, "EMBEDFLEET_PREFIX=SECURE", "EMBEDFLEET_MILVUS_ADDR="+mv.TLSFront(t, ca),
+		"EMBEDFLEET_MILVUS_CA="+ca.CertFile,
 		"EMBEDFLEET_S3_ENDPOINT="+m.Endpoint, "EMBEDFLEET_S3_CA="+ca.CertFile, "EMBEDFLEET_S3_PATH_STYLE=true",
 		"AWS_ACCESS_KEY_ID="+m.AccessKey, "AWS_SECRET_ACCESS_KEY="+m.SecretKey)
 	source := "s3://" + m.Bucket + "/imgs/"

@@ -2,7 +2,10 @@ package testenv
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
+	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -120,4 +123,43 @@ func probeCollection(ctx context.Context, c *milvusclient.Client) error {
 		return err
 	}
 	return c.DropCollection(ctx, milvusclient.NewDropCollectionOption(name))
+}
+
+// TLSFront serves TLS on a new loopback port with a certificate from ca and
+// forwards each connection, decrypted, to the milvus-lite server: Milvus as
+// a client sees it behind a TLS-terminating proxy or with tls enabled. It
+// offers ALPN h2, as gRPC requires. It returns the front's host:port.
+func (m *Milvus) TLSFront(t testing.TB, ca *CA) string {
+	t.Helper()
+	certFile, keyFile := ca.Issue(t, "milvus")
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", m.Addr)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				done := make(chan struct{}, 2)
+				go func() { _, _ = io.Copy(up, c); done <- struct{}{} }()
+				go func() { _, _ = io.Copy(c, up); done <- struct{}{} }()
+				<-done
+			}()
+		}
+	}()
+	return l.Addr().String()
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -121,9 +122,47 @@ func Connect(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	c, err := milvusclient.New(dctx, ccfg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: milvus at %s: %v", ErrUnavailable, cfg.Address, err)
+		// gRPC reports a failed TLS handshake as a timeout; say what it was.
+		return nil, fmt.Errorf("%w: milvus at %s: %v%s", ErrUnavailable, cfg.Address, err, diagnose(cfg))
 	}
 	return &Store{c: c, cfg: cfg}, nil
+}
+
+// diagnose probes Milvus's address once to explain a failed connection:
+// the TCP error, the TLS handshake's error, or that the server speaks TLS
+// to a plaintext client. It returns "" when it finds nothing to add.
+func diagnose(cfg Config) string {
+	const timeout = 3 * time.Second
+	conn, err := net.DialTimeout("tcp", cfg.Address, timeout)
+	if err != nil {
+		return fmt.Sprintf(" (%v)", err)
+	}
+	conn.Close()
+	host, _, _ := net.SplitHostPort(cfg.Address)
+	tcfg := &tls.Config{ServerName: host, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12}
+	wantTLS := cfg.TLS || cfg.CAFile != ""
+	if wantTLS && cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return ""
+		}
+		tcfg.RootCAs = x509.NewCertPool()
+		tcfg.RootCAs.AppendCertsFromPEM(pem)
+	}
+	if !wantTLS {
+		tcfg.InsecureSkipVerify = true // only to learn whether it speaks TLS
+	}
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: timeout}, "tcp", cfg.Address, tcfg)
+	switch {
+	case wantTLS && err != nil:
+		return fmt.Sprintf(" (TLS handshake: %v)", err)
+	case !wantTLS && err == nil:
+		tc.Close()
+		return " (the server speaks TLS: connect with TLS, giving its CA if it is private)"
+	case err == nil:
+		tc.Close()
+	}
+	return ""
 }
 
 // Close ends the connection.

@@ -3,6 +3,7 @@ package vecstore_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,5 +133,63 @@ func TestConnectErrors(t *testing.T) {
 	}
 	if _, err := vecstore.Connect(ctx, vecstore.Config{Address: "x:1", IndexType: "DISKANN?"}); err == nil {
 		t.Fatal("an unknown index type was accepted")
+	}
+}
+
+// TestMilvusOverTLS talks to milvus-lite through a TLS front with a
+// certificate from a test CA: with the CA given, everything works; trusting
+// only the system's CAs, or speaking plaintext to the TLS port, fails within
+// the dial timeout with an error that names Milvus and says why.
+func TestMilvusOverTLS(t *testing.T) {
+	t.Parallel()
+	mv := testenv.StartMilvus(t)
+	ca := testenv.NewCA(t)
+	addr := mv.TLSFront(t, ca)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	st, err := vecstore.Connect(ctx, vecstore.Config{Address: addr, CAFile: ca.CertFile})
+	if err != nil {
+		t.Fatalf("connect over TLS with the CA: %v", err)
+	}
+	defer st.Close(ctx)
+	col, err := st.Ensure(ctx, spec(testenv.Name(t, "m"), "sha256:aaa", 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := col.Upsert(ctx, []vecstore.Row{{ID: "a", URI: "s3://b/a", ETag: "e", Vector: unit(8, 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	if hits, err := col.Search(ctx, unit(8, 1), 1); err != nil || len(hits) != 1 || hits[0].URI != "s3://b/a" {
+		t.Fatalf("search over TLS: %+v %v", hits, err)
+	}
+	if err := st.Ping(ctx); err != nil {
+		t.Fatalf("ping over TLS: %v", err)
+	}
+
+	for _, c := range []struct {
+		name string
+		cfg  vecstore.Config
+		want []string
+	}{
+		{"system CAs only", vecstore.Config{Address: addr, TLS: true, DialTimeout: 3 * time.Second}, []string{addr, "certificate"}},
+		{"plaintext to the TLS port", vecstore.Config{Address: addr, DialTimeout: 3 * time.Second}, []string{addr, "the server speaks TLS"}},
+	} {
+		start := time.Now()
+		st, err := vecstore.Connect(ctx, c.cfg)
+		if err == nil {
+			st.Close(ctx)
+			t.Errorf("%s: connected", c.name)
+			continue
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("%s: failed after %v, want within the dial timeout", c.name, d)
+		}
+		t.Logf("%s: %v", c.name, err)
+		for _, w := range c.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("%s: error %q does not say %q", c.name, err, w)
+			}
+		}
 	}
 }
