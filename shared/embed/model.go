@@ -71,7 +71,15 @@ func Open(dir string, opts Options) (*Model, error) {
 	} else if !opts.SkipHashCheck && got != spec.Version {
 		return nil, fmt.Errorf("%w: %s: %s has %s, spec says %s", ErrModelMismatch, spec.Name, path, got, spec.Version)
 	}
-	if err := checkTensors(spec, params, data); err != nil {
+	ins, outs, err := graphIO(data)
+	if err != nil {
+		// Not a graph this reader understands: let ONNX Runtime read it
+		// (in a temporary session) and judge it.
+		if ins, outs, err = ort.GetInputOutputInfoWithONNXData(data); err != nil {
+			return nil, fmt.Errorf("%w: %s: %s is not a model ONNX Runtime can load: %v", ErrModelMismatch, spec.Name, path, err)
+		}
+	}
+	if err := checkTensors(spec, params, ins, outs); err != nil {
 		return nil, err
 	}
 	so, err := sessionOptions(opts)
@@ -83,7 +91,15 @@ func Open(dir string, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("model %s: onnx runtime session: %w", spec.Name, err)
 	}
-	return &Model{spec: spec, params: params, sess: sess, height: params.CropHeight, width: params.CropWidth}, nil
+	m := &Model{spec: spec, params: params, sess: sess, height: params.CropHeight, width: params.CropWidth}
+	// One image of zeros through the model: the output's real shape must be
+	// the spec's (a graph may leave it symbolic), and the first batch of
+	// real work does not pay for the engine's warm-up.
+	if err := m.Embed(make([]float32, m.InputSize()), 1, make([]float32, spec.Dim)); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
 }
 
 func sessionOptions(opts Options) (*ort.SessionOptions, error) {
@@ -121,11 +137,7 @@ func sessionOptions(opts Options) (*ort.SessionOptions, error) {
 }
 
 // checkTensors compares the model's declared inputs and outputs with spec.
-func checkTensors(spec Spec, p imageprep.Params, data []byte) error {
-	ins, outs, err := ort.GetInputOutputInfoWithONNXData(data)
-	if err != nil {
-		return fmt.Errorf("model %s: read tensors: %w", spec.Name, err)
-	}
+func checkTensors(spec Spec, p imageprep.Params, ins, outs []ort.InputOutputInfo) error {
 	find := func(list []ort.InputOutputInfo, name string) *ort.InputOutputInfo {
 		for i := range list {
 			if list[i].Name == name {

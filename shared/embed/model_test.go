@@ -264,3 +264,28 @@ func TestBuiltinSpecsAreValid(t *testing.T) {
 		t.Fatalf("built-in specs differ from the article's models: %+v %+v", clip, dino)
 	}
 }
+
+// TestOpenChecksTheRealOutputShape: DINOv2's graph leaves its hidden size
+// symbolic, so only a real output shows a spec with the wrong dimension;
+// Open runs one and refuses the model.
+func TestOpenChecksTheRealOutputShape(t *testing.T) {
+	initRuntime(t)
+	src := filepath.Join("testdata", "models", "dinov2-base")
+	onnx, _ := os.ReadFile(filepath.Join(src, "model.onnx"))
+	specJSON, _ := os.ReadFile(filepath.Join(src, "spec.json"))
+	spec := strings.Replace(string(specJSON), `"dim": 32`, `"dim": 768`, 1)
+	if spec == string(specJSON) {
+		t.Fatal("the edit changed nothing; the test is stale")
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "model.onnx"), onnx, 0o644)
+	os.WriteFile(filepath.Join(dir, "spec.json"), []byte(spec), 0o644)
+	m, err := embed.Open(dir, embed.Options{})
+	if err == nil {
+		m.Close()
+		t.Fatal("opened a DINOv2 export whose spec says 768 dimensions for a 32-dimensional output")
+	}
+	if !errors.Is(err, embed.ErrModelMismatch) || !strings.Contains(err.Error(), "768") {
+		t.Fatalf("error %q, want ErrModelMismatch mentioning 768", err)
+	}
+}

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	ort "github.com/yalue/onnxruntime_go"
 )
 
 // A models folder holds one sub-folder per model, named after it, with
@@ -101,7 +103,13 @@ func Verify(dir string) (Spec, error) {
 	if err != nil {
 		return spec, err
 	}
-	return spec, checkTensors(spec, params, data)
+	// A temporary ONNX Runtime session: verification also proves the file
+	// loads, not only that its graph declares the right tensors.
+	ins, outs, err := ort.GetInputOutputInfoWithONNXData(data)
+	if err != nil {
+		return spec, fmt.Errorf("model %s: read tensors: %w", spec.Name, err)
+	}
+	return spec, checkTensors(spec, params, ins, outs)
 }
 
 // PullOptions say where an ONNX export is on a Hugging Face-style hub and

@@ -1,0 +1,142 @@
+package embed
+
+import (
+	"errors"
+	"fmt"
+
+	ort "github.com/yalue/onnxruntime_go"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// graphIO reads the declared inputs and outputs (names and shapes, -1 for a
+// symbolic or unknown dimension) from an ONNX model's bytes, without
+// building an ONNX Runtime session: Open builds exactly one. Field numbers
+// are those of onnx.proto: ModelProto.graph 7; GraphProto.input 11 and
+// .output 12; ValueInfoProto.name 1 and .type 2; TypeProto.tensor_type 1;
+// TypeProto.Tensor.shape 2; TensorShapeProto.dim 1; Dimension.dim_value 1.
+func graphIO(model []byte) (ins, outs []ort.InputOutputInfo, err error) {
+	graph, err := field(model, 7)
+	if err != nil {
+		return nil, nil, fmt.Errorf("onnx model: %w", err)
+	}
+	if graph == nil {
+		return nil, nil, errors.New("onnx model: no graph")
+	}
+	err = each(graph, func(num protowire.Number, v []byte) error {
+		if num != 11 && num != 12 {
+			return nil
+		}
+		info, err := valueInfo(v)
+		if err != nil {
+			return err
+		}
+		if num == 11 {
+			ins = append(ins, info)
+		} else {
+			outs = append(outs, info)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("onnx graph: %w", err)
+	}
+	return ins, outs, nil
+}
+
+func valueInfo(b []byte) (ort.InputOutputInfo, error) {
+	var info ort.InputOutputInfo
+	var typ []byte
+	err := each(b, func(num protowire.Number, v []byte) error {
+		switch num {
+		case 1:
+			info.Name = string(v)
+		case 2:
+			typ = v
+		}
+		return nil
+	})
+	if err != nil || typ == nil {
+		return info, err
+	}
+	tensor, err := field(typ, 1)
+	if err != nil || tensor == nil {
+		return info, err
+	}
+	shape, err := field(tensor, 2)
+	if err != nil || shape == nil {
+		return info, err
+	}
+	info.Dimensions = ort.Shape{}
+	err = each(shape, func(num protowire.Number, dim []byte) error {
+		if num != 1 {
+			return nil
+		}
+		d := int64(-1)
+		for len(dim) > 0 {
+			n, typ, l := protowire.ConsumeTag(dim)
+			if l < 0 {
+				return protowire.ParseError(l)
+			}
+			dim = dim[l:]
+			if n == 1 && typ == protowire.VarintType {
+				v, l := protowire.ConsumeVarint(dim)
+				if l < 0 {
+					return protowire.ParseError(l)
+				}
+				d = int64(v)
+				dim = dim[l:]
+				continue
+			}
+			l = protowire.ConsumeFieldValue(n, typ, dim)
+			if l < 0 {
+				return protowire.ParseError(l)
+			}
+			dim = dim[l:]
+		}
+		info.Dimensions = append(info.Dimensions, d)
+		return nil
+	})
+	return info, err
+}
+
+// each calls f with every length-delimited field of the message b (the
+// only kind graphIO needs), skipping the others.
+func each(b []byte, f func(protowire.Number, []byte) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		if typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			if err := f(num, v); err != nil {
+				return err
+			}
+			b = b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// field returns the last length-delimited field num of message b (nil if
+// there is none).
+func field(b []byte, num protowire.Number) ([]byte, error) {
+	var out []byte
+	err := each(b, func(n protowire.Number, v []byte) error {
+		if n == num {
+			out = v
+		}
+		return nil
+	})
+	return out, err
+}
