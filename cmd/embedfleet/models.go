@@ -52,6 +52,15 @@ func openModels(g *globalFlags, names []string) ([]worker.Embedder, func(), erro
 	return out, closeAll, nil
 }
 
+// openModelList opens the comma-separated models of a --models flag.
+func openModelList(g *globalFlags, list string) ([]worker.Embedder, func(), error) {
+	ms := splitList(list)
+	if len(ms) == 0 {
+		return nil, nil, errors.New("--models is required")
+	}
+	return openModels(g, ms)
+}
+
 func newModelsCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "models",

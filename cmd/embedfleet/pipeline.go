@@ -310,13 +310,9 @@ The worker refuses to start when a model's collection holds vectors of another
 version of that model.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ms := splitList(models)
-			if len(ms) == 0 {
-				return errors.New("--models is required")
-			}
 			ctx := cmd.Context()
 			log := newLogger(cmd.ErrOrStderr(), logLevel)
-			embedders, closeModels, err := openModels(g, ms)
+			embedders, closeModels, err := openModelList(g, models)
 			if err != nil {
 				return err
 			}

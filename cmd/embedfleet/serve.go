@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -55,13 +54,9 @@ Example:
   curl --data-binary @photo.jpg 'http://localhost:8080/v1/search?model=dinov2-base&k=5'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ms := splitList(models)
-			if len(ms) == 0 {
-				return errors.New("--models is required")
-			}
 			ctx := cmd.Context()
 			log := newLogger(cmd.ErrOrStderr(), logLevel)
-			embedders, closeModels, err := openModels(g, ms)
+			embedders, closeModels, err := openModelList(g, models)
 			if err != nil {
 				return err
 			}

@@ -71,59 +71,56 @@ func valueInfo(b []byte) (ort.InputOutputInfo, error) {
 		if num != 1 {
 			return nil
 		}
-		d := int64(-1)
-		for len(dim) > 0 {
-			n, typ, l := protowire.ConsumeTag(dim)
-			if l < 0 {
-				return protowire.ParseError(l)
-			}
-			dim = dim[l:]
-			if n == 1 && typ == protowire.VarintType {
-				v, l := protowire.ConsumeVarint(dim)
-				if l < 0 {
-					return protowire.ParseError(l)
-				}
+		d := int64(-1) // a dim_param, or nothing: symbolic
+		err := walk(dim, nil, func(n protowire.Number, v uint64) {
+			if n == 1 {
 				d = int64(v)
-				dim = dim[l:]
-				continue
 			}
-			l = protowire.ConsumeFieldValue(n, typ, dim)
-			if l < 0 {
-				return protowire.ParseError(l)
-			}
-			dim = dim[l:]
-		}
+		})
 		info.Dimensions = append(info.Dimensions, d)
-		return nil
+		return err
 	})
 	return info, err
 }
 
-// each calls f with every length-delimited field of the message b (the
-// only kind graphIO needs), skipping the others.
-func each(b []byte, f func(protowire.Number, []byte) error) error {
+// each calls f with every length-delimited field of the message b,
+// skipping the others.
+func each(b []byte, f func(protowire.Number, []byte) error) error { return walk(b, f, nil) }
+
+// walk calls onBytes with every length-delimited field and onVarint with
+// every varint field of the message b (either may be nil), skipping the
+// others.
+func walk(b []byte, onBytes func(protowire.Number, []byte) error, onVarint func(protowire.Number, uint64)) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
 		b = b[n:]
-		if typ == protowire.BytesType {
+		switch {
+		case typ == protowire.BytesType && onBytes != nil:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return protowire.ParseError(n)
 			}
-			if err := f(num, v); err != nil {
+			if err := onBytes(num, v); err != nil {
 				return err
 			}
 			b = b[n:]
-			continue
+		case typ == protowire.VarintType && onVarint != nil:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			onVarint(num, v)
+			b = b[n:]
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+			if n < 0 {
+				return protowire.ParseError(n)
+			}
+			b = b[n:]
 		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
 	}
 	return nil
 }
