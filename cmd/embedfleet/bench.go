@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/embedfleet/embedfleet/coordinator"
@@ -45,8 +46,13 @@ type cdResult struct {
 	ImgPerSec float64 `json:"img_s"`
 	IndexImgS float64 `json:"index_img_s"`
 	QueryImgS float64 `json:"query_img_s"`
-	Refs      int     `json:"refs"`
-	Queries   int     `json:"queries"`
+	// Stages: images per second of time spent in each stage. prepare
+	// (fetch, decode, preprocess) is per goroutine: it runs on every core
+	// at once. embed and upsert are the worker's model calls and Milvus
+	// writes while indexing; query_embed and search are the query phase's.
+	Stages  map[string]float64 `json:"stage_img_s"`
+	Refs    int                `json:"refs"`
+	Queries int                `json:"queries"`
 }
 
 func newCopyDetectCmd(g *globalFlags) *cobra.Command {
@@ -64,7 +70,9 @@ JetStream, a milvus-lite server, the coordinator and a worker), embed every
 query, search each model's collection, and report per model: accuracy@1 and
 top-3 accuracy (the article's metrics), recall@10, and micro average precision
 as DISC21 defines it (all query-reference-score predictions pooled and ranked
-by score), with images/s for indexing, for queries, and overall.
+by score), with images/s for indexing, for queries, and overall, and per stage (time
+spent fetching/decoding/preprocessing, embedding, upserting, embedding the
+queries and searching).
 
 truth.csv has a header and rows "query,reference" (reference empty for a query
 with no match), as deploy/bench/make_queries.py writes. Prints one line per
@@ -111,6 +119,8 @@ model and, with --out, writes results.json, results.md and results.png
 				curves = append(curves, [2][]float64{rec, prec})
 				fmt.Fprintf(cmd.OutOrStdout(), "embedfleet %s top1=%.4f top3=%.4f recall10=%.4f micro_ap=%.4f img_s=%.2f index_img_s=%.2f query_img_s=%.2f refs=%d queries=%d\n",
 					r.Model, r.Top1, r.Top3, r.Recall10, r.MicroAP, r.ImgPerSec, r.IndexImgS, r.QueryImgS, r.Refs, r.Queries)
+				fmt.Fprintf(cmd.OutOrStdout(), "stages %s prepare_img_s=%.1f embed_img_s=%.1f upsert_img_s=%.1f query_embed_img_s=%.1f search_img_s=%.1f\n",
+					r.Model, r.Stages["prepare"], r.Stages["embed"], r.Stages["upsert"], r.Stages["query_embed"], r.Stages["search"])
 				results = append(results, r)
 			}
 			if outDir != "" {
@@ -225,11 +235,12 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 	if err != nil {
 		return res, nil, err
 	}
+	reg := prometheus.NewRegistry()
 	w, err := worker.New(ctx, worker.Config{JS: st.js, Topology: st.topo, Consumer: cons, Models: []worker.Embedder{e},
 		Store: st.store, OpenSource: func(uri string) (objstore.Source, error) {
 			return objstore.Open(uri, objstore.S3Config{}, objstore.Filter{})
 		},
-		BatchSize: batch, Prefetch: 2})
+		BatchSize: batch, Prefetch: 2, Metrics: worker.NewMetrics(reg)})
 	if err != nil {
 		return res, nil, err
 	}
@@ -251,6 +262,12 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 	indexTime := time.Since(start)
 	res.Refs = int(sum.Stored)
 	res.IndexImgS = float64(sum.Stored) / indexTime.Seconds()
+	res.Stages = map[string]float64{}
+	for stage, secs := range stageSeconds(reg) {
+		if secs > 0 {
+			res.Stages[stage] = float64(sum.Stored) / secs
+		}
+	}
 
 	qs := make([]string, 0, len(truth))
 	for q := range truth {
@@ -259,6 +276,7 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 	sort.Strings(qs)
 	s := search.New(st.store, imageprep.Limits{})
 	results := map[string][]scored{}
+	var queryEmbed, searchTime time.Duration
 	start = time.Now()
 	// Queries are embedded as the worker embeds: decoded on every core,
 	// inferred in batches; then each vector is searched.
@@ -270,13 +288,17 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 				return res, nil, err
 			}
 		}
+		t0 := time.Now()
 		vecs, errs := s.EmbedBatch(e, images, batch)
+		queryEmbed += time.Since(t0)
 		for i, q := range chunk {
 			if errs[i] != nil {
 				return res, nil, fmt.Errorf("query %s: %w", q, errs[i])
 			}
 		}
+		t0 = time.Now()
 		hits, err := s.ByVectors(ctx, name, vecs, 10)
+		searchTime += time.Since(t0)
 		if err != nil {
 			return res, nil, fmt.Errorf("queries %s..%s: %w", chunk[0], chunk[len(chunk)-1], err)
 		}
@@ -289,9 +311,38 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 	queryTime := time.Since(start)
 	res.Queries = len(qs)
 	res.QueryImgS = float64(len(qs)) / queryTime.Seconds()
+	if queryEmbed > 0 {
+		res.Stages["query_embed"] = float64(len(qs)) / queryEmbed.Seconds()
+	}
+	if searchTime > 0 {
+		res.Stages["search"] = float64(len(qs)) / searchTime.Seconds()
+	}
 	res.ImgPerSec = float64(res.Refs+res.Queries) / (indexTime + queryTime).Seconds()
 	res.Top1, res.Top3, res.Recall10, res.MicroAP = cdMetrics(truth, results)
 	return res, results, nil
+}
+
+// stageSeconds sums the worker's time per stage (prepare, embed, upsert)
+// from its metrics.
+func stageSeconds(reg *prometheus.Registry) map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "embedfleet_worker_stage_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "stage" {
+					out[l.GetValue()] += m.GetHistogram().GetSampleSum()
+				}
+			}
+		}
+	}
+	return out
 }
 
 type scored struct {
@@ -356,6 +407,12 @@ func writeCDResults(dir string, rs []cdResult) error {
 	for _, r := range rs {
 		fmt.Fprintf(&md, "| %s | %s | %.2f%% | %.2f%% | %.2f%% | %.4f | %.2f | %.2f | %.2f |\n", r.Pipeline, r.Model,
 			100*r.Top1, 100*r.Top3, 100*r.Recall10, r.MicroAP, r.ImgPerSec, r.IndexImgS, r.QueryImgS)
+	}
+	md.WriteString("\nImages per second of time spent in each stage (prepare = fetch, decode and preprocess, per goroutine; it runs on every core at once):\n\n")
+	md.WriteString("| model | prepare | embed | upsert | query embed | search |\n| --- | --- | --- | --- | --- | --- |\n")
+	for _, r := range rs {
+		fmt.Fprintf(&md, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", r.Model,
+			r.Stages["prepare"], r.Stages["embed"], r.Stages["upsert"], r.Stages["query_embed"], r.Stages["search"])
 	}
 	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(md.String()), 0o644)
 }

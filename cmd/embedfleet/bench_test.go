@@ -71,6 +71,18 @@ func TestBenchCopyDetect(t *testing.T) {
 	if r := rs[0]; r.Refs != 16 || r.Queries != 10 || r.Top1 < 0.75 || r.ImgPerSec <= 0 {
 		t.Fatalf("result %+v: want 16 refs, 10 queries, resized copies found first", r)
 	}
+	// Every stage was timed, and a stage inside a phase cannot be slower
+	// than the phase: its rate is at least the phase's rate. (prepare is
+	// summed over goroutines, so it has no such bound.)
+	res := rs[0]
+	for stage, phase := range map[string]float64{"prepare": 0, "embed": res.IndexImgS, "upsert": res.IndexImgS, "query_embed": res.QueryImgS, "search": res.QueryImgS} {
+		if v := res.Stages[stage]; v <= 0 || v < phase {
+			t.Errorf("stage %s: %v img/s, its phase %v img/s", stage, v, phase)
+		}
+	}
+	if !strings.Contains(out, "stages dinov2-base prepare_img_s=") {
+		t.Errorf("no stages line:\n%s", out)
+	}
 	if md, _ := os.ReadFile(filepath.Join(dir, "out", "results.md")); !strings.Contains(string(md), "| embedfleet | dinov2-base |") {
 		t.Fatalf("results.md:\n%s", md)
 	}
