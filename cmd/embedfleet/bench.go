@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -111,7 +112,7 @@ model and, with --out, writes results.json, results.md and results.png
 			var results []cdResult
 			var curves [][2][]float64
 			for _, e := range embedders {
-				r, preds, err := copyDetect(ctx, st, src, e, queries, truth, batch)
+				r, preds, err := copyDetect(ctx, st, src, e, queries, truth, batch, cmd.ErrOrStderr())
 				if err != nil {
 					return err
 				}
@@ -228,7 +229,7 @@ func startEmbedded(ctx context.Context, dataDir, milvusBin, milvusAddr string) (
 	return h, nil
 }
 
-func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e worker.Embedder, queryDir string, truth map[string]string, batch int) (cdResult, map[string][]scored, error) {
+func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e worker.Embedder, queryDir string, truth map[string]string, batch int, progress io.Writer) (cdResult, map[string][]scored, error) {
 	name := e.Spec().Name
 	res := cdResult{Pipeline: "embedfleet", Model: name}
 	cons, err := st.topo.WorkerConsumer(ctx, st.js, bus.ConsumerOptions{})
@@ -255,7 +256,13 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 	if err != nil {
 		return res, nil, err
 	}
-	sum, err := coordinator.Wait(ctx, st.js, st.topo, rec, nil)
+	lastNote := time.Now()
+	sum, err := coordinator.Wait(ctx, st.js, st.topo, rec, func(s coordinator.Summary) {
+		if time.Since(lastNote) >= 5*time.Second {
+			lastNote = time.Now()
+			fmt.Fprintf(progress, "bench %s: indexed %d/%d references, %.1f img/s\n", name, s.Stored, rec.Listed, float64(s.Stored)/s.Elapsed.Seconds())
+		}
+	})
 	if err != nil {
 		return res, nil, err
 	}
@@ -278,10 +285,11 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 	results := map[string][]scored{}
 	var queryEmbed, searchTime time.Duration
 	start = time.Now()
+	qStart := start
 	// Queries are embedded as the worker embeds: decoded on every core,
 	// inferred in batches; then each vector is searched.
-	for start := 0; start < len(qs); start += 4 * batch {
-		chunk := qs[start:min(start+4*batch, len(qs))]
+	for first := 0; first < len(qs); first += 4 * batch {
+		chunk := qs[first:min(first+4*batch, len(qs))]
 		images := make([][]byte, len(chunk))
 		for i, q := range chunk {
 			if images[i], err = readFileLimited(filepath.Join(queryDir, q)); err != nil {
@@ -306,6 +314,11 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 			for _, h := range hits[i] {
 				results[q] = append(results[q], scored{ref: path.Base(filepath.ToSlash(h.URI)), score: h.Cosine})
 			}
+		}
+		if time.Since(lastNote) >= 5*time.Second {
+			lastNote = time.Now()
+			done := first + len(chunk)
+			fmt.Fprintf(progress, "bench %s: searched %d/%d queries, %.1f img/s\n", name, done, len(qs), float64(done)/time.Since(qStart).Seconds())
 		}
 	}
 	queryTime := time.Since(start)
