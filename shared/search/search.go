@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
@@ -44,6 +45,37 @@ type Hit struct {
 type Searcher struct {
 	store *vecstore.Store
 	lim   imageprep.Limits
+	cols  sync.Map // model -> cachedCol
+}
+
+// cachedCol spares a query server one Milvus round trip per request. An
+// entry lives for colTTL, and goes at the first error that uses it, so a
+// collection dropped and made again is found anew.
+type cachedCol struct {
+	col *vecstore.Collection
+	at  time.Time
+}
+
+const colTTL = time.Minute
+
+func (s *Searcher) collection(ctx context.Context, model string) (*vecstore.Collection, error) {
+	if c, ok := s.cols.Load(model); ok && time.Since(c.(cachedCol).at) < colTTL {
+		return c.(cachedCol).col, nil
+	}
+	col, err := s.store.Open(ctx, model)
+	if err != nil {
+		return nil, err
+	}
+	s.cols.Store(model, cachedCol{col: col, at: time.Now()})
+	return col, nil
+}
+
+// forget drops model's cached collection when err says it may be stale.
+func (s *Searcher) forget(model string, err error) error {
+	if err != nil {
+		s.cols.Delete(model)
+	}
+	return err
 }
 
 // New returns a Searcher over store.
@@ -167,13 +199,13 @@ func (s *Searcher) ByID(ctx context.Context, model, id string, k int) ([]Hit, er
 }
 
 func (s *Searcher) byStored(ctx context.Context, model, id, what string, k int) ([]Hit, error) {
-	col, err := s.store.Open(ctx, model)
+	col, err := s.collection(ctx, model)
 	if err != nil {
 		return nil, err
 	}
 	row, found, err := col.Get(ctx, id)
 	if err != nil {
-		return nil, err
+		return nil, s.forget(model, err)
 	}
 	if !found {
 		return nil, fmt.Errorf("%w: %s is not indexed in %s", ErrNotIndexed, what, col.Name)
@@ -196,18 +228,18 @@ func (s *Searcher) ByVectors(ctx context.Context, model string, vs [][]float32, 
 	if k < 1 {
 		return nil, fmt.Errorf("top-k must be at least 1, got %d", k)
 	}
-	col, err := s.store.Open(ctx, model)
+	col, err := s.collection(ctx, model)
 	if err != nil {
 		return nil, err
 	}
 	for _, v := range vs {
 		if col.Dim != len(v) {
-			return nil, fmt.Errorf("collection %s holds %d-d vectors, the query has %d", col.Name, col.Dim, len(v))
+			return nil, s.forget(model, fmt.Errorf("collection %s holds %d-d vectors, the query has %d", col.Name, col.Dim, len(v)))
 		}
 	}
 	raw, err := col.SearchMany(ctx, vs, k)
 	if err != nil {
-		return nil, err
+		return nil, s.forget(model, err)
 	}
 	out := make([][]Hit, len(raw))
 	for q, rs := range raw {
