@@ -25,6 +25,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 		logLevel         string
 		maxBodyMiB       int
 		maxBatch, maxTop int
+		maxInFlight      int
 		linger, timeout  time.Duration
 		grace            time.Duration
 	)
@@ -47,7 +48,8 @@ uploads that arrive within --linger of each other share one inference call
 
 Errors are JSON {"error", "status"}: 400 bad parameters, 404 unknown model,
 object or collection, 413 upload too large, 415 not an image, 422 corrupt
-image, 503 Milvus unavailable, 504 past --timeout. On SIGTERM the server stops
+image, 503 Milvus unavailable or --max-inflight uploads already in hand (with
+Retry-After), 504 past --timeout. On SIGTERM the server stops
 accepting, finishes requests in flight within --grace, and exits 0.
 
 Example:
@@ -67,7 +69,8 @@ Example:
 			}
 			defer store.Close(context.Background())
 			return serveSearch(ctx, log, store, embedders, listen, searchOptions{
-				maxBody: int64(maxBodyMiB) << 20, maxBatch: maxBatch, maxK: maxTop, linger: linger, timeout: timeout, grace: grace,
+				maxBody: int64(maxBodyMiB) << 20, maxBatch: maxBatch, maxK: maxTop, maxInFlight: maxInFlight,
+				linger: linger, timeout: timeout, grace: grace,
 			}, nil)
 		},
 	}
@@ -77,6 +80,7 @@ Example:
 	f.StringVar(&listen, "listen", envOr("EMBEDFLEET_LISTEN", ":8080"), "address to serve on (env EMBEDFLEET_LISTEN)")
 	f.IntVar(&maxBodyMiB, "max-body-mib", 32, "largest upload, MiB")
 	f.IntVar(&maxBatch, "max-batch", 16, "uploads embedded in one inference call")
+	f.IntVar(&maxInFlight, "max-inflight", 64, "uploads handled at once (memory: up to this times --max-body-mib); more get 503 with Retry-After")
 	f.IntVar(&maxTop, "max-k", 1000, "largest k a request may ask for")
 	f.DurationVar(&linger, "linger", 2*time.Millisecond, "how long a batch waits for more uploads")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "per-request limit")
@@ -88,6 +92,7 @@ Example:
 type searchOptions struct {
 	maxBody         int64
 	maxBatch, maxK  int
+	maxInFlight     int
 	linger, timeout time.Duration
 	grace           time.Duration
 }
@@ -104,7 +109,8 @@ func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, m
 	}
 	api, err := httpapi.New(httpapi.Config{
 		Store: store, Models: sms, Limits: imageprepLimits(), MaxBodyBytes: opts.maxBody,
-		MaxBatch: opts.maxBatch, MaxTopK: opts.maxK, Linger: opts.linger, Timeout: opts.timeout, Log: log, Registry: reg,
+		MaxBatch: opts.maxBatch, MaxTopK: opts.maxK, MaxInFlight: opts.maxInFlight, Linger: opts.linger, Timeout: opts.timeout,
+		Log: log, Registry: reg,
 	})
 	if err != nil {
 		return err

@@ -44,6 +44,7 @@ type Config struct {
 	DefaultTopK  int           // default 10
 	MaxTopK      int           // default 1000
 	MaxBatch     int           // uploads embedded in one inference call; default 16
+	MaxInFlight  int           // uploads handled at once (memory: this times MaxBodyBytes); more get 503 at once; default 64
 	Linger       time.Duration // how long a batch waits for more uploads; default 2 ms
 	Timeout      time.Duration // per request; default 30 s
 	Log          *slog.Logger
@@ -57,6 +58,7 @@ type Server struct {
 	models   map[string]*batcher
 	names    []string
 	mux      *http.ServeMux
+	uploads  chan struct{} // a slot per upload in flight
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	batches  *prometheus.HistogramVec
@@ -79,6 +81,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 16
 	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 64
+	}
 	if cfg.Linger <= 0 {
 		cfg.Linger = 2 * time.Millisecond
 	}
@@ -88,7 +93,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, search: search.New(cfg.Store, cfg.Limits), models: map[string]*batcher{}, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, search: search.New(cfg.Store, cfg.Limits), models: map[string]*batcher{}, mux: http.NewServeMux(),
+		uploads: make(chan struct{}, cfg.MaxInFlight)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "embedfleet_http_requests_total", Help: "HTTP requests by route and status code.",
 	}, []string{"route", "code"})
@@ -141,14 +147,15 @@ func (s *Server) Close() {
 
 // apiError is an error with the HTTP status it answers with.
 type apiError struct {
-	code int
-	msg  string
+	code       int
+	msg        string
+	retryAfter int // seconds, for a Retry-After header
 }
 
 func (e *apiError) Error() string { return e.msg }
 
 func badRequest(format string, a ...any) error {
-	return &apiError{http.StatusBadRequest, fmt.Sprintf(format, a...)}
+	return &apiError{code: http.StatusBadRequest, msg: fmt.Sprintf(format, a...)}
 }
 
 // route registers h with a timeout, metrics, and one JSON error shape.
@@ -162,6 +169,9 @@ func (s *Server) route(pattern, name string, h func(*http.Request) (any, error))
 		if err != nil {
 			code = s.status(err)
 			body = map[string]any{"error": err.Error(), "status": code}
+			if ae := (*apiError)(nil); errors.As(err, &ae) && ae.retryAfter > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(ae.retryAfter))
+			}
 			if code >= 500 {
 				s.cfg.Log.Warn("request failed", "route", name, "status", code, "err", err)
 			}
@@ -218,7 +228,7 @@ func (s *Server) params(r *http.Request) (string, int, error) {
 		model = s.names[0]
 	}
 	if _, ok := s.models[model]; !ok {
-		return "", 0, &apiError{http.StatusNotFound, fmt.Sprintf("model %q is not served here (served: %s)", model, strings.Join(s.names, ", "))}
+		return "", 0, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("model %q is not served here (served: %s)", model, strings.Join(s.names, ", "))}
 	}
 	k := s.cfg.DefaultTopK
 	if v := q.Get("k"); v != "" {
@@ -233,6 +243,15 @@ func (s *Server) params(r *http.Request) (string, int, error) {
 
 func (s *Server) searchImage(r *http.Request) (any, error) {
 	start := time.Now()
+	// Shed load rather than hold more uploads than memory allows: the
+	// client (or its load balancer) retries, here or on another replica.
+	select {
+	case s.uploads <- struct{}{}:
+		defer func() { <-s.uploads }()
+	default:
+		return nil, &apiError{code: http.StatusServiceUnavailable, retryAfter: 1,
+			msg: fmt.Sprintf("busy: %d uploads in flight, the most this server takes at once; retry", s.cfg.MaxInFlight)}
+	}
 	model, k, err := s.params(r)
 	if err != nil {
 		return nil, err

@@ -317,3 +317,67 @@ func TestMilvusDown(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadShedding: with one upload slot, an upload still arriving holds
+// it; another upload gets 503 with Retry-After at once (memory stays
+// bounded), searches by object still work, and once the slow upload ends
+// uploads are taken again.
+func TestLoadShedding(t *testing.T) {
+	t.Parallel()
+	f := setup(t, httpapi.Config{MaxInFlight: 1})
+	pr, pw := io.Pipe()
+	type result struct {
+		res *http.Response
+		err error
+	}
+	slow := make(chan result, 1)
+	go func() { // no t.Fatal off the test's goroutine: hand the result over
+		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/v1/search?model=clip-vit-b32&k=1", pr)
+		res, err := http.DefaultClient.Do(req)
+		slow <- result{res, err}
+	}()
+	photo := f.photos[2]
+	if _, err := pw.Write(photo[:100]); err != nil { // the handler now holds the slot, reading
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/v1/search?model=clip-vit-b32&k=1", bytes.NewReader(photo))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode == http.StatusServiceUnavailable {
+			if res.Header.Get("Retry-After") != "1" || !strings.Contains(string(body), "busy: 1 uploads in flight") {
+				t.Fatalf("503 without Retry-After or reason: %v %s", res.Header, body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a second upload was never turned away (last: %d %s)", res.StatusCode, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if a := get(t, f, "/v1/search?model=clip-vit-b32&k=1&uri=s3://photos/p05.jpg"); a.status != http.StatusOK {
+		t.Fatalf("search by object while uploads are full: %d %s", a.status, a.err)
+	}
+	if _, err := pw.Write(photo[100:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	r := <-slow
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	var resp httpapi.Response
+	err := json.NewDecoder(r.res.Body).Decode(&resp)
+	r.res.Body.Close()
+	if r.res.StatusCode != http.StatusOK || err != nil || resp.Hits[0].URI != "s3://photos/p02.jpg" {
+		t.Fatalf("the slow upload: %d %v %+v", r.res.StatusCode, err, resp.Hits)
+	}
+	if a := post(t, f, "model=clip-vit-b32&k=1", photo); a.status != http.StatusOK {
+		t.Fatalf("an upload after the slot came free: %d %s", a.status, a.err)
+	}
+}
