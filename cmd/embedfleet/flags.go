@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"os"
 	"strings"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 
 	"github.com/embedfleet/embedfleet/shared/bus"
@@ -34,6 +37,22 @@ func (n *natsFlags) bind(f *pflag.FlagSet) {
 }
 
 func (n *natsFlags) topology() bus.Topology { return bus.Topology{Prefix: strings.ToUpper(n.prefix)} }
+
+// connect connects to NATS as client name and makes sure the streams and
+// buckets exist; the caller closes the connection.
+func (n *natsFlags) connect(ctx context.Context, name string, so bus.StreamOptions) (*nats.Conn, jetstream.JetStream, bus.Topology, error) {
+	n.cfg.Name = name
+	nc, js, err := bus.Connect(n.cfg)
+	if err != nil {
+		return nil, nil, bus.Topology{}, err
+	}
+	topo := n.topology()
+	if err := topo.Ensure(ctx, js, so); err != nil {
+		nc.Close()
+		return nil, nil, bus.Topology{}, err
+	}
+	return nc, js, topo, nil
+}
 
 type milvusFlags struct{ cfg vecstore.Config }
 

@@ -94,16 +94,11 @@ next run redoes what is missing. --dry-run prints the diff and changes nothing.`
 			if err != nil {
 				return err
 			}
-			nf.cfg.Name = "embedfleet-coordinator"
-			nc, js, err := bus.Connect(nf.cfg)
+			nc, js, topo, err := nf.connect(ctx, "embedfleet-coordinator", bus.StreamOptions{Replicas: replicas})
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			topo := nf.topology()
-			if err := topo.Ensure(ctx, js, bus.StreamOptions{Replicas: replicas}); err != nil {
-				return err
-			}
 			if metricsAddr != "" {
 				if err := serveTelemetry(ctx, metricsAddr, telemetry.NewRegistry(), natsReady(nc), log); err != nil {
 					return err
@@ -317,16 +312,11 @@ version of that model.`,
 				return err
 			}
 			defer closeModels()
-			nf.cfg.Name = "embedfleet-worker"
-			nc, js, err := bus.Connect(nf.cfg)
+			nc, js, topo, err := nf.connect(ctx, "embedfleet-worker", bus.StreamOptions{})
 			if err != nil {
 				return err
 			}
 			defer nc.Close()
-			topo := nf.topology()
-			if err := topo.Ensure(ctx, js, bus.StreamOptions{}); err != nil {
-				return err
-			}
 			cons, err := topo.WorkerConsumer(ctx, js, bus.ConsumerOptions{AckWait: ackWait, MaxDeliver: maxDeliver})
 			if err != nil {
 				return err

@@ -35,19 +35,7 @@ func TestServeCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	addrRe := regexp.MustCompile(`msg=serving addr=(\S+)`)
-	sc := bufio.NewScanner(stderr)
-	var base string
-	for sc.Scan() {
-		if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
-			base = "http://" + m[1]
-			break
-		}
-	}
-	if base == "" {
-		t.Fatal("serve never logged its address")
-	}
-	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	base := "http://" + firstMatch(t, stderr, `msg=serving addr=(\S+)`, "serve never logged its address")
 
 	get := func(path string) (int, string) {
 		res, err := http.Get(base + path)
@@ -113,19 +101,7 @@ func TestDevServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	addrRe := regexp.MustCompile(`serving searches on (http://\S+)`)
-	sc := bufio.NewScanner(stdout)
-	var base string
-	for sc.Scan() {
-		if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
-			base = m[1]
-			break
-		}
-	}
-	if base == "" {
-		t.Fatal("dev --serve never said where it serves")
-	}
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	base := firstMatch(t, stdout, `serving searches on (http://\S+)`, "dev --serve never said where it serves")
 	res, err := http.Post(base+"/v1/search?k=1", "image/jpeg", bytes.NewReader(query))
 	if err != nil {
 		t.Fatal(err)
@@ -141,4 +117,21 @@ func TestDevServe(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("dev after Ctrl-C: %v, want exit 0", err)
 	}
+}
+
+// firstMatch reads r line by line until one matches pattern and returns its
+// first group, failing with msg if r ends first; the rest of r is drained
+// so the process never blocks on a full pipe.
+func firstMatch(t *testing.T, r io.Reader, pattern, msg string) string {
+	t.Helper()
+	re := regexp.MustCompile(pattern)
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if m := re.FindStringSubmatch(sc.Text()); m != nil {
+			go func() { _, _ = io.Copy(io.Discard, r) }()
+			return m[1]
+		}
+	}
+	t.Fatal(msg)
+	return ""
 }

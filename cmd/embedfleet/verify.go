@@ -64,16 +64,11 @@ waits for it, deletes the extra rows, and verifies again.`,
 				return exitError{exitFailures, errors.New("the index does not match the source (run with --repair to fix it)")}
 			}
 			if len(rep.ToEmbed) > 0 {
-				nf.cfg.Name = "embedfleet-verify"
-				nc, js, err := bus.Connect(nf.cfg)
+				nc, js, topo, err := nf.connect(ctx, "embedfleet-verify", bus.StreamOptions{})
 				if err != nil {
 					return err
 				}
 				defer nc.Close()
-				topo := nf.topology()
-				if err := topo.Ensure(ctx, js, bus.StreamOptions{}); err != nil {
-					return err
-				}
 				journal, err := coordinator.NewJournal()
 				if err != nil {
 					return err

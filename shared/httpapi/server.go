@@ -262,7 +262,7 @@ func (s *Server) searchImage(r *http.Request) (any, error) {
 	}
 	b := s.models[model]
 	px := make([]float32, b.m.InputSize())
-	if err := prepare(data, s.cfg.Limits, b.m.Params(), px); err != nil {
+	if err := s.search.Prepare(b.m, data, px); err != nil {
 		return nil, fmt.Errorf("query image: %w", err)
 	}
 	v, err := b.embed(r.Context(), px)
@@ -360,21 +360,6 @@ func uploadErr(err error) error {
 		return fmt.Errorf("%w: the upload is over the %d-byte limit", err, mbe.Limit)
 	}
 	return badRequest("reading the upload: %v", err)
-}
-
-// prepare decodes data and writes the model's input tensor into px.
-func prepare(data []byte, lim imageprep.Limits, p imageprep.Params, px []float32) error {
-	dec := imageprep.NewDecoder(lim)
-	defer dec.Close()
-	img, _, err := dec.Decode(data)
-	if err != nil {
-		return err
-	}
-	pp, err := imageprep.NewPreprocessor(p)
-	if err != nil {
-		return err
-	}
-	return pp.Run(img, px)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -85,18 +85,8 @@ func New(store *vecstore.Store, lim imageprep.Limits) *Searcher {
 
 // Embed turns image bytes into the model's L2-normalised vector.
 func (s *Searcher) Embed(m Model, data []byte) ([]float32, error) {
-	dec := imageprep.NewDecoder(s.lim)
-	defer dec.Close()
-	img, _, err := dec.Decode(data)
-	if err != nil {
-		return nil, err
-	}
-	pp, err := imageprep.NewPreprocessor(m.Params())
-	if err != nil {
-		return nil, err
-	}
 	px := make([]float32, m.InputSize())
-	if err := pp.Run(img, px); err != nil {
+	if err := s.Prepare(m, data, px); err != nil {
 		return nil, err
 	}
 	v := make([]float32, m.Spec().Dim)
@@ -104,6 +94,22 @@ func (s *Searcher) Embed(m Model, data []byte) ([]float32, error) {
 		return nil, err
 	}
 	return v, nil
+}
+
+// Prepare decodes data and writes model m's input tensor for it into px
+// (m.InputSize() values), with the Searcher's limits.
+func (s *Searcher) Prepare(m Model, data []byte, px []float32) error {
+	dec := imageprep.NewDecoder(s.lim)
+	defer dec.Close()
+	img, _, err := dec.Decode(data)
+	if err != nil {
+		return err
+	}
+	pp, err := imageprep.NewPreprocessor(m.Params())
+	if err != nil {
+		return err
+	}
+	return pp.Run(img, px)
 }
 
 // EmbedBatch embeds many query images at once: decoding and preprocessing
