@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/gif"
@@ -236,6 +237,40 @@ func TestToRGBYCbCr(t *testing.T) {
 			if p[0] != c.R || p[1] != c.G || p[2] != c.B {
 				t.Fatalf("pixel (%d,%d) = %v, Go's model says %v", x, y, p[:3], c)
 			}
+		}
+	}
+}
+
+// TestTruncatedJPEGConcurrent decodes truncated JPEGs from many goroutines at
+// once. The library reports truncation as a warning whose text lives in a
+// thread-local buffer; reading it in a second cgo call, after the goroutine
+// may have moved to another OS thread, once let a truncated file through as
+// a good image under load. Every decode here must fail with ErrCorrupt.
+func TestTruncatedJPEGConcurrent(t *testing.T) {
+	good := fixture(t, "photo_481x321.jpg")
+	truncated := good[:len(good)/3]
+	const workers, rounds = 16, 60
+	errs := make(chan error, workers)
+	for range workers {
+		go func() {
+			d := imageprep.NewDecoder(imageprep.Limits{})
+			defer d.Close()
+			for i := range rounds {
+				if _, _, err := d.Decode(good); err != nil {
+					errs <- fmt.Errorf("round %d, good image: %v", i, err)
+					return
+				}
+				if _, _, err := d.Decode(truncated); !errors.Is(err, imageprep.ErrCorrupt) {
+					errs <- fmt.Errorf("round %d, truncated image: got %v, want ErrCorrupt", i, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Error(err)
 		}
 	}
 }

@@ -7,8 +7,40 @@ package imageprep
 
 /*
 #cgo LDFLAGS: -l:libturbojpeg.a
+#include <stdio.h>
 #include <stdlib.h>
 #include <turbojpeg.h>
+
+// The library keeps the text of a warning (and of most errors) in a
+// thread-local buffer, and a goroutine may move to another OS thread between
+// two cgo calls. So each call below reads the message and the error code in
+// the same C call that produced them.
+enum { ef_msg_len = 256 };
+
+static void ef_error(tjhandle h, char *msg, int *code) {
+	snprintf(msg, ef_msg_len, "%s", tjGetErrorStr2(h));
+	*code = h ? tjGetErrorCode(h) : TJERR_FATAL;
+}
+
+static tjhandle ef_init(char *msg) {
+	tjhandle h = tjInitDecompress();
+	if (h == NULL) snprintf(msg, ef_msg_len, "%s", tjGetErrorStr2(NULL));
+	return h;
+}
+
+static int ef_header(tjhandle h, const unsigned char *src, unsigned long n,
+		int *w, int *ht, int *sub, int *cs, char *msg, int *code) {
+	int rc = tjDecompressHeader3(h, src, n, w, ht, sub, cs);
+	if (rc != 0) ef_error(h, msg, code);
+	return rc;
+}
+
+static int ef_decompress(tjhandle h, const unsigned char *src, unsigned long n,
+		unsigned char *dst, int w, int pitch, int ht, int pf, char *msg, int *code) {
+	int rc = tjDecompress2(h, src, n, dst, w, pitch, ht, pf, 0);
+	if (rc != 0) ef_error(h, msg, code);
+	return rc;
+}
 */
 import "C"
 
@@ -21,10 +53,19 @@ import (
 // turbo is one TurboJPEG decompressor handle. Not safe for concurrent use.
 type turbo struct{ h C.tjhandle }
 
+// tjError is what the library said about a failed call.
+type tjError struct {
+	msg  [C.ef_msg_len]C.char
+	code C.int
+}
+
+func (e *tjError) String() string { return C.GoString(&e.msg[0]) }
+
 func newTurbo() (*turbo, error) {
-	h := C.tjInitDecompress()
+	var e tjError
+	h := C.ef_init(&e.msg[0])
 	if h == nil {
-		return nil, errors.New("turbojpeg: cannot create a decompressor: " + C.GoString(C.tjGetErrorStr2(nil)))
+		return nil, errors.New("turbojpeg: cannot create a decompressor: " + e.String())
 	}
 	return &turbo{h: h}, nil
 }
@@ -32,11 +73,11 @@ func newTurbo() (*turbo, error) {
 // reset replaces the handle with a fresh one.
 func (t *turbo) reset() error {
 	t.close()
-	h := C.tjInitDecompress()
-	if h == nil {
-		return errors.New("turbojpeg: cannot create a decompressor")
+	n, err := newTurbo()
+	if err != nil {
+		return err
 	}
-	t.h = h
+	t.h = n.h
 	return nil
 }
 
@@ -46,8 +87,6 @@ func (t *turbo) close() {
 		t.h = nil
 	}
 }
-
-func (t *turbo) errString() string { return C.GoString(C.tjGetErrorStr2(t.h)) }
 
 // Colour spaces a JPEG header can declare (TJCS_*).
 const (
@@ -61,8 +100,9 @@ const (
 // header reads the frame header: size and colour space.
 func (t *turbo) header(data []byte) (w, h, colorspace int, err error) {
 	var cw, ch, sub, cs C.int
-	if C.tjDecompressHeader3(t.h, (*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)), &cw, &ch, &sub, &cs) != 0 {
-		return 0, 0, 0, errors.New(t.errString())
+	var e tjError
+	if C.ef_header(t.h, (*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)), &cw, &ch, &sub, &cs, &e.msg[0], &e.code) != 0 {
+		return 0, 0, 0, errors.New(e.String())
 	}
 	return int(cw), int(ch), int(cs), nil
 }
@@ -70,27 +110,27 @@ func (t *turbo) header(data []byte) (w, h, colorspace int, err error) {
 // decodeCMYK decodes a CMYK or YCCK JPEG into dst (w*h*4 bytes) as the
 // four channels stored in the file, before any inversion.
 func (t *turbo) decodeCMYK(data, dst []byte, w, h int) error {
-	rc := C.tjDecompress2(t.h, (*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)),
-		(*C.uchar)(unsafe.Pointer(&dst[0])), C.int(w), C.int(w*4), C.int(h), C.TJPF_CMYK, 0)
-	return t.result(rc)
+	return t.decompress(data, dst, w, w*4, h, C.TJPF_CMYK)
 }
 
-// decodeRGB decodes into dst, which holds w*h*3 bytes. A warning from the
-// library (recoverable damage such as stray bytes between markers) is not an
-// error, as it is not for Pillow, except for a truncated file, which Pillow
-// refuses ("image file is truncated").
+// decodeRGB decodes into dst, which holds w*h*3 bytes.
 func (t *turbo) decodeRGB(data, dst []byte, w, h int) error {
-	rc := C.tjDecompress2(t.h, (*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)),
-		(*C.uchar)(unsafe.Pointer(&dst[0])), C.int(w), C.int(w*3), C.int(h), C.TJPF_RGB, 0)
-	return t.result(rc)
+	return t.decompress(data, dst, w, w*3, h, C.TJPF_RGB)
 }
 
-func (t *turbo) result(rc C.int) error {
+// decompress decodes data into dst. A warning from the library (recoverable
+// damage such as stray bytes between markers) is not an error, as it is not
+// for Pillow, except for a truncated file, which Pillow refuses ("image file
+// is truncated").
+func (t *turbo) decompress(data, dst []byte, w, pitch, h int, pf C.int) error {
+	var e tjError
+	rc := C.ef_decompress(t.h, (*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)),
+		(*C.uchar)(unsafe.Pointer(&dst[0])), C.int(w), C.int(pitch), C.int(h), pf, &e.msg[0], &e.code)
 	if rc == 0 {
 		return nil
 	}
-	msg := t.errString()
-	if C.tjGetErrorCode(t.h) == C.TJERR_WARNING && !strings.Contains(msg, "Premature end") {
+	msg := e.String()
+	if e.code == C.TJERR_WARNING && !strings.Contains(msg, "Premature end") {
 		return nil
 	}
 	return errors.New(msg)
