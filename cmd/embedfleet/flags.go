@@ -61,12 +61,17 @@ func (m *milvusFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&m.cfg.DBName, "milvus-db", os.Getenv("EMBEDFLEET_MILVUS_DB"), "Milvus database (env EMBEDFLEET_MILVUS_DB)")
 	f.BoolVar(&m.cfg.TLS, "milvus-tls", os.Getenv("EMBEDFLEET_MILVUS_TLS") == "true", "use TLS to Milvus (env EMBEDFLEET_MILVUS_TLS=true)")
 	f.StringVar(&m.cfg.CAFile, "milvus-ca", os.Getenv("EMBEDFLEET_MILVUS_CA"), "CA file to verify Milvus's TLS certificate; implies TLS (env EMBEDFLEET_MILVUS_CA)")
-	f.StringVar(&m.cfg.IndexType, "index-type", envOr("EMBEDFLEET_INDEX_TYPE", "AUTOINDEX"), "index of new collections: AUTOINDEX, FLAT, IVF_FLAT or HNSW (env EMBEDFLEET_INDEX_TYPE)")
-	f.IntVar(&m.cfg.HNSWM, "hnsw-m", 16, "HNSW M")
-	f.IntVar(&m.cfg.HNSWEfConstruct, "hnsw-ef-construction", 200, "HNSW efConstruction")
 	m.cfg.Username = os.Getenv("EMBEDFLEET_MILVUS_USER")
 	m.cfg.Password = os.Getenv("EMBEDFLEET_MILVUS_PASSWORD")
 	m.cfg.APIKey = os.Getenv("EMBEDFLEET_MILVUS_TOKEN")
+}
+
+// bindIndex adds the settings of the collections a command creates; only the
+// worker creates them.
+func (m *milvusFlags) bindIndex(f *pflag.FlagSet) {
+	f.StringVar(&m.cfg.IndexType, "index-type", envOr("EMBEDFLEET_INDEX_TYPE", "AUTOINDEX"), "index of new collections: AUTOINDEX, FLAT, IVF_FLAT or HNSW (env EMBEDFLEET_INDEX_TYPE)")
+	f.IntVar(&m.cfg.HNSWM, "hnsw-m", 16, "HNSW M (with --index-type HNSW)")
+	f.IntVar(&m.cfg.HNSWEfConstruct, "hnsw-ef-construction", 200, "HNSW efConstruction (with --index-type HNSW)")
 }
 
 type s3Flags struct {

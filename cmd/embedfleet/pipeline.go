@@ -348,6 +348,7 @@ version of that model.`,
 	f := cmd.Flags()
 	nf.bind(f)
 	mf.bind(f)
+	mf.bindIndex(f)
 	sf.bind(f)
 	f.StringVar(&models, "models", envOr("EMBEDFLEET_MODELS", ""), "models this worker serves, comma-separated (env EMBEDFLEET_MODELS; required)")
 	f.IntVar(&batch, "batch-size", envInt("EMBEDFLEET_BATCH_SIZE", 32), "images per inference batch (env EMBEDFLEET_BATCH_SIZE)")
