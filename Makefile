@@ -44,9 +44,12 @@ build: ## build bin/embedfleet (needs libjpeg-turbo: `deploy/install/deps.sh bui
 	$(DEPS) build
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/embedfleet ./cmd/embedfleet
 
+# The fuzz step skips minimizing each new interesting input: minimizing a
+# 100 KB photo can take the whole 10 s: a few hundred runs instead of a few
+# hundred thousand. A crasher is still saved, whole, under testdata/fuzz.
 test: deps lint ## deps, lint, every test with the race detector against real MinIO, NATS, Milvus and ONNX Runtime, a short fuzz
 	$(DEPS_ENV); $(GO) test -race -count=1 -timeout 20m ./...
-	$(GO) test -run '^$$' -fuzz FuzzDecodePreprocess -fuzztime 10s ./shared/imageprep
+	$(GO) test -run '^$$' -fuzz FuzzDecodePreprocess -fuzztime 10s -fuzzminimizetime 1x ./shared/imageprep
 
 fixtures: ## regenerate the parity fixtures with the Hugging Face reference (installs the Python stack, several GB, once)
 	$(PYENV) deploy/export/make_fixtures.py shared/imageprep/testdata
