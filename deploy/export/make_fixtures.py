@@ -121,7 +121,38 @@ def build_images(rng):
     save("photo_150x110.bmp", photo_like(rng, 150, 110), "BMP")
     save("photo_140x100.tiff", photo_like(rng, 140, 100), "TIFF")
     save("palette_130x100.png", Image.fromarray(photo_like(rng, 130, 100)).quantize(32), "PNG")
+    # GIFs whose first frame covers only part of the logical screen, one with
+    # a transparent index: Pillow shows the whole screen, fills what the frame
+    # leaves with the transparent index (else index 0), and gives transparent
+    # pixels their palette colour.
+    frame = Image.fromarray(photo_like(rng, 100, 70)).quantize(64)
+    common = int(np.bincount(np.asarray(frame).ravel()).argmax())
+    out["offset_transparent_150x110.gif"] = gif_on_screen(frame, (150, 110), (30, 25), transparency=common)
+    frame = Image.fromarray(photo_like(rng, 64, 50)).quantize(16)
+    out["offset_120x96.gif"] = gif_on_screen(frame, (120, 96), (10, 40))
     return out
+
+
+def gif_on_screen(frame, screen, offset, transparency=None):
+    """frame saved as a one-image GIF, then its logical screen enlarged to
+    screen and the image moved to offset."""
+    import struct
+
+    buf = io.BytesIO()
+    kw = {} if transparency is None else {"transparency": transparency}
+    frame.save(buf, "GIF", optimize=False, **kw)
+    g = bytearray(buf.getvalue())
+    g[6:10] = struct.pack("<HH", *screen)
+    p = 13 + (3 << ((g[10] & 7) + 1) if g[10] & 0x80 else 0)
+    while g[p] == 0x21:  # extensions: label, then sub-blocks
+        p += 2
+        while g[p]:
+            p += g[p] + 1
+        p += 1
+    if g[p] != 0x2C:
+        raise SystemExit("gif_on_screen: no image descriptor where expected")
+    g[p + 1 : p + 5] = struct.pack("<HH", *offset)
+    return bytes(g)
 
 
 def crop_u8(img, proc):

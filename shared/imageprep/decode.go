@@ -264,8 +264,7 @@ func (d *Decoder) decodeStd(data []byte, info *Info) error {
 		cfg, err = png.DecodeConfig(r)
 		decode = png.Decode
 	case "gif":
-		cfg, err = gif.DecodeConfig(r)
-		decode = gif.Decode // the first frame
+		cfg, err = gif.DecodeConfig(r) // decodeGIF reads the first frame
 	case "webp":
 		cfg, err = webp.DecodeConfig(r)
 		decode = webp.Decode
@@ -283,7 +282,12 @@ func (d *Decoder) decodeStd(data []byte, info *Info) error {
 	if err := d.checkPixels(cfg.Width, cfg.Height); err != nil {
 		return err
 	}
-	m, err := decode(bytes.NewReader(data))
+	var m image.Image
+	if info.Format == "gif" {
+		m, err = decodeGIF(data, cfg.Width, cfg.Height)
+	} else {
+		m, err = decode(bytes.NewReader(data))
+	}
 	if err != nil {
 		if info.Format == "bmp" && err == bmp.ErrUnsupported {
 			return fmt.Errorf("%w: bmp variant: %v", ErrUnsupported, err)
