@@ -130,7 +130,23 @@ def build_images(rng):
     out["offset_transparent_150x110.gif"] = gif_on_screen(frame, (150, 110), (30, 25), transparency=common)
     frame = Image.fromarray(photo_like(rng, 64, 50)).quantize(16)
     out["offset_120x96.gif"] = gif_on_screen(frame, (120, 96), (10, 40))
+    # A CMYK JPEG without its Adobe segment: Pillow reads every CMYK JPEG as
+    # inverted ("CMYK;I"), marker or not.
+    buf = io.BytesIO()
+    Image.fromarray(photo_like(rng, 96, 72)).convert("CMYK").save(buf, "JPEG", quality=90)
+    out["cmyk_no_adobe_96x72.jpg"] = without_segment(buf.getvalue(), 0xEE)
     return out
+
+
+def without_segment(jpg, marker):
+    """jpg with its marker segments of the given kind (0xE0-0xEF) removed."""
+    out, i = bytearray(jpg[:2]), 2
+    while jpg[i] == 0xFF and jpg[i + 1] not in (0xDA, 0xD9):
+        size = int.from_bytes(jpg[i + 2 : i + 4], "big")
+        if jpg[i + 1] != marker:
+            out += jpg[i : i + 2 + size]
+        i += 2 + size
+    return bytes(out + jpg[i:])
 
 
 def gif_on_screen(frame, screen, offset, transparency=None):

@@ -226,9 +226,9 @@ func (d *Decoder) decodeJPEGWith(data []byte, info *Info) error {
 	return nil
 }
 
-// decodeJPEGCMYK decodes a CMYK JPEG as Pillow does: files with an Adobe
-// marker store inverted values (Pillow's rawmode "CMYK;I"), then Pillow's
-// CMYK -> RGB formula.
+// decodeJPEGCMYK decodes a CMYK or YCCK JPEG as Pillow does: it reads every
+// four-channel JPEG as inverted (rawmode "CMYK;I", the Adobe convention),
+// with or without an Adobe segment, then applies its CMYK -> RGB formula.
 func (d *Decoder) decodeJPEGCMYK(data []byte, w, h int) error {
 	n := w * h * 4
 	if cap(d.tmp.Pix) < n {
@@ -238,13 +238,9 @@ func (d *Decoder) decodeJPEGCMYK(data []byte, w, h int) error {
 	if err := d.tj.decodeCMYK(data, cmyk, w, h); err != nil {
 		return fmt.Errorf("%w: jpeg: %s", ErrCorrupt, err)
 	}
-	inv := byte(0)
-	if scanJPEG(data).adobe {
-		inv = 0xFF
-	}
 	p := d.img.Pix
 	for i, j := 0, 0; i < n; i, j = i+4, j+3 {
-		p[j], p[j+1], p[j+2] = cmykToRGB(cmyk[i]^inv, cmyk[i+1]^inv, cmyk[i+2]^inv, cmyk[i+3]^inv)
+		p[j], p[j+1], p[j+2] = cmykToRGB(^cmyk[i], ^cmyk[i+1], ^cmyk[i+2], ^cmyk[i+3])
 	}
 	return nil
 }

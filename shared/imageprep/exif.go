@@ -4,8 +4,7 @@ import "encoding/binary"
 
 // jpegMarkers is what the marker segments before a JPEG's image data say.
 type jpegMarkers struct {
-	orientation int  // EXIF orientation 1..8, or 0 when absent or unreadable
-	adobe       bool // an APP14 "Adobe" segment (CMYK stored inverted)
+	orientation int // EXIF orientation 1..8, or 0 when absent or unreadable
 }
 
 // scanJPEG reads the marker segments before the image data, checking every
@@ -30,11 +29,8 @@ func scanJPEG(jpg []byte) jpegMarkers {
 			return m
 		}
 		seg := jpg[i+4 : i+2+size]
-		switch {
-		case marker == 0xE1 && m.orientation == 0 && len(seg) >= 6 && string(seg[:6]) == "Exif\x00\x00":
+		if marker == 0xE1 && m.orientation == 0 && len(seg) >= 6 && string(seg[:6]) == "Exif\x00\x00" {
 			m.orientation = tiffOrientation(seg[6:])
-		case marker == 0xEE && len(seg) >= 5 && string(seg[:5]) == "Adobe":
-			m.adobe = true
 		}
 		i += 2 + size
 	}
