@@ -135,6 +135,7 @@ def build_images(rng):
     buf = io.BytesIO()
     Image.fromarray(photo_like(rng, 96, 72)).convert("CMYK").save(buf, "JPEG", quality=90)
     out["cmyk_no_adobe_96x72.jpg"] = without_segment(buf.getvalue(), 0xEE)
+    save("progressive_200x150.jpg", photo_like(rng, 200, 150), "JPEG", quality=88, progressive=True)
     return out
 
 

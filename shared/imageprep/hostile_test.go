@@ -10,6 +10,7 @@ import (
 	"image/gif"
 	"image/jpeg"
 	"image/png"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -271,6 +272,72 @@ func TestTruncatedJPEGConcurrent(t *testing.T) {
 	for range workers {
 		if err := <-errs; err != nil {
 			t.Error(err)
+		}
+	}
+}
+
+// TestJPEGWarnings: damage after which libjpeg decodes the whole image (a
+// warning) gives the image, as in Pillow; a fatal error that follows a
+// warning in the same file, which TurboJPEG still reports as a warning, is
+// ErrCorrupt, as Pillow refuses the file ("broken data stream").
+func TestJPEGWarnings(t *testing.T) {
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, testimages.Photo(rand.New(rand.NewPCG(3, 3)), 48, 64), &jpeg.Options{Quality: 90}); err != nil {
+		t.Fatal(err)
+	}
+	clean := buf.Bytes()
+	sos := bytes.Index(clean, []byte{0xFF, 0xDA})
+	if sos < 0 {
+		t.Fatal("no SOS marker")
+	}
+	// Three stray bytes before the SOS marker: "Corrupt JPEG data: 3
+	// extraneous bytes before marker 0xda".
+	stray := append(append(append([]byte{}, clean[:sos]...), 0x01, 0x02, 0x03), clean[sos:]...)
+	// The same, and the scan's first component names Huffman tables 3, which
+	// the file does not define: fatal, after the warning.
+	fatal := append([]byte{}, stray...)
+	fatal[sos+3+2+3+1] = 0x33 // FF DA, 2-byte length, Ns, then Cs and Td/Ta
+	if os.Getenv("EMBEDFLEET_DUMP_JPEG_WARNINGS") != "" {
+		_ = os.WriteFile("/tmp/jw_stray.jpg", stray, 0o644)
+		_ = os.WriteFile("/tmp/jw_fatal.jpg", fatal, 0o644)
+	}
+	dec := imageprep.NewDecoder(imageprep.Limits{})
+	defer dec.Close()
+	want, _, err := dec.Decode(clean)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantPix := append([]byte{}, want.Pix...)
+	got, _, err := dec.Decode(stray)
+	if err != nil {
+		t.Fatalf("stray bytes before a marker: %v, want the image", err)
+	}
+	if !bytes.Equal(got.Pix, wantPix) {
+		t.Error("stray bytes before a marker changed the pixels")
+	}
+	if _, _, err := dec.Decode(fatal); !errors.Is(err, imageprep.ErrCorrupt) {
+		t.Fatalf("undefined Huffman table after a warning: %v, want ErrCorrupt", err)
+	} else {
+		t.Log(err)
+	}
+}
+
+// TestJPEGEnd: a JPEG that ends early is ErrCorrupt, however little is
+// missing, sequential or progressive, RGB or CMYK. (Pillow refuses these too,
+// but for a few sequential files that lack only the end-of-image marker,
+// depending on how its reads fall; see isRecoverable.)
+func TestJPEGEnd(t *testing.T) {
+	dec := imageprep.NewDecoder(imageprep.Limits{})
+	defer dec.Close()
+	for _, name := range []string{"photo_481x321.jpg", "cmyk_160x120.jpg", "progressive_200x150.jpg"} {
+		data := fixture(t, name)
+		if _, _, err := dec.Decode(data); err != nil {
+			t.Fatal(err)
+		}
+		for _, cut := range []int{1, 2, 3, 9, 40, len(data) / 2} {
+			if _, _, err := dec.Decode(data[:len(data)-cut]); !errors.Is(err, imageprep.ErrCorrupt) {
+				t.Errorf("%s without its last %d bytes: %v, want ErrCorrupt", name, cut, err)
+			}
 		}
 	}
 }

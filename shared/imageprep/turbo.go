@@ -102,7 +102,11 @@ func (t *turbo) header(data []byte) (w, h, colorspace int, err error) {
 	var cw, ch, sub, cs C.int
 	var e tjError
 	if C.ef_header(t.h, (*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)), &cw, &ch, &sub, &cs, &e.msg[0], &e.code) != 0 {
-		return 0, 0, 0, errors.New(e.String())
+		// Stray bytes between the markers are a warning here too, and the
+		// header is read in full.
+		if msg := e.String(); e.code != C.TJERR_WARNING || !isRecoverable(msg) {
+			return 0, 0, 0, errors.New(msg)
+		}
 	}
 	return int(cw), int(ch), int(cs), nil
 }
@@ -120,8 +124,7 @@ func (t *turbo) decodeRGB(data, dst []byte, w, h int) error {
 
 // decompress decodes data into dst. A warning from the library (recoverable
 // damage such as stray bytes between markers) is not an error, as it is not
-// for Pillow, except for a truncated file, which Pillow refuses ("image file
-// is truncated").
+// for Pillow, except for a file that ends early.
 func (t *turbo) decompress(data, dst []byte, w, pitch, h int, pf C.int) error {
 	var e tjError
 	rc := C.ef_decompress(t.h, (*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)),
@@ -130,8 +133,37 @@ func (t *turbo) decompress(data, dst []byte, w, pitch, h int, pf C.int) error {
 		return nil
 	}
 	msg := e.String()
-	if e.code == C.TJERR_WARNING && !strings.Contains(msg, "Premature end") {
+	if e.code == C.TJERR_WARNING && isRecoverable(msg) {
 		return nil
 	}
 	return errors.New(msg)
+}
+
+// libjpegWarnings are the beginnings of libjpeg's warning messages (its
+// JWRN_* codes) after which the whole image is decoded, as Pillow decodes it.
+// "Premature end of JPEG file" is missing on purpose: embedfleet refuses
+// every file that ends early. Pillow refuses them too, except, depending on
+// how its reads fall, some sequential files that lack only the end-of-image
+// marker; no fixed rule reproduces that, so none is tried.
+var libjpegWarnings = []string{
+	"Corrupt JPEG data",
+	"Unknown Adobe color transform code",
+	"Inconsistent progression sequence",
+	"Warning: unknown JFIF revision",
+	"Invalid SOS parameters for sequential JPEG",
+	"Application transferred too many scanlines",
+}
+
+// isRecoverable tells whether a failure that TurboJPEG calls a warning was
+// only a warning. TurboJPEG 2.1 keeps saying "warning" when a fatal error
+// follows a warning in the same file, but then the message is the fatal
+// one's (libjpeg reports only the first warning, and every fatal error), and
+// the image is only partly decoded.
+func isRecoverable(msg string) bool {
+	for _, w := range libjpegWarnings {
+		if strings.HasPrefix(msg, w) {
+			return true
+		}
+	}
+	return false
 }
