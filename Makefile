@@ -21,7 +21,7 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps build test lint fmt clean fixtures random-models parity bench bench-embed bench-pipeline bench-paced bench-manifest bench-article demo
+.PHONY: help deps build test lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,16 @@ random-models: ## export full-size random-init clip-vit-b32 and dinov2-base (see
 parity: deps build random-models ## full-size random-init CLIP and DINOv2: embedfleet against the article's PyTorch pipeline on BENCHDIR (prints parity and similarity lines)
 	py=$(PYENV); cd deploy/export && $$py parity.py --bin ../../bin/embedfleet --images ../../$(BENCHDIR) \
 	  --seed-images ../../../shared/seed --models "$(RANDOM_MODELS)"
+
+# The fuzzer's own corpus (what it found interesting), when this machine has one.
+FUZZ_CORPUS = $$($(GO) env GOCACHE)/fuzz/github.com/embedfleet/embedfleet/shared/imageprep/FuzzDecodePreprocess
+
+decode-diff: deps ## decode the fixtures, the fuzz corpora and BENCHDIR with embedfleet and with Pillow; fails on any image they decode differently
+	rm -rf bin/decode-diff
+	$(DEPS_ENV); inputs="shared/imageprep/testdata/images shared/imageprep/testdata/fuzz"; \
+	  for d in "$(FUZZ_CORPUS)" "$(BENCHDIR)"; do if [ -d "$$d" ]; then inputs="$$inputs $$d"; fi; done; \
+	  $(GO) run ./deploy/export/decodediff --out bin/decode-diff $$inputs
+	$(PYENV) deploy/export/decode_diff.py bin/decode-diff
 
 BENCH_REFS ?= 400
 BENCH_QUERIES ?= 200
