@@ -9,6 +9,8 @@ Each input is opened as the article's code and the parity fixtures open it
   equal                 both decode it to the same pixels
   size differs          both decode it, to different sizes        (a defect)
   pixels differ         both decode it, same size, other pixels   (a defect)
+  deliberate            a 16-bit greyscale PNG: embedfleet keeps each sample's
+                        high byte, Pillow clips it to 255 (docs/models.md)
   embedfleet refuses    Pillow decodes it, embedfleet reports an error
   Pillow refuses        embedfleet decodes it, Pillow raises
   both refuse
@@ -34,17 +36,24 @@ DEFECTS = ("size differs", "pixels differ")
 
 
 def pillow_rgb(data):
+    """Pillow's RGB pixels, and what embedfleet gives on purpose instead
+    (None where it gives the same)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         img = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
-        return np.asarray(img.convert("RGB"))
+        rgb = np.asarray(img.convert("RGB"))
+        deliberate = None
+        if img.mode.startswith("I;16"):
+            grey = (np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8)
+            deliberate = np.repeat(grey[..., None], 3, axis=2)
+        return rgb, deliberate
 
 
 def classify(rec, folder):
     with open(rec["bytes"], "rb") as f:
         data = f.read()
     try:
-        ref, perr = pillow_rgb(data), None
+        (ref, deliberate), perr = pillow_rgb(data), None
     except Exception as e:  # Pillow raises many types on damaged files
         ref, perr = None, f"{type(e).__name__}: {e}"
     if rec.get("error") and perr:
@@ -56,6 +65,8 @@ def classify(rec, folder):
     if (rec["height"], rec["width"]) != ref.shape[:2]:
         return "size differs", f"embedfleet {rec['width']}x{rec['height']}, Pillow {ref.shape[1]}x{ref.shape[0]}"
     got = np.fromfile(os.path.join(folder, f"{rec['id']}.rgb"), dtype=np.uint8).reshape(ref.shape)
+    if deliberate is not None and np.array_equal(got, deliberate):
+        return "deliberate", "16-bit grey: high byte, where Pillow clips"
     if not np.array_equal(got, ref):
         d = np.abs(got.astype(np.int16) - ref.astype(np.int16))
         return "pixels differ", f"max |diff| {d.max()}, {100 * (d > 0).mean():.2f}% of samples"
@@ -81,7 +92,7 @@ def main():
     for (fmt, cls), n in sorted(counts.items()):
         print(f"{fmt:8} {cls:20} {n}")
     for (fmt, cls), lines in sorted(examples.items()):
-        if cls in ("equal", "both refuse"):
+        if cls in ("equal", "both refuse", "deliberate"):
             continue
         print(f"\n{fmt} / {cls}:")
         for line in lines:

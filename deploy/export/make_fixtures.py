@@ -136,6 +136,10 @@ def build_images(rng):
     Image.fromarray(photo_like(rng, 96, 72)).convert("CMYK").save(buf, "JPEG", quality=90)
     out["cmyk_no_adobe_96x72.jpg"] = without_segment(buf.getvalue(), 0xEE)
     save("progressive_200x150.jpg", photo_like(rng, 200, 150), "JPEG", quality=88, progressive=True)
+    # Lossy WebP: libwebp's chroma upsampling and colour conversion, with and
+    # without an alpha plane, odd and even sides.
+    save("lossy_161x107.webp", photo_like(rng, 161, 107), "WEBP", quality=80)
+    save("lossy_alpha_120x90.webp", Image.fromarray(photo_like(rng, 120, 90)).convert("RGBA"), "WEBP", quality=70)
     return out
 
 

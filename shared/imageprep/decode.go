@@ -2,6 +2,7 @@ package imageprep
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"image"
 	"image/color"
@@ -272,7 +273,7 @@ func (d *Decoder) decodeStd(data []byte, info *Info) error {
 		decode = tiff.Decode
 	}
 	if err != nil {
-		return fmt.Errorf("%w: %s header: %v", ErrCorrupt, info.Format, err)
+		return stdError(info.Format+" header", err)
 	}
 	info.Width, info.Height = cfg.Width, cfg.Height
 	if err := d.checkPixels(cfg.Width, cfg.Height); err != nil {
@@ -285,13 +286,40 @@ func (d *Decoder) decodeStd(data []byte, info *Info) error {
 		m, err = decode(bytes.NewReader(data))
 	}
 	if err != nil {
-		if info.Format == "bmp" && err == bmp.ErrUnsupported {
-			return fmt.Errorf("%w: bmp variant: %v", ErrUnsupported, err)
+		return stdError(info.Format, err)
+	}
+	if info.Format == "webp" {
+		// Lossy WebP (VP8), with or without an alpha plane: libwebp's colours.
+		switch y := m.(type) {
+		case *image.YCbCr:
+			if y.SubsampleRatio == image.YCbCrSubsampleRatio420 {
+				d.img = webpRGB(y, d.img)
+				return nil
+			}
+		case *image.NYCbCrA:
+			if y.SubsampleRatio == image.YCbCrSubsampleRatio420 {
+				d.img = webpRGB(&y.YCbCr, d.img)
+				return nil
+			}
 		}
-		return fmt.Errorf("%w: %s: %v", ErrCorrupt, info.Format, err)
 	}
 	d.img = toRGB(m, d.img)
 	return nil
+}
+
+// stdError wraps an error of Go's decoders: ErrUnsupported for a valid file
+// of a variant they do not read (a CMYK TIFF, a BMP with an unusual header),
+// ErrCorrupt for the rest.
+func stdError(what string, err error) error {
+	var (
+		tiffU tiff.UnsupportedError
+		pngU  png.UnsupportedError
+		jpegU jpeg.UnsupportedError
+	)
+	if errors.As(err, &tiffU) || errors.As(err, &pngU) || errors.As(err, &jpegU) || errors.Is(err, bmp.ErrUnsupported) {
+		return fmt.Errorf("%w: %s variant: %v", ErrUnsupported, what, err)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrCorrupt, what, err)
 }
 
 // ToRGB converts a decoded image.Image to an RGB Image the way Decode does
@@ -362,8 +390,8 @@ func toRGB(m image.Image, dst Image) Image {
 			}
 		}
 	case *image.YCbCr:
-		// Lossy WebP (and JPEG decoded by Go): nearest chroma sample, Go's
-		// YCbCr -> RGB conversion.
+		// YCbCr that is not lossy WebP's 4:2:0 (Decode converts that with
+		// webpRGB): nearest chroma sample, Go's YCbCr -> RGB conversion.
 		for y := b.Min.Y; y < b.Max.Y; y++ {
 			for x := b.Min.X; x < b.Max.X; x++ {
 				yi, ci := src.YOffset(x, y), src.COffset(x, y)

@@ -99,6 +99,7 @@ func TestHostileInputs(t *testing.T) {
 		{name: "animated gif (first frame)", data: animated.Bytes(), wantW: 20},
 		{name: "cmyk jpeg", data: fixture(t, "cmyk_160x120.jpg"), wantW: 160},
 		{name: "exif-rotated jpeg", data: fixture(t, "exif6_400x300.jpg"), wantW: 300},
+		{name: "cmyk tiff (a variant Go does not read)", data: cmykTIFF(4, 3), wantErr: imageprep.ErrUnsupported, wantMsg: "variant"},
 	}
 	pp, err := imageprep.NewPreprocessor(imageprep.CLIP)
 	if err != nil {
@@ -340,4 +341,62 @@ func TestJPEGEnd(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestGray16PNG: a 16-bit greyscale PNG keeps each sample's high byte, as
+// 16-bit colour PNGs do (a deliberate difference from Pillow, which clips
+// these to 255; docs/models.md).
+func TestGray16PNG(t *testing.T) {
+	src := image.NewGray16(image.Rect(0, 0, 5, 3))
+	for i := 0; i < len(src.Pix); i += 2 {
+		src.Pix[i], src.Pix[i+1] = byte(i*17), byte(255-i)
+	}
+	dec := imageprep.NewDecoder(imageprep.Limits{})
+	defer dec.Close()
+	img, _, err := dec.Decode(encodePNG(t, src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5*3; i++ {
+		want := src.Pix[2*i]
+		if got := img.Pix[3*i : 3*i+3]; got[0] != want || got[1] != want || got[2] != want {
+			t.Fatalf("pixel %d: %v, want %d in every channel", i, got, want)
+		}
+	}
+}
+
+// cmykTIFF writes an uncompressed w x h CMYK TIFF (photometric 5), a valid
+// file that Go's TIFF decoder does not read.
+func cmykTIFF(w, h int) []byte {
+	type entry struct{ tag, typ, value uint16 }
+	pix := bytes.Repeat([]byte{10, 20, 30, 40}, w*h)
+	const ifdAt = 8
+	entries := []entry{
+		{256, 3, uint16(w)}, {257, 3, uint16(h)}, {258, 3, 8}, {259, 3, 1}, {262, 3, 5},
+		{273, 4, 0}, // strip offset: after the IFD, set below
+		{277, 3, 4}, {278, 3, uint16(h)}, {279, 4, uint16(len(pix))},
+	}
+	pixAt := ifdAt + 2 + 12*len(entries) + 4
+	var b bytes.Buffer
+	b.WriteString("II*\x00")
+	_ = binary.Write(&b, binary.LittleEndian, uint32(ifdAt))
+	_ = binary.Write(&b, binary.LittleEndian, uint16(len(entries)))
+	for _, e := range entries {
+		v := uint32(e.value)
+		if e.tag == 273 {
+			v = uint32(pixAt)
+		}
+		_ = binary.Write(&b, binary.LittleEndian, e.tag)
+		_ = binary.Write(&b, binary.LittleEndian, e.typ)
+		_ = binary.Write(&b, binary.LittleEndian, uint32(1))
+		if e.typ == 3 {
+			_ = binary.Write(&b, binary.LittleEndian, uint16(v))
+			_ = binary.Write(&b, binary.LittleEndian, uint16(0))
+		} else {
+			_ = binary.Write(&b, binary.LittleEndian, v)
+		}
+	}
+	_ = binary.Write(&b, binary.LittleEndian, uint32(0)) // no next IFD
+	b.Write(pix)
+	return b.Bytes()
 }
