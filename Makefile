@@ -66,9 +66,10 @@ parity: deps build random-models ## full-size random-init CLIP and DINOv2: embed
 # The fuzzer's own corpus (what it found interesting), when this machine has one.
 FUZZ_CORPUS = $$($(GO) env GOCACHE)/fuzz/github.com/embedfleet/embedfleet/shared/imageprep/FuzzDecodePreprocess
 
-decode-diff: deps ## decode the fixtures, the fuzz corpora and BENCHDIR with embedfleet and with Pillow; fails on any image they decode differently
-	rm -rf bin/decode-diff
-	$(DEPS_ENV); inputs="shared/imageprep/testdata/images shared/imageprep/testdata/fuzz"; \
+decode-diff: deps ## decode format variants, the fixtures, the fuzz corpora and BENCHDIR with embedfleet and with Pillow; fails on any image they decode differently
+	rm -rf bin/decode-diff bin/decode-variants
+	$(PYENV) deploy/export/make_variants.py bin/decode-variants
+	$(DEPS_ENV); inputs="bin/decode-variants shared/imageprep/testdata/images shared/imageprep/testdata/fuzz"; \
 	  for d in "$(FUZZ_CORPUS)" "$(BENCHDIR)"; do if [ -d "$$d" ]; then inputs="$$inputs $$d"; fi; done; \
 	  $(GO) run ./deploy/export/decodediff --out bin/decode-diff $$inputs
 	$(PYENV) deploy/export/decode_diff.py bin/decode-diff
