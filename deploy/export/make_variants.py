@@ -3,7 +3,7 @@
     python deploy/export/make_variants.py OUTDIR
 
 Pillow writes each one (JPEG: qualities, subsamplings, progressive, grey,
-CMYK; PNG: grey, grey+alpha, 1/4/8-bit palettes with transparency, 16-bit,
+CMYK, every EXIF orientation; PNG: grey, grey+alpha, 1/4/8-bit palettes with transparency, 16-bit,
 RGBA; GIF; lossy and lossless WebP with and without alpha, at odd, even and
 one-pixel sizes; BMP; TIFF with each compression Pillow writes), so the
 comparison covers the variants a real collection holds and not only damaged
@@ -49,6 +49,14 @@ def main():
     save("grey_progressive.jpg", base.convert("L"), "JPEG", progressive=True)
     save("cmyk.jpg", base.convert("CMYK"), "JPEG")
     save("cmyk_progressive.jpg", base.convert("CMYK"), "JPEG", progressive=True)
+    for o in range(1, 9):  # every EXIF orientation; decode-diff applies it on both sides
+        exif = Image.Exif()
+        exif[0x0112] = o
+        save(f"exif{o}.jpg", base, "JPEG", exif=exif.tobytes())
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    save("exif6.png", base, "PNG", exif=exif.tobytes())
+    save("exif6.webp", base, "WEBP", exif=exif.tobytes())
     save("rgb.png", base, "PNG")
     save("grey.png", base.convert("L"), "PNG")
     save("grey_alpha.png", base.convert("LA"), "PNG")

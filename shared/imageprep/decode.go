@@ -68,8 +68,9 @@ type Decoder struct {
 type DecoderOption func(*Decoder)
 
 // WithoutEXIFOrientation keeps pixels as stored. By default Decode applies
-// the EXIF orientation of JPEG files, as photo viewers do; Pillow's
-// Image.open (and so the article's code) does not.
+// the EXIF orientation of JPEG, PNG and WebP files, as photo viewers and
+// Pillow's ImageOps.exif_transpose do; Pillow's Image.open (and so the
+// article's code) does not.
 func WithoutEXIFOrientation() DecoderOption { return func(d *Decoder) { d.noOrient = true } }
 
 // NewDecoder returns a Decoder that enforces lim.
@@ -145,8 +146,8 @@ func (d *Decoder) Decode(data []byte) (*Image, Info, error) {
 	if err != nil {
 		return nil, info, err
 	}
-	if format == "jpeg" && !d.noOrient {
-		if o := scanJPEG(data).orientation; o > 1 && o <= 8 {
+	if !d.noOrient {
+		if o := exifOrientation(format, data); o > 1 && o <= 8 {
 			d.tmp = orient(d.img, o, d.tmp)
 			d.img, d.tmp = d.tmp, d.img
 			info.Orientation = o

@@ -7,6 +7,48 @@ type jpegMarkers struct {
 	orientation int // EXIF orientation 1..8, or 0 when absent or unreadable
 }
 
+// exifOrientation is the EXIF orientation stored in a JPEG (APP1), PNG
+// (eXIf chunk) or WebP (EXIF chunk) file, or 0.
+func exifOrientation(format string, data []byte) int {
+	switch format {
+	case "jpeg":
+		return scanJPEG(data).orientation
+	case "png":
+		// Chunks after the signature: length, type, data, CRC.
+		for i := 8; i+8 <= len(data); {
+			n := int(binary.BigEndian.Uint32(data[i:]))
+			if n < 0 || i+12+n > len(data) {
+				return 0
+			}
+			switch string(data[i+4 : i+8]) {
+			case "eXIf":
+				return tiffOrientation(data[i+8 : i+8+n])
+			case "IEND":
+				return 0
+			}
+			i += 12 + n
+		}
+	case "webp":
+		// RIFF chunks after "RIFF", size, "WEBP": fourcc, size, data (padded
+		// to an even length).
+		for i := 12; i+8 <= len(data); {
+			n := int(binary.LittleEndian.Uint32(data[i+4:]))
+			if n < 0 || i+8+n > len(data) {
+				return 0
+			}
+			if string(data[i:i+4]) == "EXIF" {
+				exif := data[i+8 : i+8+n]
+				if len(exif) >= 6 && string(exif[:6]) == "Exif\x00\x00" {
+					exif = exif[6:]
+				}
+				return tiffOrientation(exif)
+			}
+			i += 8 + n + n%2
+		}
+	}
+	return 0
+}
+
 // scanJPEG reads the marker segments before the image data, checking every
 // offset.
 func scanJPEG(jpg []byte) jpegMarkers {
