@@ -20,6 +20,7 @@ import (
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/jobs"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
@@ -39,6 +40,8 @@ type stack struct {
 	topo   bus.Topology
 	s3     objstore.S3Config
 	models []*embed.Model
+	// decOpts: how startWorkers' workers decode.
+	decOpts []imageprep.DecoderOption
 }
 
 func newStack(t *testing.T) *stack {
@@ -93,7 +96,7 @@ func (st *stack) startWorkers(t *testing.T, ctx context.Context, n int) *sync.Wa
 		w, err := worker.New(ctx, worker.Config{
 			JS: st.nats.JS, Topology: st.topo, Consumer: cons, Models: embedders, Store: st.store,
 			OpenSource: func(uri string) (objstore.Source, error) { return objstore.Open(uri, st.s3, objstore.Filter{}) },
-			BatchSize:  8, PrepWorkers: 2, Name: fmt.Sprintf("w%d", i),
+			BatchSize:  8, PrepWorkers: 2, Name: fmt.Sprintf("w%d", i), DecoderOptions: st.decOpts,
 			Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		})
 		if err != nil {
@@ -192,6 +195,52 @@ func TestPipelineEndToEnd(t *testing.T) {
 		}
 	}
 	t.Logf("query: %d of 20 copies found their original first", 20-misses)
+}
+
+// TestDecoderOptions indexes a JPEG stored sideways (EXIF orientation 6)
+// with a worker that keeps pixels as stored: a query decoded the same way
+// finds it at cosine 1, one turned upright (the default) does not.
+func TestDecoderOptions(t *testing.T) {
+	st := newStack(t)
+	st.decOpts = []imageprep.DecoderOption{imageprep.WithoutEXIFOrientation()}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sideways, err := os.ReadFile(filepath.Join(root, "shared", "imageprep", "testdata", "images", "exif6_400x300.jpg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.put(t, "imgs/sideways.jpg", sideways)
+	wctx, stopWorkers := context.WithCancel(ctx)
+	wg := st.startWorkers(t, wctx, 1)
+	defer func() { stopWorkers(); wg.Wait() }()
+	src, err := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: []string{"dinov2-base"}, JobSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, rec, nil); err != nil || sum.Stored != 1 {
+		t.Fatalf("run: %+v, %v", sum, err)
+	}
+	top := func(s *search.Searcher) float64 {
+		hits, err := s.ByImage(ctx, st.models[1], sideways, 1)
+		if err != nil || len(hits) != 1 {
+			t.Fatalf("query: %+v, %v", hits, err)
+		}
+		return hits[0].Cosine
+	}
+	asStored := top(search.New(st.store, imageprepLimits, imageprep.WithoutEXIFOrientation()))
+	upright := top(search.New(st.store, imageprepLimits))
+	t.Logf("cosine: query decoded as the worker decoded %.6f, turned upright %.6f", asStored, upright)
+	if asStored < 0.99999 || upright > 0.9999 {
+		t.Fatalf("cosine %.6f with the worker's decoding (want 1), %.6f turned upright (want less)", asStored, upright)
+	}
 }
 
 // TestMilvusOutage stops Milvus in the middle of a run and starts it again

@@ -71,6 +71,10 @@ type Config struct {
 	Name             string        // default host-pid
 	Log              *slog.Logger
 	Metrics          *Metrics // nil: none
+
+	// DecoderOptions: how images are decoded, e.g.
+	// imageprep.WithoutEXIFOrientation(). Queries should decode the same way.
+	DecoderOptions []imageprep.DecoderOption
 }
 
 // Worker pulls and processes jobs. Build it with New.
@@ -139,7 +143,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		w.cols[m.Spec().Name] = col
 	}
 	for range cfg.PrepWorkers {
-		t := &tools{dec: imageprep.NewDecoder(cfg.Limits)}
+		t := &tools{dec: imageprep.NewDecoder(cfg.Limits, cfg.DecoderOptions...)}
 		for _, m := range cfg.Models {
 			pp, err := imageprep.NewPreprocessor(m.Params())
 			if err != nil {

@@ -112,7 +112,7 @@ model and, with --out, writes results.json, results.md and results.png
 			var results []cdResult
 			var curves [][2][]float64
 			for _, e := range embedders {
-				r, preds, err := copyDetect(ctx, st, src, e, queries, truth, batch, cmd.ErrOrStderr())
+				r, preds, err := copyDetect(ctx, st, src, e, queries, truth, batch, g.decoderOptions(), cmd.ErrOrStderr())
 				if err != nil {
 					return err
 				}
@@ -229,7 +229,7 @@ func startEmbedded(ctx context.Context, dataDir, milvusBin, milvusAddr string) (
 	return h, nil
 }
 
-func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e worker.Embedder, queryDir string, truth map[string]string, batch int, progress io.Writer) (cdResult, map[string][]scored, error) {
+func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e worker.Embedder, queryDir string, truth map[string]string, batch int, decOpts []imageprep.DecoderOption, progress io.Writer) (cdResult, map[string][]scored, error) {
 	name := e.Spec().Name
 	res := cdResult{Pipeline: "embedfleet", Model: name}
 	cons, err := st.topo.WorkerConsumer(ctx, st.js, bus.ConsumerOptions{})
@@ -241,7 +241,7 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 		Store: st.store, OpenSource: func(uri string) (objstore.Source, error) {
 			return objstore.Open(uri, objstore.S3Config{}, objstore.Filter{})
 		},
-		BatchSize: batch, Prefetch: 2, Metrics: worker.NewMetrics(reg)})
+		BatchSize: batch, Prefetch: 2, Metrics: worker.NewMetrics(reg), DecoderOptions: decOpts})
 	if err != nil {
 		return res, nil, err
 	}
@@ -281,7 +281,7 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 		qs = append(qs, q)
 	}
 	sort.Strings(qs)
-	s := search.New(st.store, imageprep.Limits{})
+	s := search.New(st.store, imageprep.Limits{}, decOpts...)
 	results := map[string][]scored{}
 	var queryEmbed, searchTime time.Duration
 	start = time.Now()

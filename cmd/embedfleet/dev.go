@@ -100,7 +100,8 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 			var wg sync.WaitGroup
 			for i := range workers {
 				w, err := worker.New(ctx, worker.Config{JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store,
-					OpenSource: sf.open, BatchSize: batch, Name: "dev-worker-" + strconv.Itoa(i), Log: log})
+					OpenSource: sf.open, BatchSize: batch, Name: "dev-worker-" + strconv.Itoa(i), Log: log,
+					DecoderOptions: g.decoderOptions()})
 				if err != nil {
 					stopWorkers()
 					return err
@@ -128,7 +129,7 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 				if err != nil {
 					return err
 				}
-				s := search.New(store, imageprepLimits())
+				s := search.New(store, imageprepLimits(), g.decoderOptions()...)
 				for _, e := range embedders {
 					hits, err := s.ByImage(ctx, e, data, topK)
 					if err != nil {
@@ -144,7 +145,7 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 				return nil
 			}
 			stopWorkers()
-			return serveSearch(ctx, log, store, embedders, serveAddr, searchOptions{grace: 5 * time.Second}, func(addr string) {
+			return serveSearch(ctx, log, store, embedders, serveAddr, searchOptions{grace: 5 * time.Second, decoderOptions: g.decoderOptions()}, func(addr string) {
 				fmt.Fprintf(out, "\ndev: serving searches on http://%s (Ctrl-C stops), e.g.\n"+
 					"  curl --data-binary @photo.jpg 'http://%s/v1/search?model=%s&k=5'\n", addr, addr, ms[0])
 			})

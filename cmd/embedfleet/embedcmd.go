@@ -25,7 +25,6 @@ func newEmbedCmd(g *globalFlags) *cobra.Command {
 	var (
 		model, format, outPath string
 		batchSize, workers     int
-		noEXIF                 bool
 	)
 	cmd := &cobra.Command{
 		Use:   "embed --model MODEL [--format jsonl|npy] [--out FILE] IMAGE...",
@@ -66,10 +65,7 @@ Every file is tried; the command exits with status 1 when any failed.`,
 				defer f.Close()
 				w = f
 			}
-			var opts []imageprep.DecoderOption
-			if noEXIF {
-				opts = append(opts, imageprep.WithoutEXIFOrientation())
-			}
+			opts := g.decoderOptions()
 			sink, err := newSink(format, w, outPath, m.Spec())
 			if err != nil {
 				return err
@@ -95,7 +91,6 @@ Every file is tried; the command exits with status 1 when any failed.`,
 	f.StringVarP(&outPath, "out", "o", "", "output file (default stdout for jsonl)")
 	f.IntVar(&batchSize, "batch", 32, "images per inference batch")
 	f.IntVar(&workers, "workers", runtime.NumCPU(), "goroutines that decode and preprocess")
-	f.BoolVar(&noEXIF, "no-exif-orientation", false, "keep pixels as stored, as the article's code does")
 	_ = cmd.MarkFlagRequired("model")
 	return cmd
 }

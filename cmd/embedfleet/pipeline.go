@@ -338,6 +338,7 @@ version of that model.`,
 				JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store, OpenSource: sf.open,
 				BatchSize: batch, Linger: linger, Prefetch: prefetch, FetchConcurrency: fetch, PrepWorkers: prep,
 				AckWait: ackWait, MaxDeliver: maxDeliver, DrainTimeout: drain, Log: log, Metrics: metrics,
+				DecoderOptions: g.decoderOptions(),
 			})
 			if err != nil {
 				return err
@@ -396,7 +397,7 @@ the article's score (cos+1)/2, and the URI of each hit (--json adds the ids).`,
 				return err
 			}
 			defer store.Close(context.Background())
-			s := search.New(store, imageprepLimits())
+			s := search.New(store, imageprepLimits(), g.decoderOptions()...)
 			var hits []search.Hit
 			if img != "" {
 				m, err := openModel(g, model)

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/embedfleet/embedfleet/shared/imageprep"
 )
 
 // globalFlags are the settings every subcommand shares.
@@ -16,6 +18,16 @@ type globalFlags struct {
 	modelsDir string // folder of installed models
 	threads   int    // ONNX Runtime intra-op threads
 	device    string // cpu | cuda | cuda:N
+	noEXIF    bool   // keep pixels as stored, ignoring EXIF orientation
+}
+
+// decoderOptions is how every command decodes images: the worker that
+// indexes and the commands that query must agree.
+func (g *globalFlags) decoderOptions() []imageprep.DecoderOption {
+	if g.noEXIF {
+		return []imageprep.DecoderOption{imageprep.WithoutEXIFOrientation()}
+	}
+	return nil
 }
 
 func newRootCmd() *cobra.Command {
@@ -40,6 +52,8 @@ in its help, and the flag wins when both are given.`,
 		"ONNX Runtime threads per inference; 0 = one per core (env EMBEDFLEET_THREADS)")
 	root.PersistentFlags().StringVar(&g.device, "device", envOr("EMBEDFLEET_DEVICE", "cpu"),
 		"where models run: cpu, or cuda:N (GPU N) with Microsoft's GPU build of ONNX Runtime (env EMBEDFLEET_DEVICE)")
+	root.PersistentFlags().BoolVar(&g.noEXIF, "no-exif-orientation", os.Getenv("EMBEDFLEET_NO_EXIF_ORIENTATION") == "true",
+		"keep pixels as stored, as the article's code does, instead of turning JPEG, PNG and WebP images upright by their EXIF orientation; give the worker and the query side the same setting (env EMBEDFLEET_NO_EXIF_ORIENTATION=true)")
 	root.AddCommand(newVersionCmd(g), newModelsCmd(g), newSimilarityCmd(g), newEmbedCmd(g),
 		newCoordinatorCmd(g), newWorkerCmd(g), newQueryCmd(g), newServeCmd(g), newDevCmd(g), newStatusCmd(), newVerifyCmd(g), newBenchCmd(g))
 	return root

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/embedfleet/embedfleet/shared/httpapi"
+	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/telemetry"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
@@ -70,7 +71,7 @@ Example:
 			defer store.Close(context.Background())
 			return serveSearch(ctx, log, store, embedders, listen, searchOptions{
 				maxBody: int64(maxBodyMiB) << 20, maxBatch: maxBatch, maxK: maxTop, maxInFlight: maxInFlight,
-				linger: linger, timeout: timeout, grace: grace,
+				linger: linger, timeout: timeout, grace: grace, decoderOptions: g.decoderOptions(),
 			}, nil)
 		},
 	}
@@ -95,6 +96,7 @@ type searchOptions struct {
 	maxInFlight     int
 	linger, timeout time.Duration
 	grace           time.Duration
+	decoderOptions  []imageprep.DecoderOption // as the worker decodes
 }
 
 // serveSearch serves the HTTP query API (and /metrics) on listen until ctx
@@ -108,7 +110,7 @@ func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, m
 		sms[i] = e
 	}
 	api, err := httpapi.New(httpapi.Config{
-		Store: store, Models: sms, Limits: imageprepLimits(), MaxBodyBytes: opts.maxBody,
+		Store: store, Models: sms, Limits: imageprepLimits(), DecoderOptions: opts.decoderOptions, MaxBodyBytes: opts.maxBody,
 		MaxBatch: opts.maxBatch, MaxTopK: opts.maxK, MaxInFlight: opts.maxInFlight, Linger: opts.linger, Timeout: opts.timeout,
 		Log: log, Registry: reg,
 	})

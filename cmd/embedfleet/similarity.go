@@ -13,7 +13,6 @@ import (
 
 func newSimilarityCmd(g *globalFlags) *cobra.Command {
 	var models string
-	var noEXIF bool
 	cmd := &cobra.Command{
 		Use:   "similarity --model MODEL[,MODEL...] IMAGE_A IMAGE_B",
 		Short: "Print how similar two images are: the article's score (cos+1)/2 and the cosine",
@@ -25,10 +24,7 @@ orientation; embedfleet turns images upright by default. --no-exif-orientation
 reads them as the article does.`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var opts []imageprep.DecoderOption
-			if noEXIF {
-				opts = append(opts, imageprep.WithoutEXIFOrientation())
-			}
+			opts := g.decoderOptions()
 			for _, ref := range strings.Split(models, ",") {
 				m, err := openModel(g, strings.TrimSpace(ref))
 				if err != nil {
@@ -46,7 +42,6 @@ reads them as the article does.`,
 		},
 	}
 	cmd.Flags().StringVar(&models, "model", "", "model name(s) in --models-dir, or model folders, comma-separated (required)")
-	cmd.Flags().BoolVar(&noEXIF, "no-exif-orientation", false, "keep pixels as stored, as the article's code does")
 	_ = cmd.MarkFlagRequired("model")
 	return cmd
 }

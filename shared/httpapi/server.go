@@ -39,6 +39,8 @@ type Config struct {
 	Store  *vecstore.Store
 	Models []search.Model // served models; each one's Spec().Name is its name in requests
 	Limits imageprep.Limits
+	// DecoderOptions: how query images are decoded; should match the worker.
+	DecoderOptions []imageprep.DecoderOption
 
 	MaxBodyBytes int64         // largest upload; default 32 MiB
 	DefaultTopK  int           // default 10
@@ -93,7 +95,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, search: search.New(cfg.Store, cfg.Limits), models: map[string]*batcher{}, mux: http.NewServeMux(),
+	s := &Server{cfg: cfg, search: search.New(cfg.Store, cfg.Limits, cfg.DecoderOptions...), models: map[string]*batcher{}, mux: http.NewServeMux(),
 		uploads: make(chan struct{}, cfg.MaxInFlight)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "embedfleet_http_requests_total", Help: "HTTP requests by route and status code.",

@@ -45,6 +45,7 @@ type Hit struct {
 type Searcher struct {
 	store *vecstore.Store
 	lim   imageprep.Limits
+	opts  []imageprep.DecoderOption
 	cols  sync.Map // model -> cachedCol
 }
 
@@ -78,9 +79,10 @@ func (s *Searcher) forget(model string, err error) error {
 	return err
 }
 
-// New returns a Searcher over store.
-func New(store *vecstore.Store, lim imageprep.Limits) *Searcher {
-	return &Searcher{store: store, lim: lim}
+// New returns a Searcher over store. Query images are decoded with lim and
+// opts, which should be what the worker indexed with.
+func New(store *vecstore.Store, lim imageprep.Limits, opts ...imageprep.DecoderOption) *Searcher {
+	return &Searcher{store: store, lim: lim, opts: opts}
 }
 
 // Embed turns image bytes into the model's L2-normalised vector.
@@ -99,7 +101,7 @@ func (s *Searcher) Embed(m Model, data []byte) ([]float32, error) {
 // Prepare decodes data and writes model m's input tensor for it into px
 // (m.InputSize() values), with the Searcher's limits.
 func (s *Searcher) Prepare(m Model, data []byte, px []float32) error {
-	dec := imageprep.NewDecoder(s.lim)
+	dec := imageprep.NewDecoder(s.lim, s.opts...)
 	defer dec.Close()
 	img, _, err := dec.Decode(data)
 	if err != nil {
@@ -131,7 +133,7 @@ func (s *Searcher) EmbedBatch(m Model, images [][]byte, batch int) (vecs [][]flo
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dec := imageprep.NewDecoder(s.lim)
+			dec := imageprep.NewDecoder(s.lim, s.opts...)
 			defer dec.Close()
 			pp, err := imageprep.NewPreprocessor(m.Params())
 			for i := range work {

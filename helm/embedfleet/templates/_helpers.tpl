@@ -63,6 +63,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: /models
 - name: EMBEDFLEET_MODELS
   value: {{ join "," .Values.models | quote }}
+- name: EMBEDFLEET_NO_EXIF_ORIENTATION
+  value: {{ not .Values.exifOrientation | quote }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
