@@ -140,6 +140,12 @@ def build_images(rng):
     # without an alpha plane, odd and even sides.
     save("lossy_161x107.webp", photo_like(rng, 161, 107), "WEBP", quality=80)
     save("lossy_alpha_120x90.webp", Image.fromarray(photo_like(rng, 120, 90)).convert("RGBA"), "WEBP", quality=70)
+    # Tiny and extreme shapes: upscaling from a few pixels, a long side many
+    # times the short one.
+    # (The processors take an array whose first side is 1 or 3 pixels for
+    # channels-first, so no such heights.)
+    for w, h in [(2, 2), (5, 4), (16, 2), (1, 16), (7, 300)]:
+        save(f"tiny_{w}x{h}.png", photo_like(rng, w, h), "PNG")
     return out
 
 
