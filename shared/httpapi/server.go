@@ -64,6 +64,7 @@ type Server struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	batches  *prometheus.HistogramVec
+	inFlight prometheus.GaugeFunc
 }
 
 // New checks cfg and starts one batcher per model.
@@ -104,12 +105,15 @@ func New(cfg Config) (*Server, error) {
 		Name: "embedfleet_http_request_seconds", Help: "HTTP request latency by route.",
 		Buckets: prometheus.ExponentialBuckets(0.002, 2, 14),
 	}, []string{"route"})
+	s.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "embedfleet_serve_uploads_in_flight", Help: "Uploads being received or searched now (at most --max-inflight).",
+	}, func() float64 { return float64(len(s.uploads)) })
 	s.batches = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "embedfleet_serve_batch_images", Help: "Uploads embedded per inference call, by model.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 	}, []string{"model"})
 	if cfg.Registry != nil {
-		for _, c := range []prometheus.Collector{s.requests, s.latency, s.batches} {
+		for _, c := range []prometheus.Collector{s.requests, s.latency, s.batches, s.inFlight} {
 			if err := cfg.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("httpapi: metrics: %w", err)
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"io"
@@ -321,6 +322,22 @@ func TestMilvusDown(t *testing.T) {
 	}
 }
 
+// uploadsInFlight reads the server's embedfleet_serve_uploads_in_flight gauge.
+func uploadsInFlight(t *testing.T, f *fixture) float64 {
+	t.Helper()
+	mfs, err := f.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "embedfleet_serve_uploads_in_flight" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("no embedfleet_serve_uploads_in_flight metric")
+	return 0
+}
+
 // TestLoadShedding: with one upload slot, an upload still arriving holds
 // it; another upload gets 503 with Retry-After at once (memory stays
 // bounded), searches by object still work, and once the slow upload ends
@@ -329,6 +346,9 @@ func TestLoadShedding(t *testing.T) {
 	t.Parallel()
 	f := setup(t, httpapi.Config{MaxInFlight: 1})
 	pr, pw := io.Pipe()
+	// Cleanups run last-in first-out: if the test stops early, this ends
+	// the slow upload before the server's Close waits for it.
+	t.Cleanup(func() { pw.CloseWithError(errors.New("test over")) })
 	type result struct {
 		res *http.Response
 		err error
@@ -340,28 +360,28 @@ func TestLoadShedding(t *testing.T) {
 		slow <- result{res, err}
 	}()
 	photo := f.photos[2]
-	if _, err := pw.Write(photo[:100]); err != nil { // the handler now holds the slot, reading
+	if _, err := pw.Write(photo[:100]); err != nil {
 		t.Fatal(err)
 	}
+	// Wait until the slow upload's handler holds the slot. (Sending the
+	// second upload before that lets it take the slot first; the slow one
+	// is then turned away, and the server waits for the rest of its body.)
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/v1/search?model=clip-vit-b32&k=1", bytes.NewReader(photo))
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(res.Body)
-		res.Body.Close()
-		if res.StatusCode == http.StatusServiceUnavailable {
-			if res.Header.Get("Retry-After") != "1" || !strings.Contains(string(body), "busy: 1 uploads in flight") {
-				t.Fatalf("503 without Retry-After or reason: %v %s", res.Header, body)
-			}
-			break
-		}
+	for uploadsInFlight(t, f) != 1 {
 		if time.Now().After(deadline) {
-			t.Fatalf("a second upload was never turned away (last: %d %s)", res.StatusCode, body)
+			t.Fatal("the slow upload never took the upload slot")
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
+	}
+	req, _ := http.NewRequest(http.MethodPost, f.srv.URL+"/v1/search?model=clip-vit-b32&k=1", bytes.NewReader(photo))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get("Retry-After") != "1" || !strings.Contains(string(body), "busy: 1 uploads in flight") {
+		t.Fatalf("a second upload while the slot is held: %d %v %s, want 503 with Retry-After and the reason", res.StatusCode, res.Header, body)
 	}
 	if a := get(t, f, "/v1/search?model=clip-vit-b32&k=1&uri=s3://photos/p05.jpg"); a.status != http.StatusOK {
 		t.Fatalf("search by object while uploads are full: %d %s", a.status, a.err)
@@ -375,7 +395,7 @@ func TestLoadShedding(t *testing.T) {
 		t.Fatal(r.err)
 	}
 	var resp httpapi.Response
-	err := json.NewDecoder(r.res.Body).Decode(&resp)
+	err = json.NewDecoder(r.res.Body).Decode(&resp)
 	r.res.Body.Close()
 	if r.res.StatusCode != http.StatusOK || err != nil || resp.Hits[0].URI != "s3://photos/p02.jpg" {
 		t.Fatalf("the slow upload: %d %v %+v", r.res.StatusCode, err, resp.Hits)
