@@ -382,20 +382,28 @@ func TestCoordinatorRunWaitCLI(t *testing.T) {
 	}
 }
 
+// photoFolder writes n generated photos, p00.jpg onwards, into a new folder
+// and returns it with the query: photo q resized by scale and recompressed.
+func photoFolder(t *testing.T, r *rand.Rand, n, q int, scale float64) (dir string, query []byte) {
+	t.Helper()
+	dir = t.TempDir()
+	for i := range n {
+		m := testimages.Photo(r, 150, 300)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("p%02d.jpg", i)), testimages.JPEG(m, 90), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if i == q {
+			query = testimages.JPEG(testimages.Scale(m, scale), 70)
+		}
+	}
+	return dir, query
+}
+
 // TestDevFindsTheOriginal runs `embedfleet dev` on generated images and a
 // resized copy of one of them.
 func TestDevFindsTheOriginal(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	r := rand.New(rand.NewPCG(5, 6))
-	var query []byte
-	for i := range 24 {
-		m := testimages.Photo(r, 150, 300)
-		os.WriteFile(filepath.Join(dir, fmt.Sprintf("p%02d.jpg", i)), testimages.JPEG(m, 90), 0o644)
-		if i == 11 {
-			query = testimages.JPEG(testimages.Scale(m, 0.7), 70)
-		}
-	}
+	dir, query := photoFolder(t, rand.New(rand.NewPCG(5, 6)), 24, 11, 0.7)
 	q := filepath.Join(t.TempDir(), "q.jpg")
 	os.WriteFile(q, query, 0o644)
 	env := append(ortEnv(t, tinyModels(t)), "EMBEDFLEET_MILVUS_BIN="+testenv.Binary(t, testenv.EnvMilvusBin))

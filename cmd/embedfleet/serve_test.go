@@ -3,12 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -16,7 +14,6 @@ import (
 	"time"
 
 	"github.com/embedfleet/embedfleet/shared/testenv"
-	"github.com/embedfleet/embedfleet/shared/testimages"
 )
 
 // TestServeCommand runs `embedfleet serve` as a process on real Milvus: it
@@ -81,16 +78,7 @@ func TestServeCommand(t *testing.T) {
 // HTTP from the same embedded stack until interrupted.
 func TestDevServe(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	r := rand.New(rand.NewPCG(8, 8))
-	var query []byte
-	for i := range 12 {
-		m := testimages.Photo(r, 150, 300)
-		os.WriteFile(filepath.Join(dir, fmt.Sprintf("p%02d.jpg", i)), testimages.JPEG(m, 90), 0o644)
-		if i == 4 {
-			query = testimages.JPEG(testimages.Scale(m, 0.6), 70)
-		}
-	}
+	dir, query := photoFolder(t, rand.New(rand.NewPCG(8, 8)), 12, 4, 0.6)
 	cmd := execCommand("dev", "--images", dir, "--models", "dinov2-base", "--serve", "127.0.0.1:0")
 	cmd.Env = append(cmd.Environ(), append(ortEnv(t, tinyModels(t)), "EMBEDFLEET_MILVUS_BIN="+testenv.Binary(t, testenv.EnvMilvusBin))...)
 	stdout, err := cmd.StdoutPipe()

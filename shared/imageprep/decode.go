@@ -289,20 +289,17 @@ func (d *Decoder) decodeStd(data []byte, info *Info) error {
 	if err != nil {
 		return stdError(info.Format, err)
 	}
-	if info.Format == "webp" {
-		// Lossy WebP (VP8), with or without an alpha plane: libwebp's colours.
-		switch y := m.(type) {
-		case *image.YCbCr:
-			if y.SubsampleRatio == image.YCbCrSubsampleRatio420 {
-				d.img = webpRGB(y, d.img)
-				return nil
-			}
-		case *image.NYCbCrA:
-			if y.SubsampleRatio == image.YCbCrSubsampleRatio420 {
-				d.img = webpRGB(&y.YCbCr, d.img)
-				return nil
-			}
-		}
+	// Lossy WebP (VP8), with or without an alpha plane: libwebp's colours.
+	var ycc *image.YCbCr
+	switch y := m.(type) {
+	case *image.YCbCr:
+		ycc = y
+	case *image.NYCbCrA:
+		ycc = &y.YCbCr
+	}
+	if info.Format == "webp" && ycc != nil && ycc.SubsampleRatio == image.YCbCrSubsampleRatio420 {
+		d.img = webpRGB(ycc, d.img)
+		return nil
 	}
 	d.img = toRGB(m, d.img)
 	return nil

@@ -22,25 +22,17 @@ func decodeGIF(data []byte, screenW, screenH int) (*image.Paletted, error) {
 	frame := m.(*image.Paletted)
 	fill := uint8(0)
 	if table, ti, ok := gifFirstFrameTable(data); ok && ti >= 0 {
+		// Go's decoder has made the palette long enough for ti (black past
+		// the table, as in Pillow) and turned ti's own colour transparent.
 		fill = uint8(ti)
-		if ti < len(table)/3 && ti < len(frame.Palette) {
-			pal := append(color.Palette(nil), frame.Palette...)
-			pal[ti] = color.RGBA{R: table[3*ti], G: table[3*ti+1], B: table[3*ti+2], A: 0xFF}
-			frame.Palette = pal
+		if ti < len(table)/3 {
+			frame.Palette[ti] = color.RGBA{R: table[3*ti], G: table[3*ti+1], B: table[3*ti+2], A: 0xFF}
 		}
 	}
 	if frame.Rect == image.Rect(0, 0, screenW, screenH) {
 		return frame, nil
 	}
-	pal := frame.Palette
-	if int(fill) >= len(pal) {
-		// An index past the table: Pillow's palette is black there.
-		pal = append(append(color.Palette(nil), pal...), make(color.Palette, int(fill)+1-len(pal))...)
-		for i := len(frame.Palette); i < len(pal); i++ {
-			pal[i] = color.RGBA{A: 0xFF}
-		}
-	}
-	canvas := image.NewPaletted(image.Rect(0, 0, screenW, screenH), pal)
+	canvas := image.NewPaletted(image.Rect(0, 0, screenW, screenH), frame.Palette)
 	if fill != 0 {
 		for i := range canvas.Pix {
 			canvas.Pix[i] = fill
