@@ -40,10 +40,13 @@ GOVULNCHECK_VERSION=v1.9.0
 # module (its OSV files) because vuln.go.dev is not reachable from every
 # build machine. Bump the pseudo-version to refresh it.
 VULNDB_VERSION=v0.0.0-20261105234957-e22db6528018
-# libjpeg-turbo's TurboJPEG API, linked statically into the binary (the JPEG
-# decoder Pillow uses, hence pixel-exact parity). From the system's packages.
-TURBOJPEG_DEB=libturbojpeg0-dev
+# libjpeg-turbo, linked statically into the binary (the JPEG decoder Pillow
+# uses, hence pixel-exact parity): the static library comes with the TurboJPEG
+# package, the libjpeg API's headers (jpeglib.h) with the libjpeg one, both
+# of one libjpeg-turbo release. From the system's packages.
+TURBOJPEG_DEBS="libturbojpeg0-dev libjpeg62-turbo-dev"
 TURBOJPEG_HEADER=/usr/include/turbojpeg.h
+JPEGLIB_HEADER=/usr/include/jpeglib.h
 
 # ---- helpers ----------------------------------------------------------------
 log() { printf 'deps: %s\n' "$*" >&2; }
@@ -90,16 +93,17 @@ VULNDB_DIR=$CACHE/vulndb-$VULNDB_VERSION
 install_turbojpeg() {
   local lib
   lib=$(find /usr/lib /usr/lib64 /usr/local/lib -name libturbojpeg.a 2>/dev/null | head -n 1 || true)
-  if [ -f "$TURBOJPEG_HEADER" ] && [ -n "$lib" ]; then log "turbojpeg: present ($TURBOJPEG_HEADER, $lib)"; return; fi
+  if [ -f "$TURBOJPEG_HEADER" ] && [ -f "$JPEGLIB_HEADER" ] && [ -n "$lib" ]; then log "turbojpeg: present ($TURBOJPEG_HEADER, $JPEGLIB_HEADER, $lib)"; return; fi
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    log "turbojpeg: apt-get install $TURBOJPEG_DEB"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$TURBOJPEG_DEB"; } >"$CACHE/apt.log" 2>&1; then
-      die "turbojpeg: apt-get could not install $TURBOJPEG_DEB: $(tail -n 3 "$CACHE/apt.log")"
+    log "turbojpeg: apt-get install $TURBOJPEG_DEBS"
+    # shellcheck disable=SC2086 # two package names
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $TURBOJPEG_DEBS; } >"$CACHE/apt.log" 2>&1; then
+      die "turbojpeg: apt-get could not install $TURBOJPEG_DEBS: $(tail -n 3 "$CACHE/apt.log")"
     fi
-    log "turbojpeg: installed $TURBOJPEG_DEB"
+    log "turbojpeg: installed $TURBOJPEG_DEBS"
     return
   fi
-  die "turbojpeg: $TURBOJPEG_HEADER or libturbojpeg.a is missing; install the package $TURBOJPEG_DEB (Debian/Ubuntu, as root) or libjpeg-turbo-devel (Fedora)"
+  die "turbojpeg: $TURBOJPEG_HEADER, $JPEGLIB_HEADER or libturbojpeg.a is missing; install the packages $TURBOJPEG_DEBS (Debian/Ubuntu, as root) or libjpeg-turbo-devel (Fedora)"
 }
 
 install_onnxruntime() {

@@ -10,7 +10,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
-	"runtime"
+	"time"
 
 	"golang.org/x/image/bmp"
 	"golang.org/x/image/tiff"
@@ -19,15 +19,23 @@ import (
 
 // Default limits. DefaultMaxPixels is Pillow's MAX_IMAGE_PIXELS, the size
 // above which Pillow warns of a possible decompression bomb.
+// DefaultMaxScans is ten times what libjpeg's and mozjpeg's progressive
+// scripts write (10 scans or fewer); each scan costs a pass over the whole
+// image. DefaultMaxDecodeTime is a backstop that no image within the other
+// limits comes near (a 89-megapixel JPEG decodes in about a second).
 const (
-	DefaultMaxBytes  = 64 << 20
-	DefaultMaxPixels = 89_478_485
+	DefaultMaxBytes      = 64 << 20
+	DefaultMaxPixels     = 89_478_485
+	DefaultMaxScans      = 100
+	DefaultMaxDecodeTime = 10 * time.Second
 )
 
 // Limits bound what Decode accepts. Zero fields take the defaults.
 type Limits struct {
-	MaxBytes  int64 // largest encoded object, in bytes
-	MaxPixels int64 // largest width*height that a header may declare
+	MaxBytes      int64         // largest encoded object, in bytes
+	MaxPixels     int64         // largest width*height that a header may declare
+	MaxScans      int           // most scans a (progressive) JPEG may have
+	MaxDecodeTime time.Duration // a JPEG decode that runs longer stops
 }
 
 func (l Limits) withDefaults() Limits {
@@ -37,8 +45,17 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxPixels <= 0 {
 		l.MaxPixels = DefaultMaxPixels
 	}
+	if l.MaxScans <= 0 {
+		l.MaxScans = DefaultMaxScans
+	}
+	if l.MaxDecodeTime <= 0 {
+		l.MaxDecodeTime = DefaultMaxDecodeTime
+	}
 	return l
 }
+
+// WithDefaults returns l with its zero fields set to the defaults.
+func (l Limits) WithDefaults() Limits { return l.withDefaults() }
 
 // Image is an 8-bit RGB raster: Pix holds Height rows of Width*3 bytes.
 type Image struct {
@@ -60,7 +77,6 @@ type Info struct {
 type Decoder struct {
 	lim      Limits
 	noOrient bool
-	tj       *turbo
 	img, tmp Image
 }
 
@@ -82,14 +98,8 @@ func NewDecoder(lim Limits, opts ...DecoderOption) *Decoder {
 	return d
 }
 
-// Close frees the native decoder. A Decoder that is not closed is freed when
-// it is garbage collected.
-func (d *Decoder) Close() {
-	if d.tj != nil {
-		d.tj.close()
-		d.tj = nil
-	}
-}
+// Close releases the Decoder's buffers; it may be used again afterwards.
+func (d *Decoder) Close() { d.img, d.tmp = Image{}, Image{} }
 
 // ReadLimited reads all of r, failing with ErrTooLarge as soon as it passes
 // max bytes, so a huge object is never held in memory.
@@ -190,42 +200,33 @@ func (d *Decoder) checkPixels(w, h int) error {
 }
 
 func (d *Decoder) decodeJPEG(data []byte, info *Info) error {
-	err := d.decodeJPEGWith(data, info)
-	if err != nil && d.tj != nil {
-		// After an error TurboJPEG's handle can be left mid-stream and refuse
-		// the next file; a fresh one costs microseconds.
-		if rerr := d.tj.reset(); rerr != nil {
-			d.tj = nil
-		}
-	}
-	return err
-}
-
-func (d *Decoder) decodeJPEGWith(data []byte, info *Info) error {
-	if d.tj == nil {
-		tj, err := newTurbo()
-		if err != nil {
-			return err
-		}
-		d.tj = tj
-		runtime.AddCleanup(d, func(t *turbo) { t.close() }, tj)
-	}
-	w, h, cs, err := d.tj.header(data)
+	hdr, err := readJPEGHeader(data)
 	if err != nil {
 		return fmt.Errorf("%w: jpeg header: %s", ErrCorrupt, err)
 	}
+	w, h := hdr.width, hdr.height
 	info.Width, info.Height = w, h
 	if err := d.checkPixels(w, h); err != nil {
 		return err
 	}
+	if n := countJPEGScans(data, d.lim.MaxScans); n > d.lim.MaxScans {
+		return jpegLimitError(errScans, d.lim)
+	}
 	d.img = resizeImage(d.img, w, h)
-	if cs == tjcsCMYK || cs == tjcsYCCK {
+	if hdr.cmyk {
 		return d.decodeJPEGCMYK(data, w, h)
 	}
-	if err := d.tj.decodeRGB(data, d.img.Pix, w, h); err != nil {
-		return fmt.Errorf("%w: jpeg: %s", ErrCorrupt, err)
+	if err := decodeJPEGInto(data, d.img.Pix, w, h, false, d.lim.MaxScans, d.lim.MaxDecodeTime); err != nil {
+		return d.jpegError(err)
 	}
 	return nil
+}
+
+func (d *Decoder) jpegError(err error) error {
+	if lerr := jpegLimitError(err, d.lim); lerr != nil {
+		return lerr
+	}
+	return fmt.Errorf("%w: jpeg: %s", ErrCorrupt, err)
 }
 
 // decodeJPEGCMYK decodes a CMYK or YCCK JPEG as Pillow does: it reads every
@@ -237,8 +238,8 @@ func (d *Decoder) decodeJPEGCMYK(data []byte, w, h int) error {
 		d.tmp.Pix = make([]byte, n)
 	}
 	cmyk := d.tmp.Pix[:n]
-	if err := d.tj.decodeCMYK(data, cmyk, w, h); err != nil {
-		return fmt.Errorf("%w: jpeg: %s", ErrCorrupt, err)
+	if err := decodeJPEGInto(data, cmyk, w, h, true, d.lim.MaxScans, d.lim.MaxDecodeTime); err != nil {
+		return d.jpegError(err)
 	}
 	p := d.img.Pix
 	for i, j := 0, 0; i < n; i, j = i+4, j+3 {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/testimages"
@@ -321,12 +322,52 @@ func TestJPEGWarnings(t *testing.T) {
 	} else {
 		t.Log(err)
 	}
+	// A recoverable warning first must not hide that the file ends early.
+	if _, _, err := dec.Decode(stray[:len(stray)-30]); !errors.Is(err, imageprep.ErrCorrupt) || !strings.Contains(err.Error(), "Premature end") {
+		t.Fatalf("stray bytes, then a premature end: %v, want ErrCorrupt naming the premature end", err)
+	}
+}
+
+// TestScanBomb: a progressive JPEG with thousands of scans (each one costs
+// the decoder a pass over the whole image) is refused from a count of its
+// markers, before any decoding, with a reason that names the limit; one just
+// within the limit decodes; a raised limit lets the deadline stop it.
+func TestScanBomb(t *testing.T) {
+	prog := testimages.ProgressiveJPEG(testimages.Photo(rand.New(rand.NewPCG(5, 5)), 300, 301), 90)
+	dec := imageprep.NewDecoder(imageprep.Limits{})
+	defer dec.Close()
+	for _, scans := range []int{imageprep.DefaultMaxScans + 1, 20000} {
+		_, info, err := dec.Decode(testimages.ScanBomb(prog, scans))
+		if !errors.Is(err, imageprep.ErrTooLarge) || !strings.Contains(err.Error(), "scans") {
+			t.Fatalf("%d scans: %v, want ErrTooLarge naming the scan limit", scans, err)
+		}
+		if info.Width != 300 {
+			t.Errorf("%d scans: info %+v, want the header's size", scans, info)
+		}
+	}
+	if _, _, err := dec.Decode(testimages.ScanBomb(prog, imageprep.DefaultMaxScans)); err != nil {
+		t.Fatalf("%d scans (the limit): %v, want the image", imageprep.DefaultMaxScans, err)
+	}
+	if _, _, err := dec.Decode(prog); err != nil {
+		t.Fatal(err)
+	}
+	// The deadline: the scan limit lifted, a bomb that takes far longer
+	// than 20 ms to decode stops there.
+	big := testimages.ProgressiveJPEG(testimages.Scale(testimages.Photo(rand.New(rand.NewPCG(6, 6)), 200, 201), 10), 90)
+	slow := imageprep.NewDecoder(imageprep.Limits{MaxScans: 1 << 30, MaxDecodeTime: 20 * time.Millisecond})
+	defer slow.Close()
+	if _, _, err := slow.Decode(testimages.ScanBomb(big, 400)); !errors.Is(err, imageprep.ErrTooLarge) || !strings.Contains(err.Error(), "took over") {
+		t.Fatalf("400 scans of 2000x2000 with a 20 ms deadline: %v, want ErrTooLarge naming the deadline", err)
+	}
+	if _, _, err := slow.Decode(fixture(t, "photo_481x321.jpg")); err != nil {
+		t.Fatalf("the same decoder afterwards: %v", err)
+	}
 }
 
 // TestJPEGEnd: a JPEG that ends early is ErrCorrupt, however little is
 // missing, sequential or progressive, RGB or CMYK. (Pillow refuses these too,
 // but for a few sequential files that lack only the end-of-image marker,
-// depending on how its reads fall; see isRecoverable.)
+// depending on how its reads fall; see recoverable in jpeg.c.)
 func TestJPEGEnd(t *testing.T) {
 	dec := imageprep.NewDecoder(imageprep.Limits{})
 	defer dec.Close()

@@ -11,11 +11,9 @@ import (
 	"io"
 	"net"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
-	"github.com/milvus-io/milvus/client/v2/column"
 	"github.com/milvus-io/milvus/client/v2/entity"
 	"github.com/milvus-io/milvus/client/v2/index"
 	"github.com/milvus-io/milvus/client/v2/milvusclient"
@@ -187,8 +185,11 @@ func CollectionName(model string) string { return strings.ReplaceAll(model, "-",
 // object again, from any run or listing prefix, replaces its row.
 func ID(objectURI string) string {
 	h := sha256.Sum256([]byte(objectURI))
-	return hex.EncodeToString(h[:16])
+	return hex.EncodeToString(h[:idLen/2])
 }
+
+// idLen is the length of an id: 32 hex digits.
+const idLen = 32
 
 // Collection is one model's collection.
 type Collection struct {
@@ -389,7 +390,11 @@ func (c *Collection) Delete(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	_, err := c.s.c.Delete(ctx, milvusclient.NewDeleteOption(c.Name).WithStringIDs(FieldID, slices.Clone(ids)))
+	expr, err := idsFilter(ids)
+	if err != nil {
+		return fmt.Errorf("vecstore: delete from %s: %w", c.Name, err)
+	}
+	_, err = c.s.c.Delete(ctx, milvusclient.NewDeleteOption(c.Name).WithExpr(expr))
 	if err != nil {
 		return c.s.wrap("delete from "+c.Name, err)
 	}
@@ -450,10 +455,16 @@ func (c *Collection) SearchMany(ctx context.Context, vecs [][]float32, k int) ([
 }
 
 // Get reads one row with its vector; found is false when there is none.
+// An id that is not one (see ValidateID) is ErrInvalidID, and nothing is
+// sent to Milvus.
 func (c *Collection) Get(ctx context.Context, id string) (row Row, found bool, err error) {
+	expr, err := idsFilter([]string{id})
+	if err != nil {
+		return Row{}, false, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.CallTimeout)
 	defer cancel()
-	rs, err := c.s.c.Query(ctx, milvusclient.NewQueryOption(c.Name).WithIDs(column.NewColumnVarChar(FieldID, []string{id})).
+	rs, err := c.s.c.Query(ctx, milvusclient.NewQueryOption(c.Name).WithFilter(expr).
 		WithOutputFields(FieldID, FieldVector, FieldURI, FieldETag, FieldSize, FieldWidth, FieldHeight).
 		WithConsistencyLevel(entity.ClStrong))
 	if err != nil {
@@ -564,9 +575,11 @@ func (c *Collection) Lookup(ctx context.Context, ids []string) (map[string]RowMe
 	if len(ids) == 0 {
 		return out, nil
 	}
-	// The client rewrites the slice it is given (it quotes the strings in
-	// place), so it gets a copy.
-	rs, err := c.s.c.Query(ctx, milvusclient.NewQueryOption(c.Name).WithIDs(column.NewColumnVarChar(FieldID, slices.Clone(ids))).
+	expr, err := idsFilter(ids)
+	if err != nil {
+		return nil, fmt.Errorf("vecstore: lookup in %s: %w", c.Name, err)
+	}
+	rs, err := c.s.c.Query(ctx, milvusclient.NewQueryOption(c.Name).WithFilter(expr).
 		WithOutputFields(FieldID, FieldETag, FieldModelVersion).WithConsistencyLevel(entity.ClStrong))
 	if err != nil {
 		return nil, c.s.wrap("lookup in "+c.Name, err)
@@ -582,9 +595,10 @@ func (c *Collection) Lookup(ctx context.Context, ids []string) (map[string]RowMe
 }
 
 // EachWithPrefix calls fn with the id and URI of every row whose URI starts
-// with prefix.
+// with prefix, byte for byte: LIKE's wildcards in prefix match only
+// themselves, and every row the server returns is checked again here.
 func (c *Collection) EachWithPrefix(ctx context.Context, prefix string, fn func(id, uri string) error) error {
-	expr := fmt.Sprintf("%s like %q", FieldURI, strings.ReplaceAll(prefix, "%", "\\%")+"%")
+	expr := uriPrefixFilter(prefix)
 	it, err := c.s.c.QueryIterator(ctx, milvusclient.NewQueryIteratorOption(c.Name).WithFilter(expr).
 		WithOutputFields(FieldID, FieldURI).WithBatchSize(1000).WithConsistencyLevel(entity.ClStrong))
 	if err != nil {
@@ -602,6 +616,9 @@ func (c *Collection) EachWithPrefix(ctx context.Context, prefix string, fn func(
 		for i := 0; i < rs.ResultCount; i++ {
 			id, _ := idc.GetAsString(i)
 			u, _ := uc.GetAsString(i)
+			if !strings.HasPrefix(u, prefix) {
+				continue
+			}
 			if err := fn(id, u); err != nil {
 				return err
 			}
