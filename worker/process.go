@@ -132,9 +132,30 @@ func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*b
 	nm := len(st.models)
 	it := &st.items[i]
 	maxBytes := w.cfg.Limits.MaxBytes
-	if maxBytes <= 0 {
-		maxBytes = imageprep.DefaultMaxBytes
+	if it.size > maxBytes {
+		// The listing already says it is too large: not read at all.
+		it.failure, it.kind = fmt.Sprintf("%v: %d bytes, limit %d (--max-object-mib)", imageprep.ErrTooLarge, it.size, maxBytes), "too_large"
+		st.finish(nm, nil)
+		return
 	}
+	// The bytes this object may hold until its decode ends.
+	cost := it.size
+	if cost <= 0 {
+		cost = maxBytes
+	}
+	cost = min(cost, w.cfg.FetchBytes)
+	if err := w.bytesSem.Acquire(ctx, cost); err != nil {
+		st.finish(nm, errTransient{err})
+		return
+	}
+	held := true
+	release := func() {
+		if held {
+			w.bytesSem.Release(cost)
+			held = false
+		}
+	}
+	defer release()
 	data, err := st.src.Get(ctx, it.key, maxBytes)
 	switch {
 	case err == nil:
@@ -148,6 +169,7 @@ func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*b
 	}
 	t := <-w.tools
 	img, _, err := t.dec.Decode(data)
+	release()
 	if err != nil {
 		w.tools <- t
 		it.failure, it.kind = err.Error(), reasonOf(err)

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/embed"
@@ -63,6 +64,11 @@ type Config struct {
 	Linger           time.Duration // a partial batch waits at most this long for more images; default 50 ms
 	Prefetch         int           // jobs in hand at once; default 2
 	FetchConcurrency int           // objects read at once; default 16
+	// FetchBytes bounds the bytes of fetched objects held at once, waiting
+	// to be decoded: each object holds its listed size (Limits.MaxBytes
+	// when unknown) from before its read until its decode ends; one larger
+	// than the budget goes alone. Default 256 MiB.
+	FetchBytes int64
 	PrepWorkers      int           // goroutines decoding; default GOMAXPROCS
 	Limits           imageprep.Limits
 	AckWait          time.Duration // the consumer's; InProgress is sent every third of it; default 2 min
@@ -84,6 +90,7 @@ type Worker struct {
 	sources  sync.Map // uri -> objstore.Source
 	tools    chan *tools
 	fetchSem chan struct{}
+	bytesSem *semaphore.Weighted // FetchBytes
 	pools    []*sync.Pool // per model: *[]float32 of InputSize
 }
 
@@ -110,6 +117,10 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	if cfg.FetchConcurrency <= 0 {
 		cfg.FetchConcurrency = 16
 	}
+	if cfg.FetchBytes <= 0 {
+		cfg.FetchBytes = 256 << 20
+	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.PrepWorkers <= 0 {
 		cfg.PrepWorkers = runtime.GOMAXPROCS(0)
 	}
@@ -130,7 +141,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	w := &Worker{cfg: cfg, cols: map[string]*vecstore.Collection{}, tools: make(chan *tools, cfg.PrepWorkers),
-		fetchSem: make(chan struct{}, cfg.FetchConcurrency)}
+		fetchSem: make(chan struct{}, cfg.FetchConcurrency), bytesSem: semaphore.NewWeighted(cfg.FetchBytes)}
 	for _, m := range cfg.Models {
 		size := m.InputSize()
 		w.pools = append(w.pools, &sync.Pool{New: func() any { b := make([]float32, size); return &b }})

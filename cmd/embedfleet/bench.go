@@ -281,7 +281,7 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 		qs = append(qs, q)
 	}
 	sort.Strings(qs)
-	s := search.New(st.store, imageprep.Limits{}, decOpts...)
+	s := search.New(st.store, imageprepLimits(), decOpts...)
 	results := map[string][]scored{}
 	var queryEmbed, searchTime time.Duration
 	start = time.Now()

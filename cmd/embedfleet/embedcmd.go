@@ -128,7 +128,7 @@ func embedFiles(ctx context.Context, m *embed.Model, files []string, batchSize, 
 		if err != nil {
 			return embedStats{}, err
 		}
-		pool <- tools{imageprep.NewDecoder(imageprep.Limits{}, opts...), pp}
+		pool <- tools{imageprep.NewDecoder(imageprepLimits(), opts...), pp}
 	}
 	defer func() {
 		for range workers {
@@ -214,7 +214,7 @@ func prepFile(path string, dec *imageprep.Decoder, pp *imageprep.Preprocessor, d
 	if err != nil {
 		return err
 	}
-	data, err := imageprep.ReadLimited(f, imageprep.DefaultMaxBytes)
+	data, err := readLimited(f)
 	f.Close()
 	if err != nil {
 		return err
@@ -345,8 +345,12 @@ func npyHeader(rows, dim int) []byte {
 	return append(h, '\n')
 }
 
-func imageprepLimits() imageprep.Limits { return imageprep.Limits{} }
+// decodeLimits are the --max-object-mib, --max-pixels, --max-jpeg-scans and
+// --max-decode-time of the command running, set once before it runs.
+var decodeLimits = imageprep.Limits{}.WithDefaults()
+
+func imageprepLimits() imageprep.Limits { return decodeLimits }
 
 func readLimited(r io.Reader) ([]byte, error) {
-	return imageprep.ReadLimited(r, imageprep.DefaultMaxBytes)
+	return imageprep.ReadLimited(r, decodeLimits.MaxBytes)
 }

@@ -281,6 +281,7 @@ func newWorkerCmd(g *globalFlags) *cobra.Command {
 		sf                 s3Flags
 		models             string
 		batch, fetch, prep int
+		fetchMiB           int
 		ackWait, drain     time.Duration
 		linger             time.Duration
 		prefetch           int
@@ -336,7 +337,8 @@ version of that model.`,
 			}
 			w, err := worker.New(ctx, worker.Config{
 				JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store, OpenSource: sf.open,
-				BatchSize: batch, Linger: linger, Prefetch: prefetch, FetchConcurrency: fetch, PrepWorkers: prep,
+				BatchSize: batch, Linger: linger, Prefetch: prefetch, FetchConcurrency: fetch, FetchBytes: int64(fetchMiB) << 20, PrepWorkers: prep,
+				Limits: g.limits(),
 				AckWait: ackWait, MaxDeliver: maxDeliver, DrainTimeout: drain, Log: log, Metrics: metrics,
 				DecoderOptions: g.decoderOptions(),
 			})
@@ -354,6 +356,8 @@ version of that model.`,
 	f.StringVar(&models, "models", envOr("EMBEDFLEET_MODELS", ""), "models this worker serves, comma-separated (env EMBEDFLEET_MODELS; required)")
 	f.IntVar(&batch, "batch-size", envInt("EMBEDFLEET_BATCH_SIZE", 32), "images per inference batch (env EMBEDFLEET_BATCH_SIZE)")
 	f.IntVar(&fetch, "fetch-concurrency", 16, "objects fetched at once")
+	f.IntVar(&fetchMiB, "fetch-mib", envInt("EMBEDFLEET_FETCH_MIB", 256),
+		"MiB of fetched objects held at once, waiting to be decoded; with --max-object-mib it bounds a worker's memory for encoded images (env EMBEDFLEET_FETCH_MIB)")
 	f.DurationVar(&linger, "linger", 50*time.Millisecond, "a partial batch waits at most this long for more images")
 	f.IntVar(&prefetch, "prefetch", 2, "jobs in hand at once (their images fill batches together)")
 	f.IntVar(&prep, "prep-workers", 0, "goroutines that decode and preprocess (0: one per core)")

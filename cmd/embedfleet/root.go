@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -19,6 +20,18 @@ type globalFlags struct {
 	threads   int    // ONNX Runtime intra-op threads
 	device    string // cpu | cuda | cuda:N
 	noEXIF    bool   // keep pixels as stored, ignoring EXIF orientation
+
+	// What one image may cost (docs/security.md).
+	maxObjectMiB  int
+	maxPixels     int64
+	maxJPEGScans  int
+	maxDecodeTime time.Duration
+}
+
+// limits is what every command that decodes accepts of one image.
+func (g *globalFlags) limits() imageprep.Limits {
+	return imageprep.Limits{MaxBytes: int64(g.maxObjectMiB) << 20, MaxPixels: g.maxPixels,
+		MaxScans: g.maxJPEGScans, MaxDecodeTime: g.maxDecodeTime}.WithDefaults()
 }
 
 // decoderOptions is how every command decodes images: the worker that
@@ -43,6 +56,13 @@ Settings come from flags; each flag that has an environment variable names it
 in its help, and the flag wins when both are given.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if g.maxObjectMiB < 1 || g.maxPixels < 1 || g.maxJPEGScans < 1 || g.maxDecodeTime <= 0 {
+				return fmt.Errorf("--max-object-mib, --max-pixels, --max-jpeg-scans and --max-decode-time must be positive")
+			}
+			decodeLimits = g.limits()
+			return nil
+		},
 	}
 	root.PersistentFlags().StringVar(&g.ortLib, "ort-lib", os.Getenv("EMBEDFLEET_ORT_LIB"),
 		"path of the ONNX Runtime shared library (env EMBEDFLEET_ORT_LIB; default: next to the binary, then ~/.cache/embedfleet where make deps installs it)")
@@ -54,6 +74,15 @@ in its help, and the flag wins when both are given.`,
 		"where models run: cpu, or cuda:N (GPU N) with Microsoft's GPU build of ONNX Runtime (env EMBEDFLEET_DEVICE)")
 	root.PersistentFlags().BoolVar(&g.noEXIF, "no-exif-orientation", os.Getenv("EMBEDFLEET_NO_EXIF_ORIENTATION") == "true",
 		"keep pixels as stored, as the article's code does, instead of turning JPEG, PNG and WebP images upright by their EXIF orientation; give the worker and the query side the same setting (env EMBEDFLEET_NO_EXIF_ORIENTATION=true)")
+	pf := root.PersistentFlags()
+	pf.IntVar(&g.maxObjectMiB, "max-object-mib", envInt("EMBEDFLEET_MAX_OBJECT_MIB", imageprep.DefaultMaxBytes>>20),
+		"largest image object read, MiB; larger ones are recorded as failed without being read (env EMBEDFLEET_MAX_OBJECT_MIB)")
+	pf.Int64Var(&g.maxPixels, "max-pixels", int64(envInt("EMBEDFLEET_MAX_PIXELS", imageprep.DefaultMaxPixels)),
+		"largest width*height an image header may declare, checked before decoding (env EMBEDFLEET_MAX_PIXELS)")
+	pf.IntVar(&g.maxJPEGScans, "max-jpeg-scans", envInt("EMBEDFLEET_MAX_JPEG_SCANS", imageprep.DefaultMaxScans),
+		"most scans a progressive JPEG may have, counted before decoding; each scan costs a pass over the image (env EMBEDFLEET_MAX_JPEG_SCANS)")
+	pf.DurationVar(&g.maxDecodeTime, "max-decode-time", envDuration("EMBEDFLEET_MAX_DECODE_TIME", imageprep.DefaultMaxDecodeTime),
+		"a JPEG decode still running after this long stops and the image is recorded as failed (env EMBEDFLEET_MAX_DECODE_TIME)")
 	root.AddCommand(newVersionCmd(g), newModelsCmd(g), newSimilarityCmd(g), newEmbedCmd(g),
 		newCoordinatorCmd(g), newWorkerCmd(g), newQueryCmd(g), newServeCmd(g), newDevCmd(g), newStatusCmd(), newVerifyCmd(g), newBenchCmd(g))
 	return root
@@ -68,6 +97,13 @@ func envOr(name, def string) string {
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil {
 		return v
 	}
 	return def

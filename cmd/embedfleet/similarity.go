@@ -49,7 +49,7 @@ reads them as the article does.`,
 // embedPaths embeds image files in one batch; any unreadable image fails the
 // call, naming the file.
 func embedPaths(m *embed.Model, paths []string, opts []imageprep.DecoderOption) ([][]float32, error) {
-	dec := imageprep.NewDecoder(imageprep.Limits{}, opts...)
+	dec := imageprep.NewDecoder(imageprepLimits(), opts...)
 	defer dec.Close()
 	pp, err := imageprep.NewPreprocessor(m.Params())
 	if err != nil {
@@ -62,7 +62,7 @@ func embedPaths(m *embed.Model, paths []string, opts []imageprep.DecoderOption) 
 		if err != nil {
 			return nil, err
 		}
-		data, err := imageprep.ReadLimited(f, imageprep.DefaultMaxBytes)
+		data, err := readLimited(f)
 		f.Close()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)

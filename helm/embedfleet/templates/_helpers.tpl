@@ -65,6 +65,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: {{ join "," .Values.models | quote }}
 - name: EMBEDFLEET_NO_EXIF_ORIENTATION
   value: {{ not .Values.exifOrientation | quote }}
+- name: EMBEDFLEET_MAX_OBJECT_MIB
+  value: {{ .Values.limits.maxObjectMiB | int | quote }}
+- name: EMBEDFLEET_MAX_PIXELS
+  value: {{ .Values.limits.maxPixels | int64 | quote }}
+- name: EMBEDFLEET_MAX_JPEG_SCANS
+  value: {{ .Values.limits.maxJPEGScans | int | quote }}
+- name: EMBEDFLEET_MAX_DECODE_TIME
+  value: {{ .Values.limits.maxDecodeTime | quote }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
