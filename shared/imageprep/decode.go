@@ -2,6 +2,7 @@ package imageprep
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
@@ -150,6 +151,12 @@ func (d *Decoder) Decode(data []byte) (*Image, Info, error) {
 		return nil, info, unsupported(data)
 	case "jpeg":
 		err = d.decodeJPEG(data, &info)
+	case "webp":
+		if isAnimatedWebP(data) {
+			err = d.decodeAnimatedWebP(data, &info)
+			break
+		}
+		err = d.decodeStd(data, &info)
 	default:
 		err = d.decodeStd(data, &info)
 	}
@@ -170,6 +177,9 @@ func unsupported(data []byte) error {
 	if len(data) == 0 {
 		return fmt.Errorf("%w: empty object", ErrUnsupported)
 	}
+	if name := otherFormat(data); name != "" {
+		return fmt.Errorf("%w: the object is %s, a format embedfleet does not decode (convert it to JPEG, PNG or WebP)", ErrUnsupported, name)
+	}
 	head := data[:min(len(data), 512)]
 	if bytes.ContainsAny(head, "\x00") || !isText(head) {
 		return fmt.Errorf("%w: unknown signature % x", ErrUnsupported, data[:min(len(data), 8)])
@@ -178,6 +188,49 @@ func unsupported(data []byte) error {
 		return fmt.Errorf("%w: the object is HTML, not an image", ErrUnsupported)
 	}
 	return fmt.Errorf("%w: the object is text, not an image", ErrUnsupported)
+}
+
+// otherFormat names well-known image (and image-like) formats that Decode
+// does not read, from their signatures, so that a failure says what the
+// object is: HEIC and AVIF from phones above all.
+func otherFormat(data []byte) string {
+	if len(data) >= 12 && string(data[4:8]) == "ftyp" {
+		// ISO base media file: the major brand, then compatible brands.
+		n := min(len(data), int(binary.BigEndian.Uint32(data[0:4])), 64)
+		for i := 8; i+4 <= n; i += 4 {
+			if i == 12 {
+				continue // minor version
+			}
+			switch string(data[i : i+4]) {
+			case "avif", "avis":
+				return "an AVIF image"
+			case "heic", "heix", "heim", "heis", "hevc", "hevx":
+				return "a HEIC image"
+			case "mif1", "msf1":
+				return "a HEIF image"
+			case "jxl ":
+				return "a JPEG XL image"
+			}
+		}
+		return "an ISO media file (MP4, MOV or HEIF family)"
+	}
+	switch {
+	case bytes.HasPrefix(data, []byte{0xFF, 0x0A}), bytes.HasPrefix(data, []byte("\x00\x00\x00\x0cJXL \r\n\x87\n")):
+		return "a JPEG XL image"
+	case bytes.HasPrefix(data, []byte("\x00\x00\x00\x0cjP  \r\n\x87\n")), bytes.HasPrefix(data, []byte{0xFF, 0x4F, 0xFF, 0x51}):
+		return "a JPEG 2000 image"
+	case bytes.HasPrefix(data, []byte("8BPS")):
+		return "a Photoshop document"
+	case bytes.HasPrefix(data, []byte{0, 0, 1, 0}) && len(data) >= 6 && data[4] > 0:
+		return "an ICO icon"
+	case bytes.HasPrefix(data, []byte("%PDF-")):
+		return "a PDF document"
+	}
+	head := bytes.ToLower(data[:min(len(data), 512)])
+	if bytes.Contains(head, []byte("<svg")) {
+		return "an SVG drawing"
+	}
+	return ""
 }
 
 func isText(b []byte) bool {
@@ -245,6 +298,28 @@ func (d *Decoder) decodeJPEGCMYK(data []byte, w, h int) error {
 	for i, j := 0, 0; i < n; i, j = i+4, j+3 {
 		p[j], p[j+1], p[j+2] = cmykToRGB(^cmyk[i], ^cmyk[i+1], ^cmyk[i+2], ^cmyk[i+3])
 	}
+	return nil
+}
+
+// decodeAnimatedWebP decodes an animated WebP's first frame on its canvas,
+// as Pillow shows it (webpanim.go).
+func (d *Decoder) decodeAnimatedWebP(data []byte, info *Info) error {
+	w, h, _, _ := webpCanvas(data)
+	info.Width, info.Height = w, h
+	if err := d.checkPixels(w, h); err != nil {
+		return err
+	}
+	still, x, y, err := firstWebPFrame(data)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	var fi = Info{Format: "webp"}
+	if err := d.decodeStd(still, &fi); err != nil {
+		return fmt.Errorf("animated webp, first frame: %w", err)
+	}
+	frame := d.img
+	d.img = place(frame, w, h, x, y, d.tmp)
+	d.tmp = frame
 	return nil
 }
 

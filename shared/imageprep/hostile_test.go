@@ -441,3 +441,133 @@ func cmykTIFF(w, h int) []byte {
 	b.Write(pix)
 	return b.Bytes()
 }
+
+// animatedWebP wraps the bitstream chunks of a still WebP file into an
+// animation of a w x h canvas: its first frame at (x, y), then a second
+// frame (the same bitstream at the origin) that must not show.
+func animatedWebP(t *testing.T, still []byte, w, h, x, y int) []byte {
+	t.Helper()
+	var frameChunks []byte
+	for i := 12; i+8 <= len(still); {
+		n := int(binary.LittleEndian.Uint32(still[i+4:]))
+		cc := string(still[i : i+4])
+		end := i + 8 + n + n&1
+		if cc == "ALPH" || cc == "VP8 " || cc == "VP8L" {
+			frameChunks = append(frameChunks, still[i:min(end, len(still))]...)
+		}
+		i = end
+	}
+	cfgW, cfgH := webpSize(t, still)
+	le24 := func(v int) []byte { return []byte{byte(v), byte(v >> 8), byte(v >> 16)} }
+	chunk := func(cc string, p []byte) []byte {
+		out := append([]byte(cc), binary.LittleEndian.AppendUint32(nil, uint32(len(p)))...)
+		out = append(out, p...)
+		if len(p)&1 == 1 {
+			out = append(out, 0)
+		}
+		return out
+	}
+	frame := func(fx, fy int) []byte {
+		p := append(append(append(append(le24(fx/2), le24(fy/2)...), le24(cfgW-1)...), le24(cfgH-1)...), 100, 0, 0, 0)
+		return chunk("ANMF", append(p, frameChunks...))
+	}
+	vp8x := append([]byte{0x12, 0, 0, 0}, append(le24(w-1), le24(h-1)...)...) // alpha + animation
+	body := append([]byte("WEBP"), chunk("VP8X", vp8x)...)
+	body = append(body, chunk("ANIM", make([]byte, 6))...)
+	body = append(body, frame(x, y)...)
+	body = append(body, frame(0, 0)...)
+	return append(append([]byte("RIFF"), binary.LittleEndian.AppendUint32(nil, uint32(len(body)))...), body...)
+}
+
+func webpSize(t *testing.T, data []byte) (int, int) {
+	t.Helper()
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg.Width, cfg.Height
+}
+
+// TestAnimatedWebP: an animation decodes to its first frame on the canvas,
+// as Pillow shows it: the frame's pixels at its offset, black elsewhere.
+func TestAnimatedWebP(t *testing.T) {
+	dec := imageprep.NewDecoder(imageprep.Limits{})
+	defer dec.Close()
+	for _, name := range []string{"lossy_161x107.webp", "lossless_96x64.webp", "lossy_alpha_120x90.webp"} {
+		still := fixture(t, name)
+		img, _, err := dec.Decode(still)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := *img
+		want.Pix = append([]byte{}, img.Pix...)
+		const x, y = 10, 6
+		cw, ch := want.Width+x+7, want.Height+y+3
+		got, info, err := dec.Decode(animatedWebP(t, still, cw, ch, x, y))
+		if err != nil {
+			t.Fatalf("%s as an animation: %v", name, err)
+		}
+		if info.Format != "webp" || got.Width != cw || got.Height != ch {
+			t.Fatalf("%s as an animation: %dx%d %+v, want the %dx%d canvas", name, got.Width, got.Height, info, cw, ch)
+		}
+		for r := 0; r < ch; r++ {
+			for c := 0; c < cw; c++ {
+				px := got.Pix[(r*cw+c)*3 : (r*cw+c)*3+3]
+				var exp []byte
+				if r >= y && r < y+want.Height && c >= x && c < x+want.Width {
+					i := ((r-y)*want.Width + (c - x)) * 3
+					exp = want.Pix[i : i+3]
+				} else {
+					exp = []byte{0, 0, 0}
+				}
+				if !bytes.Equal(px, exp) {
+					t.Fatalf("%s as an animation: pixel (%d,%d) = %v, want %v", name, c, r, px, exp)
+				}
+			}
+		}
+	}
+	// A canvas over the pixel limit is refused before any frame is decoded.
+	if _, _, err := dec.Decode(animatedWebP(t, fixture(t, "lossless_96x64.webp"), 1<<24, 1<<24, 0, 0)); !errors.Is(err, imageprep.ErrTooLarge) {
+		t.Fatalf("a 2^24 x 2^24 canvas: %v, want ErrTooLarge", err)
+	}
+	// An animation whose frame is cut off is corrupt.
+	anim := animatedWebP(t, fixture(t, "lossy_161x107.webp"), 200, 200, 0, 0)
+	if _, _, err := dec.Decode(anim[:len(anim)/3]); !errors.Is(err, imageprep.ErrCorrupt) {
+		t.Fatalf("a truncated animation: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestOtherFormatsNamed: formats the decoder does not read are
+// ErrUnsupported with a reason that names them.
+func TestOtherFormatsNamed(t *testing.T) {
+	ftyp := func(brands ...string) []byte {
+		b := binary.BigEndian.AppendUint32(nil, uint32(8+4*len(brands)))
+		b = append(b, "ftyp"...)
+		for _, br := range brands {
+			b = append(b, br...)
+		}
+		return append(b, make([]byte, 64)...)
+	}
+	dec := imageprep.NewDecoder(imageprep.Limits{})
+	defer dec.Close()
+	for _, c := range []struct {
+		data []byte
+		name string
+	}{
+		{ftyp("heic", "\x00\x00\x00\x00", "mif1", "heic"), "HEIC"},
+		{ftyp("mif1", "\x00\x00\x00\x00", "mif1", "heic"), "HEIF"},
+		{ftyp("avif", "\x00\x00\x00\x00", "avif", "mif1"), "AVIF"},
+		{ftyp("isom", "\x00\x00\x02\x00", "isom", "mp41"), "MP4"},
+		{[]byte("\x00\x00\x00\x0cJXL \r\n\x87\n\x00\x00"), "JPEG XL"},
+		{[]byte("\xff\x0a\xfa\x7f"), "JPEG XL"},
+		{[]byte("\x00\x00\x00\x0cjP  \r\n\x87\n\x00\x00"), "JPEG 2000"},
+		{[]byte("8BPS\x00\x01"), "Photoshop"},
+		{[]byte("%PDF-1.7\n"), "PDF"},
+		{[]byte(`<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>`), "SVG"},
+	} {
+		_, _, err := dec.Decode(c.data)
+		if !errors.Is(err, imageprep.ErrUnsupported) || !strings.Contains(err.Error(), c.name) {
+			t.Errorf("%s: %v, want ErrUnsupported naming %s", c.name, err, c.name)
+		}
+	}
+}
