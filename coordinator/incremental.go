@@ -334,7 +334,8 @@ func openManifest(ctx context.Context, runs jetstream.KeyValue, store jetstream.
 }
 
 // Finish writes each model's new manifest once the run is complete: the
-// run's listing less the items that failed (so they are retried next time).
+// run's listing less the items that failed for a reason that may pass (so
+// they are retried next time).
 // An incomplete run writes nothing, so the last good manifest stays.
 func (inc *Incremental) Finish(ctx context.Context, sum Summary) error {
 	if !sum.Complete {
@@ -343,9 +344,15 @@ func (inc *Incremental) Finish(ctx context.Context, sum Summary) error {
 	cfg := inc.cfg
 	t := cfg.Topology
 	srcKey := SourceKey(cfg.Source.URI())
+	// Items that failed for a reason that may pass (gone, access denied,
+	// lost) stay out of the manifest, so the next run tries them again.
+	// Items whose bytes failed (corrupt, unsupported, too large) stay in:
+	// the next run tries them only if their ETag has changed.
 	failed := make(map[string]bool, len(sum.Failed))
 	for _, f := range sum.Failed {
-		failed[f.Key] = true
+		if !jobs.Permanent(f.Kind) {
+			failed[f.Key] = true
+		}
 	}
 	runs, err := cfg.JS.KeyValue(ctx, t.RunsBucket())
 	if err != nil {

@@ -3,9 +3,13 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
-	"strings"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/jobs"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
@@ -21,6 +25,12 @@ type VerifyConfig struct {
 	// Versions are the expected model versions; a model missing here is
 	// checked against its collection's recorded version.
 	Versions map[string]string
+	// Failures is the topology's failures bucket: an object without a row
+	// whose bytes failed for good at its current ETag is counted as failed,
+	// not missing. Nil: every object without a row is missing.
+	Failures jetstream.KeyValue
+	// RetryFailed puts recorded failures back among the objects to embed.
+	RetryFailed bool
 }
 
 // ModelReport is what Verify found for one model.
@@ -30,20 +40,25 @@ type ModelReport struct {
 	OK      int64    `json:"ok"`
 	Missing int64    `json:"missing"` // listed, no row
 	Stale   int64    `json:"stale"`   // a row with another ETag or model version
-	Extra   int64    `json:"extra"`   // a row for an object no longer listed
+	Extra   int64    `json:"extra"`   // a row for an object that no longer exists
+	Failed  int64    `json:"failed"`  // listed, no row, its bytes failed for good at this ETag
 	Samples []string `json:"samples,omitempty"`
 }
 
 // VerifyReport is the outcome of Verify.
 type VerifyReport struct {
 	Models []ModelReport `json:"models"`
+	// Unlisted counts rows, per model, whose object exists but is not
+	// listed (the source's filter leaves it out): kept, never deleted.
+	Unlisted map[string]int64 `json:"unlisted,omitempty"`
 	// ToEmbed are the objects missing or stale in at least one model, in key
 	// order; ExtraURIs the rows to delete, per model.
 	ToEmbed   []objstore.Object   `json:"-"`
 	ExtraURIs map[string][]string `json:"-"`
 }
 
-// Clean reports whether nothing is missing, stale or extra.
+// Clean reports whether nothing is missing, stale or extra. Recorded
+// failures do not make a report unclean: they are what the source holds.
 func (r VerifyReport) Clean() bool {
 	for _, m := range r.Models {
 		if m.Missing+m.Stale+m.Extra > 0 {
@@ -53,10 +68,43 @@ func (r VerifyReport) Clean() bool {
 	return true
 }
 
+// loadFailures reads every failure record of the bucket (one small value per
+// failed object).
+func loadFailures(ctx context.Context, kv jetstream.KeyValue) (map[string]jobs.FailureRecord, error) {
+	out := map[string]jobs.FailureRecord{}
+	if kv == nil {
+		return out, nil
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("verify: read failure records: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return out, nil
+			}
+			if e == nil { // every current value has been delivered
+				return out, nil
+			}
+			rec, err := jobs.Decode[jobs.FailureRecord](e.Value())
+			if err != nil {
+				continue // a record this build cannot read counts as none
+			}
+			out[e.Key()] = rec
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
 // Verify checks a source against Milvus. Memory grows with the number of
-// listed objects (one id each) and of objects to repair.
+// listed objects (one id each), of recorded failures and of objects to
+// repair.
 func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
-	rep := VerifyReport{ExtraURIs: map[string][]string{}}
+	rep := VerifyReport{ExtraURIs: map[string][]string{}, Unlisted: map[string]int64{}}
 	cols := make([]*vecstore.Collection, len(cfg.Models))
 	for i, m := range cfg.Models {
 		col, err := cfg.Store.Open(ctx, m)
@@ -65,6 +113,10 @@ func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
 		}
 		cols[i] = col
 		rep.Models = append(rep.Models, ModelReport{Model: m})
+	}
+	failures, err := loadFailures(ctx, cfg.Failures)
+	if err != nil {
+		return rep, err
 	}
 	want := func(i int) string {
 		if v := cfg.Versions[cfg.Models[i]]; v != "" {
@@ -92,17 +144,24 @@ func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
 			for j, o := range batch {
 				r.Listed++
 				meta, ok := found[ids[j]]
+				uri := cfg.Source.ObjectURI(o.Key)
+				fr, isFailed := failures[ids[j]]
+				isFailed = isFailed && fr.ETag == o.ETag
 				switch {
+				case ok && meta.ETag == o.ETag && meta.ModelVersion == want(i):
+					r.OK++
+				case isFailed:
+					r.Failed++
+					r.sample("failed " + uri + ": " + fr.Reason)
+					bad[j] = bad[j] || cfg.RetryFailed
 				case !ok:
 					r.Missing++
 					bad[j] = true
-					r.sample("missing " + cfg.Source.ObjectURI(o.Key))
-				case meta.ETag != o.ETag || meta.ModelVersion != want(i):
+					r.sample("missing " + uri)
+				default:
 					r.Stale++
 					bad[j] = true
-					r.sample("stale " + cfg.Source.ObjectURI(o.Key))
-				default:
-					r.OK++
+					r.sample("stale " + uri)
 				}
 			}
 		}
@@ -114,7 +173,7 @@ func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
 		batch = batch[:0]
 		return nil
 	}
-	err := cfg.Source.List(ctx, "", func(o objstore.Object) error {
+	err = cfg.Source.List(ctx, "", func(o objstore.Object) error {
 		listed[vecstore.ID(cfg.Source.ObjectURI(o.Key))] = true
 		batch = append(batch, o)
 		if len(batch) == 256 {
@@ -128,29 +187,123 @@ func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	prefix := strings.TrimSuffix(cfg.Source.URI(), "/")
+	// Rows under the source's prefix that the listing did not name: extra
+	// only if the object is really gone (the filter may leave out objects
+	// that exist, and an object may have been written since the listing).
+	prefix := cfg.Source.RowPrefix()
 	for i, col := range cols {
 		r := &rep.Models[i]
+		var unlisted []string
 		err := col.EachWithPrefix(ctx, prefix, func(id, uri string) error {
 			if !listed[id] {
-				r.Extra++
-				r.sample("extra " + uri)
-				rep.ExtraURIs[r.Model] = append(rep.ExtraURIs[r.Model], uri)
+				unlisted = append(unlisted, uri)
 			}
 			return nil
 		})
 		if err != nil {
 			return rep, err
 		}
+		for _, uri := range unlisted {
+			gone, err := objectGone(ctx, cfg.Source, uri)
+			if err != nil {
+				return rep, err
+			}
+			if !gone {
+				rep.Unlisted[r.Model]++
+				continue
+			}
+			r.Extra++
+			r.sample("extra " + uri)
+			rep.ExtraURIs[r.Model] = append(rep.ExtraURIs[r.Model], uri)
+		}
 	}
 	sort.Slice(rep.ToEmbed, func(a, b int) bool { return rep.ToEmbed[a].Key < rep.ToEmbed[b].Key })
 	return rep, nil
+}
+
+// objectGone reports whether the object of a row URI no longer exists.
+func objectGone(ctx context.Context, src objstore.Source, uri string) (bool, error) {
+	key, ok := src.KeyOf(uri)
+	if !ok {
+		return false, nil // not this source's: never deleted from here
+	}
+	exists, err := src.Stat(ctx, key)
+	if err != nil {
+		return false, fmt.Errorf("verify: is %s still there: %w", uri, err)
+	}
+	return !exists, nil
 }
 
 func (r *ModelReport) sample(s string) {
 	if len(r.Samples) < 10 {
 		r.Samples = append(r.Samples, s)
 	}
+}
+
+// RepairConfig is what Repair needs beyond the verification: where to
+// publish the re-embedding run.
+type RepairConfig struct {
+	Verify   VerifyConfig
+	JS       jetstream.JetStream
+	Topology bus.Topology
+	Out      io.Writer // progress lines; nil: none
+}
+
+// Repair makes the index match the source after a Verify found rep: it
+// publishes a run for the missing and stale objects and waits for the
+// workers to finish it, deletes the rows of objects that are gone (each
+// checked again just before), and verifies again. It returns the second
+// report and the run's summary (zero when nothing was embedded).
+func Repair(ctx context.Context, cfg RepairConfig, rep VerifyReport) (VerifyReport, Summary, error) {
+	out := cfg.Out
+	if out == nil {
+		out = io.Discard
+	}
+	var sum Summary
+	if len(rep.ToEmbed) > 0 {
+		journal, err := NewJournal()
+		if err != nil {
+			return rep, sum, err
+		}
+		defer journal.Close()
+		rec, err := Run(ctx, Config{JS: cfg.JS, Topology: cfg.Topology, Source: Only(cfg.Verify.Source, rep.ToEmbed),
+			Models: cfg.Verify.Models, Journal: journal})
+		if err != nil {
+			return rep, sum, err
+		}
+		fmt.Fprintf(out, "repair run %s: %d objects to embed\n", rec.ID, rec.Listed)
+		sum, err = WaitWith(ctx, cfg.JS, cfg.Topology, rec, WaitOptions{Journal: journal})
+		if err != nil {
+			return rep, sum, err
+		}
+	}
+	models := make([]string, 0, len(rep.ExtraURIs))
+	for m := range rep.ExtraURIs {
+		models = append(models, m)
+	}
+	sort.Strings(models)
+	for _, m := range models {
+		var gone []string
+		for _, uri := range rep.ExtraURIs[m] {
+			ok, err := objectGone(ctx, cfg.Verify.Source, uri)
+			if err != nil {
+				return rep, sum, err
+			}
+			if ok {
+				gone = append(gone, uri)
+			}
+		}
+		if err := cfg.Verify.Store.DeleteObjects(ctx, m, gone); err != nil {
+			return rep, sum, err
+		}
+		fmt.Fprintf(out, "deleted %d rows of vanished objects from %s", len(gone), m)
+		if kept := len(rep.ExtraURIs[m]) - len(gone); kept > 0 {
+			fmt.Fprintf(out, " (%d kept: their objects are back)", kept)
+		}
+		fmt.Fprintln(out)
+	}
+	again, err := Verify(ctx, cfg.Verify)
+	return again, sum, err
 }
 
 // Only is a Source that lists just the given objects (sorted by key) and

@@ -2,11 +2,11 @@ package worker
 
 import (
 	"errors"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/embedfleet/embedfleet/shared/imageprep"
+	"github.com/embedfleet/embedfleet/shared/jobs"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 )
 
@@ -76,14 +76,14 @@ func (m *Metrics) embedded(model string, n, batch int) {
 func reasonOf(err error) string {
 	switch {
 	case errors.Is(err, imageprep.ErrCorrupt):
-		return "corrupt"
+		return jobs.KindCorrupt
 	case errors.Is(err, imageprep.ErrUnsupported):
-		return "unsupported"
+		return jobs.KindUnsupported
 	case errors.Is(err, imageprep.ErrTooLarge), errors.Is(err, objstore.ErrTooLarge):
-		return "too_large"
+		return jobs.KindTooLarge
 	case errors.Is(err, objstore.ErrNotFound):
 		return "not_found"
-	case strings.Contains(err.Error(), "access denied"):
+	case errors.Is(err, objstore.ErrAccessDenied):
 		return "access_denied"
 	}
 	return "other"

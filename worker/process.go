@@ -115,7 +115,7 @@ wait:
 	var kinds []string
 	for _, it := range st.items {
 		if it.failure != "" {
-			res.Failed = append(res.Failed, jobs.Failure{Key: it.key, Reason: it.failure})
+			res.Failed = append(res.Failed, jobs.Failure{Key: it.key, Reason: it.failure, Kind: it.kind})
 			kinds = append(kinds, it.kind)
 		} else {
 			res.Stored++
@@ -134,7 +134,7 @@ func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*b
 	maxBytes := w.cfg.Limits.MaxBytes
 	if it.size > maxBytes {
 		// The listing already says it is too large: not read at all.
-		it.failure, it.kind = fmt.Sprintf("%v: %d bytes, limit %d (--max-object-mib)", imageprep.ErrTooLarge, it.size, maxBytes), "too_large"
+		it.failure, it.kind = fmt.Sprintf("%v: %d bytes, limit %d (--max-object-mib)", imageprep.ErrTooLarge, it.size, maxBytes), jobs.KindTooLarge
 		st.finish(nm, nil)
 		return
 	}

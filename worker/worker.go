@@ -91,6 +91,7 @@ type Worker struct {
 	tools    chan *tools
 	fetchSem chan struct{}
 	bytesSem *semaphore.Weighted // FetchBytes
+	failures jetstream.KeyValue  // the topology's FailuresBucket
 	pools    []*sync.Pool // per model: *[]float32 of InputSize
 }
 
@@ -146,6 +147,11 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		size := m.InputSize()
 		w.pools = append(w.pools, &sync.Pool{New: func() any { b := make([]float32, size); return &b }})
 	}
+	kv, err := cfg.JS.KeyValue(ctx, cfg.Topology.FailuresBucket())
+	if err != nil {
+		return nil, fmt.Errorf("worker: failures bucket %s (run the topology's Ensure first): %w", cfg.Topology.FailuresBucket(), err)
+	}
+	w.failures = kv
 	for _, m := range cfg.Models {
 		col, err := cfg.Store.Ensure(ctx, m.Spec())
 		if err != nil {
@@ -307,6 +313,12 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, batchers []*batc
 	if meta != nil {
 		res.Attempts = meta.NumDelivered
 	}
+	if err := w.recordFailures(work, job, res.Failed); err != nil {
+		log.Warn("failures not recorded, retrying the job", "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		w.cfg.Metrics.job("retried")
+		return
+	}
 	if err := w.publishResult(work, res); err != nil {
 		log.Warn("result not published, retrying the job", "err", err)
 		_ = msg.NakWithDelay(time.Second)
@@ -321,6 +333,31 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, batchers []*batc
 	w.cfg.Metrics.job("acked")
 	w.cfg.Metrics.result(res.Stored, kinds)
 	log.Debug("job done", "stored", res.Stored, "failed", len(res.Failed), "ms", res.Millis)
+}
+
+// recordFailures keeps a record of each item whose bytes cannot be embedded
+// (jobs.Permanent), before the job's result is published and the job acked,
+// so that verify and the next incremental run know it failed at this ETag.
+func (w *Worker) recordFailures(ctx context.Context, job jobs.Job, failed []jobs.Failure) error {
+	src, err := w.source(job.Source)
+	if err != nil {
+		return err
+	}
+	etags := make(map[string]string, len(job.Items))
+	for _, it := range job.Items {
+		etags[it.Key] = it.ETag
+	}
+	for _, f := range failed {
+		if !jobs.Permanent(f.Kind) {
+			continue
+		}
+		uri := src.ObjectURI(f.Key)
+		data, _ := jsonMarshal(jobs.FailureRecord{Schema: jobs.Schema, URI: uri, ETag: etags[f.Key], Kind: f.Kind, Reason: f.Reason, At: time.Now().UTC()})
+		if _, err := w.failures.Put(ctx, vecstore.ID(uri), data); err != nil {
+			return fmt.Errorf("record the failure of %s: %w", uri, err)
+		}
+	}
+	return nil
 }
 
 func (w *Worker) publishResult(ctx context.Context, res jobs.Result) error {

@@ -21,6 +21,7 @@ func newVerifyCmd(g *globalFlags) *cobra.Command {
 		sf             s3Flags
 		source, models string
 		repair, asJSON bool
+		retryFailed    bool
 		timeout        time.Duration
 	)
 	cmd := &cobra.Command{
@@ -30,10 +31,19 @@ func newVerifyCmd(g *globalFlags) *cobra.Command {
 current ETag written by the model's current version (from --models-dir, else
 the collection's), and that no rows remain for objects no longer listed.
 
-Prints per model: listed, ok, missing, stale and extra rows, with examples.
-Exits 0 when everything is in place, 2 when something is not. --repair then
+Prints per model: listed, ok, missing, stale, extra and failed, with examples.
+Failed objects are those whose bytes cannot be embedded (corrupt, unsupported,
+over a limit), as the workers recorded them at their current ETag: they are
+not missing, and they are tried again only when the object changes (or with
+--retry-failed). Extra rows are rows of objects that no longer exist (each is
+checked with the store); rows of objects that exist but that the listing's
+filter leaves out are counted as unlisted and kept.
+
+Exits 0 when nothing is missing, stale or extra, 2 otherwise. --repair then
 publishes a run for the missing and stale objects (workers must be running),
-waits for it, deletes the extra rows, and verifies again.`,
+waits for it, deletes the rows of objects still gone, and verifies again.
+Reads the failure records from NATS, so it needs --nats-url even without
+--repair.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ms := splitList(models)
@@ -51,51 +61,35 @@ waits for it, deletes the extra rows, and verifies again.`,
 				return err
 			}
 			defer store.Close(context.Background())
-			vcfg := coordinator.VerifyConfig{Source: src, Models: ms, Store: store, Versions: modelVersions(g, ms)}
+			nc, js, topo, err := nf.connect(ctx, "embedfleet-verify", bus.StreamOptions{})
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			failures, err := js.KeyValue(ctx, topo.FailuresBucket())
+			if err != nil {
+				return fmt.Errorf("failures bucket %s: %w", topo.FailuresBucket(), err)
+			}
+			vcfg := coordinator.VerifyConfig{Source: src, Models: ms, Store: store, Versions: modelVersions(g, ms),
+				Failures: failures, RetryFailed: retryFailed}
 			rep, err := coordinator.Verify(ctx, vcfg)
 			if err != nil {
 				return err
 			}
 			printVerify(cmd, rep, asJSON)
-			if rep.Clean() {
+			if rep.Clean() && !(retryFailed && repair && len(rep.ToEmbed) > 0) {
 				return nil
 			}
 			if !repair {
 				return exitError{exitFailures, errors.New("the index does not match the source (run with --repair to fix it)")}
 			}
-			if len(rep.ToEmbed) > 0 {
-				nc, js, topo, err := nf.connect(ctx, "embedfleet-verify", bus.StreamOptions{})
-				if err != nil {
-					return err
-				}
-				defer nc.Close()
-				journal, err := coordinator.NewJournal()
-				if err != nil {
-					return err
-				}
-				defer journal.Close()
-				rec, err := coordinator.Run(ctx, coordinator.Config{JS: js, Topology: topo, Source: coordinator.Only(src, rep.ToEmbed),
-					Models: ms, Journal: journal})
-				if errors.Is(err, bus.ErrLeaseHeld) {
-					return exitError{exitLeaseHeld, err}
-				}
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "repair run %s: %d objects to embed\n", rec.ID, rec.Listed)
-				sum, err := coordinator.WaitWith(ctx, js, topo, rec, coordinator.WaitOptions{Journal: journal})
+			rep, sum, err := coordinator.Repair(ctx, coordinator.RepairConfig{Verify: vcfg, JS: js, Topology: topo, Out: cmd.OutOrStdout()}, rep)
+			if sum.Run != "" {
 				printSummary(cmd.OutOrStdout(), sum)
-				if err != nil {
-					return err
-				}
 			}
-			for m, uris := range rep.ExtraURIs {
-				if err := store.DeleteObjects(ctx, m, uris); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "deleted %d rows of vanished objects from %s\n", len(uris), m)
+			if errors.Is(err, bus.ErrLeaseHeld) {
+				return exitError{exitLeaseHeld, err}
 			}
-			rep, err = coordinator.Verify(ctx, vcfg)
 			if err != nil {
 				return err
 			}
@@ -112,7 +106,8 @@ waits for it, deletes the extra rows, and verifies again.`,
 	sf.bind(f)
 	f.StringVar(&source, "source", "", "s3://bucket/prefix or a folder (required)")
 	f.StringVar(&models, "models", envOr("EMBEDFLEET_MODELS", ""), "models to check, comma-separated (env EMBEDFLEET_MODELS; required)")
-	f.BoolVar(&repair, "repair", false, "re-embed what is missing or stale and delete extra rows")
+	f.BoolVar(&repair, "repair", false, "re-embed what is missing or stale and delete the rows of objects that are gone")
+	f.BoolVar(&retryFailed, "retry-failed", false, "count objects whose bytes failed for good (corrupt, unsupported, too large) as missing, so --repair tries them again (after raising a limit, say)")
 	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	f.DurationVar(&timeout, "timeout", 0, "give up after this long (0: never)")
 	return cmd
@@ -125,7 +120,11 @@ func printVerify(cmd *cobra.Command, rep coordinator.VerifyReport, asJSON bool) 
 		return
 	}
 	for _, m := range rep.Models {
-		fmt.Fprintf(out, "verify %s: listed=%d ok=%d missing=%d stale=%d extra=%d\n", m.Model, m.Listed, m.OK, m.Missing, m.Stale, m.Extra)
+		fmt.Fprintf(out, "verify %s: listed=%d ok=%d missing=%d stale=%d extra=%d failed=%d", m.Model, m.Listed, m.OK, m.Missing, m.Stale, m.Extra, m.Failed)
+		if n := rep.Unlisted[m.Model]; n > 0 {
+			fmt.Fprintf(out, " unlisted=%d", n)
+		}
+		fmt.Fprintln(out)
 		for _, s := range m.Samples {
 			fmt.Fprintf(out, "  %s\n", s)
 		}

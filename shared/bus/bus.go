@@ -130,6 +130,10 @@ func (t Topology) RunsBucket() string { return t.p() + "_RUNS" }
 // ManifestsBucket is the object store of per-source, per-model manifests.
 func (t Topology) ManifestsBucket() string { return t.p() + "_MANIFESTS" }
 
+// FailuresBucket holds a record per object whose bytes cannot be embedded
+// (jobs.FailureRecord), keyed by its row id.
+func (t Topology) FailuresBucket() string { return t.p() + "_FAILURES" }
+
 // LeasesBucket holds one lease per source, freed by its TTL.
 func (t Topology) LeasesBucket() string { return t.p() + "_LEASES" }
 
@@ -172,6 +176,10 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream, o StreamOp
 	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: t.ManifestsBucket(),
 		Storage: jetstream.FileStorage, Replicas: o.Replicas}); err != nil {
 		return fmt.Errorf("bus: object store %s: %w", t.ManifestsBucket(), err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: t.FailuresBucket(), History: 1,
+		Storage: jetstream.FileStorage, Replicas: o.Replicas}); err != nil {
+		return fmt.Errorf("bus: kv %s: %w", t.FailuresBucket(), err)
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: t.LeasesBucket(), History: 1,
 		Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.LeaseTTL}); err != nil {

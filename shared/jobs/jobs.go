@@ -43,6 +43,36 @@ func (j Job) MsgID() string { return j.Run + "." + strconv.FormatInt(j.Seq, 10) 
 type Failure struct {
 	Key    string `json:"key"`
 	Reason string `json:"reason"`
+	// Kind sorts the reason: corrupt, unsupported, too_large, not_found,
+	// access_denied or other. Empty from workers before it was added.
+	Kind string `json:"kind,omitempty"`
+}
+
+// Kinds of failure that belong to the object's bytes: the same bytes fail
+// the same way, so they are recorded (FailureRecord) and retried only when
+// the object's ETag changes. Other kinds (not found, access denied) are not
+// about the bytes and are retried by the next run.
+const (
+	KindCorrupt     = "corrupt"
+	KindUnsupported = "unsupported"
+	KindTooLarge    = "too_large"
+)
+
+// Permanent reports whether failures of kind are recorded per ETag.
+func Permanent(kind string) bool {
+	return kind == KindCorrupt || kind == KindUnsupported || kind == KindTooLarge
+}
+
+// FailureRecord is kept in the failures KV bucket, keyed by the object's
+// row id, for every object whose bytes cannot be embedded: verify counts
+// such an object as failed, not missing, while its ETag is the recorded one.
+type FailureRecord struct {
+	Schema int       `json:"schema"`
+	URI    string    `json:"uri"`
+	ETag   string    `json:"etag"`
+	Kind   string    `json:"kind"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
 }
 
 // Result is what a worker reports after acking a job.
@@ -109,3 +139,4 @@ func (j Job) schema() int    { return j.Schema }
 func (r Result) schema() int { return r.Schema }
 func (r Run) schema() int    { return r.Schema }
 func (d Dead) schema() int   { return d.Schema }
+func (f FailureRecord) schema() int { return f.Schema }

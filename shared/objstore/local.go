@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sort"
 	"strconv"
 )
@@ -36,6 +37,23 @@ func newLocal(root string, f Filter) (*local, error) {
 
 func (l *local) URI() string                 { return l.root }
 func (l *local) ObjectURI(key string) string { return filepath.Join(l.root, filepath.FromSlash(key)) }
+func (l *local) RowPrefix() string            { return strings.TrimSuffix(l.root, string(filepath.Separator)) + string(filepath.Separator) }
+
+func (l *local) KeyOf(uri string) (string, bool) {
+	rest, ok := strings.CutPrefix(uri, l.RowPrefix())
+	return filepath.ToSlash(rest), ok && rest != ""
+}
+
+func (l *local) Stat(_ context.Context, key string) (bool, error) {
+	_, err := os.Stat(l.ObjectURI(key))
+	if os.IsNotExist(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("objstore: %w", err)
+	}
+	return true, nil
+}
 
 func (l *local) List(ctx context.Context, after string, fn func(Object) error) error {
 	var objs []Object

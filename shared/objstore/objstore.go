@@ -25,6 +25,8 @@ import (
 var (
 	ErrNotFound = errors.New("object not found")
 	ErrTooLarge = errors.New("object too large")
+	// ErrAccessDenied: the credentials may not read the object or bucket.
+	ErrAccessDenied = errors.New("access denied")
 	// ErrTransient marks failures that may pass on a later attempt.
 	ErrTransient = errors.New("transient storage error")
 )
@@ -44,10 +46,20 @@ type Source interface {
 	List(ctx context.Context, after string, fn func(Object) error) error
 	// Get reads the whole object, failing with ErrTooLarge past max bytes.
 	Get(ctx context.Context, key string, max int64) ([]byte, error)
+	// Stat reports whether key exists, whatever the filter says (ErrNotFound
+	// is not an error here; other trouble is).
+	Stat(ctx context.Context, key string) (exists bool, err error)
 	// URI names the source (s3://bucket/prefix or an absolute folder).
 	URI() string
 	// ObjectURI names one object.
 	ObjectURI(key string) string
+	// KeyOf is the inverse of ObjectURI: the key of an object URI of this
+	// source, ok false for a URI outside it.
+	KeyOf(uri string) (key string, ok bool)
+	// RowPrefix is what the URI of every object under the source starts
+	// with, and the URI of no object outside it: the scope of the source's
+	// rows in a collection.
+	RowPrefix() string
 }
 
 // Filter selects objects by base name and size.

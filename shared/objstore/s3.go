@@ -85,6 +85,30 @@ func newS3(bucket, prefix string, cfg S3Config, f Filter) (*s3source, error) {
 
 func (s *s3source) URI() string                 { return "s3://" + s.bucket + "/" + s.prefix }
 func (s *s3source) ObjectURI(key string) string { return "s3://" + s.bucket + "/" + key }
+func (s *s3source) RowPrefix() string            { return s.URI() }
+
+func (s *s3source) KeyOf(uri string) (string, bool) {
+	rest, ok := strings.CutPrefix(uri, "s3://"+s.bucket+"/")
+	return rest, ok && rest != ""
+}
+
+func (s *s3source) Stat(ctx context.Context, key string) (bool, error) {
+	var exists bool
+	err := retry(ctx, s.cfg.Attempts, func() error {
+		_, err := s.c.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+		if err != nil {
+			err = s.classify("stat "+s.ObjectURI(key), err)
+			if errors.Is(err, ErrNotFound) {
+				exists = false
+				return nil
+			}
+			return err
+		}
+		exists = true
+		return nil
+	})
+	return exists, err
+}
 
 func (s *s3source) List(ctx context.Context, after string, fn func(Object) error) error {
 	ctx, cancel := context.WithCancel(ctx)
@@ -136,7 +160,7 @@ func (s *s3source) classify(op string, err error) error {
 		}
 		return fmt.Errorf("%w: %s", ErrNotFound, op)
 	case resp.StatusCode == http.StatusForbidden || resp.Code == "AccessDenied" || resp.Code == "InvalidAccessKeyId" || resp.Code == "SignatureDoesNotMatch":
-		return fmt.Errorf("objstore: %s: access denied (%s): check the credentials", op, resp.Code)
+		return fmt.Errorf("objstore: %s: %w (%s): check the credentials", op, ErrAccessDenied, resp.Code)
 	case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
 		return fmt.Errorf("%w: %s: %v", ErrTransient, op, err)
 	}

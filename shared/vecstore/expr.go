@@ -67,19 +67,21 @@ func quote(s string) string {
 	return b.String()
 }
 
-// prefixPattern is the LIKE literal that matches strings starting with
-// prefix and nothing else: LIKE's own wildcards (% and _) and its escape
-// character in prefix match only themselves.
+// prefixPattern is a LIKE literal that matches every string starting with
+// prefix, and maybe more: the literal part stops before the first character
+// that LIKE treats specially or that milvus-lite 2.5 does not match after an
+// escape (%, _, backslash, control characters; a test shows which), and
+// callers check each row's value with strings.HasPrefix. So the server
+// narrows the scan and the exact match is made here, whatever the server's
+// escaping rules.
 func prefixPattern(prefix string) string {
-	var b strings.Builder
-	for _, r := range prefix {
-		if r == '%' || r == '_' || r == '\\' {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
+	cut := strings.IndexFunc(prefix, func(r rune) bool {
+		return r == '%' || r == '_' || r == '\\' || r < 0x20 || r == 0x7f
+	})
+	if cut >= 0 {
+		prefix = prefix[:cut]
 	}
-	b.WriteByte('%')
-	return quote(b.String())
+	return quote(prefix + "%")
 }
 
 // idsFilter is `id in [...]` for ids that are all valid.
@@ -99,7 +101,8 @@ func idsFilter(ids []string) (string, error) {
 	return b.String(), nil
 }
 
-// uriPrefixFilter is the filter of rows whose URI starts with prefix.
+// uriPrefixFilter is a filter of the rows whose URI starts with prefix, and
+// maybe a few more (see prefixPattern).
 func uriPrefixFilter(prefix string) string {
 	return FieldURI + " like " + prefixPattern(prefix)
 }
