@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -27,6 +29,7 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 		maxBodyMiB       int
 		maxBatch, maxTop int
 		maxInFlight      int
+		maxMemoryMiB     int
 		linger, timeout  time.Duration
 		grace            time.Duration
 	)
@@ -49,8 +52,9 @@ uploads that arrive within --linger of each other share one inference call
 
 Errors are JSON {"error", "status"}: 400 bad parameters, 404 unknown model,
 object or collection, 413 upload too large, 415 not an image, 422 corrupt
-image, 503 Milvus unavailable or --max-inflight uploads already in hand (with
-Retry-After), 504 past --timeout. On SIGTERM the server stops
+image, 503 Milvus unavailable, --max-inflight uploads already in hand or the
+--max-memory-mib budget in use (with Retry-After), 504 past --timeout (the
+answer goes out at the deadline, whatever is still running). On SIGTERM the server stops
 accepting, finishes requests in flight within --grace, and exits 0.
 
 Example:
@@ -71,7 +75,7 @@ Example:
 			defer store.Close(context.Background())
 			return serveSearch(ctx, log, store, embedders, listen, searchOptions{
 				maxBody: int64(maxBodyMiB) << 20, maxBatch: maxBatch, maxK: maxTop, maxInFlight: maxInFlight,
-				linger: linger, timeout: timeout, grace: grace, decoderOptions: g.decoderOptions(),
+				maxMemory: int64(maxMemoryMiB) << 20, linger: linger, timeout: timeout, grace: grace, decoderOptions: g.decoderOptions(),
 			}, nil)
 		},
 	}
@@ -81,7 +85,9 @@ Example:
 	f.StringVar(&listen, "listen", envOr("EMBEDFLEET_LISTEN", ":8080"), "address to serve on (env EMBEDFLEET_LISTEN)")
 	f.IntVar(&maxBodyMiB, "max-body-mib", 32, "largest upload, MiB")
 	f.IntVar(&maxBatch, "max-batch", 16, "uploads embedded in one inference call")
-	f.IntVar(&maxInFlight, "max-inflight", 64, "uploads handled at once (memory: up to this times --max-body-mib); more get 503 with Retry-After")
+	f.IntVar(&maxInFlight, "max-inflight", 64, "uploads handled at once; more get 503 with Retry-After")
+	f.IntVar(&maxMemoryMiB, "max-memory-mib", envInt("EMBEDFLEET_SERVE_MAX_MEMORY_MIB", 2048),
+		"memory budget of the uploads in flight, MiB: each is admitted by its body size, then by what its header says decoding takes; one that does not fit now gets 503, one that never could 413 (env EMBEDFLEET_SERVE_MAX_MEMORY_MIB; docs/security.md)")
 	f.IntVar(&maxTop, "max-k", 1000, "largest k a request may ask for")
 	f.DurationVar(&linger, "linger", 2*time.Millisecond, "how long a batch waits for more uploads")
 	f.DurationVar(&timeout, "timeout", 30*time.Second, "per-request limit")
@@ -90,10 +96,15 @@ Example:
 	return cmd
 }
 
+// serveHeapSlack is the Go heap a query server needs beyond its upload
+// budget: connections, batches, Milvus answers, metrics.
+const serveHeapSlack = 256 << 20
+
 type searchOptions struct {
 	maxBody         int64
 	maxBatch, maxK  int
 	maxInFlight     int
+	maxMemory       int64
 	linger, timeout time.Duration
 	grace           time.Duration
 	decoderOptions  []imageprep.DecoderOption // as the worker decodes
@@ -111,11 +122,17 @@ func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, m
 	}
 	api, err := httpapi.New(httpapi.Config{
 		Store: store, Models: sms, Limits: imageprepLimits(), DecoderOptions: opts.decoderOptions, MaxBodyBytes: opts.maxBody,
-		MaxBatch: opts.maxBatch, MaxTopK: opts.maxK, MaxInFlight: opts.maxInFlight, Linger: opts.linger, Timeout: opts.timeout,
+		MaxBatch: opts.maxBatch, MaxTopK: opts.maxK, MaxInFlight: opts.maxInFlight, MaxMemoryBytes: opts.maxMemory, Linger: opts.linger, Timeout: opts.timeout,
 		Log: log, Registry: reg,
 	})
 	if err != nil {
 		return err
+	}
+	// Buffers given back to the upload budget are garbage until the next
+	// collection: a soft limit on the Go heap makes the collector run before
+	// garbage piles up past the budget. GOMEMLIMIT, when set, wins.
+	if opts.maxMemory > 0 && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(opts.maxMemory + serveHeapSlack)
 	}
 	defer api.Close()
 	if opts.timeout <= 0 {

@@ -25,9 +25,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/search"
@@ -42,29 +44,38 @@ type Config struct {
 	// DecoderOptions: how query images are decoded; should match the worker.
 	DecoderOptions []imageprep.DecoderOption
 
-	MaxBodyBytes int64         // largest upload; default 32 MiB
-	DefaultTopK  int           // default 10
-	MaxTopK      int           // default 1000
-	MaxBatch     int           // uploads embedded in one inference call; default 16
-	MaxInFlight  int           // uploads handled at once (memory: this times MaxBodyBytes); more get 503 at once; default 64
-	Linger       time.Duration // how long a batch waits for more uploads; default 2 ms
-	Timeout      time.Duration // per request; default 30 s
-	Log          *slog.Logger
-	Registry     prometheus.Registerer // nil: no metrics
+	MaxBodyBytes int64 // largest upload; default 32 MiB
+	DefaultTopK  int   // default 10
+	MaxTopK      int   // default 1000
+	MaxBatch     int   // uploads embedded in one inference call; default 16
+	MaxInFlight  int   // uploads handled at once; more get 503 at once; default 64
+	// MaxMemoryBytes is the budget every upload in flight is admitted
+	// against: its body (Content-Length, or MaxBodyBytes until read), then
+	// the memory its header says decoding will take (imageprep.Peek). One
+	// that does not fit now gets 503 with Retry-After; one that could never
+	// fit, 413. Default 2 GiB.
+	MaxMemoryBytes int64
+	Linger         time.Duration // how long a batch waits for more uploads; default 2 ms
+	Timeout        time.Duration // per request; default 30 s
+	Log            *slog.Logger
+	Registry       prometheus.Registerer // nil: no metrics
 }
 
 // Server is an http.Handler. Close it to stop its batchers.
 type Server struct {
-	cfg      Config
-	search   *search.Searcher
-	models   map[string]*batcher
-	names    []string
-	mux      *http.ServeMux
-	uploads  chan struct{} // a slot per upload in flight
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
-	batches  *prometheus.HistogramVec
-	inFlight prometheus.GaugeFunc
+	cfg           Config
+	search        *search.Searcher
+	models        map[string]*batcher
+	names         []string
+	mux           *http.ServeMux
+	uploads       chan struct{} // a slot per upload in flight
+	mem           *semaphore.Weighted
+	admitted      atomic.Int64 // bytes of the budget held now
+	requests      *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
+	batches       *prometheus.HistogramVec
+	inFlight      prometheus.GaugeFunc
+	admittedGauge prometheus.GaugeFunc
 }
 
 // New checks cfg and starts one batcher per model.
@@ -87,6 +98,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = 64
 	}
+	if cfg.MaxMemoryBytes <= 0 {
+		cfg.MaxMemoryBytes = 2 << 30
+	}
+	cfg.Limits = cfg.Limits.WithDefaults()
 	if cfg.Linger <= 0 {
 		cfg.Linger = 2 * time.Millisecond
 	}
@@ -97,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, search: search.New(cfg.Store, cfg.Limits, cfg.DecoderOptions...), models: map[string]*batcher{}, mux: http.NewServeMux(),
-		uploads: make(chan struct{}, cfg.MaxInFlight)}
+		uploads: make(chan struct{}, cfg.MaxInFlight), mem: semaphore.NewWeighted(cfg.MaxMemoryBytes)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "embedfleet_http_requests_total", Help: "HTTP requests by route and status code.",
 	}, []string{"route", "code"})
@@ -108,12 +123,15 @@ func New(cfg Config) (*Server, error) {
 	s.inFlight = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "embedfleet_serve_uploads_in_flight", Help: "Uploads being received or searched now (at most --max-inflight).",
 	}, func() float64 { return float64(len(s.uploads)) })
+	s.admittedGauge = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "embedfleet_serve_admitted_bytes", Help: "Bytes of the --max-memory-mib upload budget held now (bodies, and what their decodes take).",
+	}, s.AdmittedBytes)
 	s.batches = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "embedfleet_serve_batch_images", Help: "Uploads embedded per inference call, by model.",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64},
 	}, []string{"model"})
 	if cfg.Registry != nil {
-		for _, c := range []prometheus.Collector{s.requests, s.latency, s.batches, s.inFlight} {
+		for _, c := range []prometheus.Collector{s.requests, s.latency, s.batches, s.inFlight, s.admittedGauge} {
 			if err := cfg.Registry.Register(c); err != nil {
 				return nil, fmt.Errorf("httpapi: metrics: %w", err)
 			}
@@ -141,6 +159,9 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// AdmittedBytes is how much of the upload memory budget is held now.
+func (s *Server) AdmittedBytes() float64 { return float64(s.admitted.Load()) }
+
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
@@ -164,13 +185,43 @@ func badRequest(format string, a ...any) error {
 	return &apiError{code: http.StatusBadRequest, msg: fmt.Sprintf(format, a...)}
 }
 
-// route registers h with a timeout, metrics, and one JSON error shape.
+// route registers h with a timeout, metrics, and one JSON error shape. The
+// answer goes out at the deadline even when h is still busy (a decode near
+// its own limit, a slow Milvus): h runs in its own goroutine, sees its
+// context cancelled, and keeps what it holds of the memory budget until it
+// returns, so the budget still bounds what is in use.
 func (s *Server) route(pattern, name string, h func(*http.Request) (any, error)) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
+		parent := r.Context()
+		ctx, cancel := context.WithTimeout(parent, s.cfg.Timeout)
 		defer cancel()
-		body, err := h(r.WithContext(ctx))
+		// After the deadline h reads no more of the body: the server owns it
+		// again once this handler returns.
+		r = r.WithContext(ctx)
+		r.Body = &ctxBody{ctx: ctx, r: r.Body}
+		type answer struct {
+			body any
+			err  error
+		}
+		done := make(chan answer, 1)
+		go func() {
+			body, err := h(r)
+			done <- answer{body, err}
+		}()
+		// h gets a moment past the deadline to say why it is late (Milvus
+		// away, say); then the answer is 504 whatever h is doing.
+		late := time.NewTimer(s.cfg.Timeout + answerGrace)
+		defer late.Stop()
+		var a answer
+		select {
+		case a = <-done:
+		case <-late.C:
+			a.err = fmt.Errorf("%w: no answer within %s", context.DeadlineExceeded, s.cfg.Timeout)
+		case <-parent.Done():
+			a.err = parent.Err() // the client is gone
+		}
+		body, err := a.body, a.err
 		code := http.StatusOK
 		if err != nil {
 			code = s.status(err)
@@ -190,6 +241,25 @@ func (s *Server) route(pattern, name string, h func(*http.Request) (any, error))
 	})
 }
 
+// answerGrace is how long past its deadline a request waits for its
+// handler's own error before answering 504.
+const answerGrace = 200 * time.Millisecond
+
+// ctxBody is a request body that reads nothing once its context is done.
+type ctxBody struct {
+	ctx context.Context
+	r   io.ReadCloser
+}
+
+func (b *ctxBody) Read(p []byte) (int, error) {
+	if err := b.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return b.r.Read(p)
+}
+
+func (b *ctxBody) Close() error { return nil } // the server closes the real body
+
 // status maps an error to its HTTP status: the client's mistakes are 4xx
 // and say what to change; Milvus being away is 503, so a load balancer
 // retries elsewhere.
@@ -205,6 +275,8 @@ func (s *Server) status(err error) int {
 		return http.StatusUnsupportedMediaType
 	case errors.Is(err, imageprep.ErrCorrupt):
 		return http.StatusUnprocessableEntity
+	case errors.Is(err, vecstore.ErrInvalidID):
+		return http.StatusBadRequest
 	case errors.Is(err, vecstore.ErrNoCollection), errors.Is(err, search.ErrNotIndexed):
 		return http.StatusNotFound
 	case errors.Is(err, vecstore.ErrUnavailable):
@@ -255,20 +327,47 @@ func (s *Server) searchImage(r *http.Request) (any, error) {
 	case s.uploads <- struct{}{}:
 		defer func() { <-s.uploads }()
 	default:
-		return nil, &apiError{code: http.StatusServiceUnavailable, retryAfter: 1,
-			msg: fmt.Sprintf("busy: %d uploads in flight, the most this server takes at once; retry", s.cfg.MaxInFlight)}
+		return nil, s.busy(fmt.Sprintf("%d uploads in flight, the most this server takes at once", s.cfg.MaxInFlight))
 	}
 	model, k, err := s.params(r)
 	if err != nil {
 		return nil, err
 	}
-	data, err := s.upload(r)
+	// The body is admitted by its declared length (the limit when it has
+	// none), then by what its header says decoding will hold.
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		return nil, fmt.Errorf("%w: the upload is %d bytes, over the %d-byte limit", imageprep.ErrTooLarge, r.ContentLength, s.cfg.MaxBodyBytes)
+	}
+	adm := &admission{s: s}
+	defer adm.release()
+	want := s.cfg.MaxBodyBytes
+	if r.ContentLength >= 0 {
+		want = r.ContentLength
+	}
+	if !adm.take(want) {
+		return nil, s.busy("the memory budget for uploads is in use")
+	}
+	data, err := s.upload(r, want)
 	if err != nil {
 		return nil, err
 	}
+	adm.shrink(int64(len(data)))
+	hdr, err := imageprep.Peek(data, s.cfg.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("query image: %w", err)
+	}
+	if need := int64(len(data)) + hdr.DecodeBytes; need > s.cfg.MaxMemoryBytes {
+		return nil, fmt.Errorf("%w: decoding this %dx%d %s takes %d MiB, more than this server's memory budget for uploads (%d MiB)",
+			imageprep.ErrTooLarge, hdr.Width, hdr.Height, hdr.Format, need>>20, s.cfg.MaxMemoryBytes>>20)
+	}
+	if !adm.take(hdr.DecodeBytes) {
+		return nil, s.busy("the memory budget for uploads is in use")
+	}
 	b := s.models[model]
 	px := make([]float32, b.m.InputSize())
-	if err := s.search.Prepare(b.m, data, px); err != nil {
+	err = s.search.Prepare(b.m, data, px)
+	adm.release() // the encoded bytes and the pixels are garbage now
+	if err != nil {
 		return nil, fmt.Errorf("query image: %w", err)
 	}
 	v, err := b.embed(r.Context(), px)
@@ -281,6 +380,39 @@ func (s *Server) searchImage(r *http.Request) (any, error) {
 	}
 	return Response{Model: model, K: k, TookMS: ms(time.Since(start)), Hits: hits}, nil
 }
+
+func (s *Server) busy(why string) error {
+	return &apiError{code: http.StatusServiceUnavailable, retryAfter: 1, msg: "busy: " + why + "; retry"}
+}
+
+// admission is what one upload holds of the memory budget.
+type admission struct {
+	s    *Server
+	held int64
+}
+
+func (a *admission) take(n int64) bool {
+	if n <= 0 {
+		return true
+	}
+	if !a.s.mem.TryAcquire(n) {
+		return false
+	}
+	a.held += n
+	a.s.admitted.Add(n)
+	return true
+}
+
+// shrink gives back what is held beyond n.
+func (a *admission) shrink(n int64) {
+	if a.held > n {
+		a.s.admitted.Add(n - a.held)
+		a.s.mem.Release(a.held - n)
+		a.held = n
+	}
+}
+
+func (a *admission) release() { a.shrink(0) }
 
 func (s *Server) searchObject(r *http.Request) (any, error) {
 	start := time.Now()
@@ -321,13 +453,22 @@ func (s *Server) listModels(*http.Request) (any, error) {
 	return map[string]any{"models": out}, nil
 }
 
-// upload reads the image from a raw body or from the multipart field
-// "image", at most MaxBodyBytes.
-func (s *Server) upload(r *http.Request) ([]byte, error) {
+// upload reads the image from a raw body (of size bytes when its
+// Content-Length is known) or from the multipart field "image", at most
+// MaxBodyBytes.
+func (s *Server) upload(r *http.Request, size int64) ([]byte, error) {
 	body := http.MaxBytesReader(nil, r.Body, s.cfg.MaxBodyBytes)
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != "multipart/form-data" {
-		data, err := io.ReadAll(body)
+		var data []byte
+		var err error
+		if r.ContentLength >= 0 {
+			// One buffer of the declared size: no doubling copies.
+			data = make([]byte, size)
+			_, err = io.ReadFull(body, data)
+		} else {
+			data, err = io.ReadAll(body)
+		}
 		if err != nil {
 			return nil, uploadErr(err)
 		}

@@ -454,10 +454,13 @@ func (c *Collection) SearchMany(ctx context.Context, vecs [][]float32, k int) ([
 	return out, nil
 }
 
-// Get reads one row with its vector; found is false when there is none.
-// An id that is not one (see ValidateID) is ErrInvalidID, and nothing is
-// sent to Milvus.
+// Get reads one row with its vector; found is false when there is none,
+// and for a string that is not an id (see ValidateID), which is not sent to
+// Milvus.
 func (c *Collection) Get(ctx context.Context, id string) (row Row, found bool, err error) {
+	if ValidateID(id) != nil {
+		return Row{}, false, nil
+	}
 	expr, err := idsFilter([]string{id})
 	if err != nil {
 		return Row{}, false, err
@@ -575,7 +578,17 @@ func (c *Collection) Lookup(ctx context.Context, ids []string) (map[string]RowMe
 	if len(ids) == 0 {
 		return out, nil
 	}
-	expr, err := idsFilter(ids)
+	// Strings that are not ids have no row, and are not sent.
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if ValidateID(id) == nil {
+			valid = append(valid, id)
+		}
+	}
+	if len(valid) == 0 {
+		return out, nil
+	}
+	expr, err := idsFilter(valid)
 	if err != nil {
 		return nil, fmt.Errorf("vecstore: lookup in %s: %w", c.Name, err)
 	}
