@@ -1,0 +1,124 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/embedfleet/embedfleet/shared/testimages"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
+)
+
+// TestHostileBucket runs the whole system on a bucket that holds a
+// progressive-JPEG decode bomb (20,000 scans), a truncated JPEG and a HEIC
+// file beside good images, and prefixes that differ by one character or
+// hold LIKE's wildcards: the bomb is refused by its scan count and the job
+// finishes; verify counts the three as failed and exits 0; verify and
+// repair of one prefix never touch the rows of another; incremental runs
+// retry a failed object only once its ETag changes.
+func TestHostileBucket(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 12)
+	c.startWorker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	r := rand.New(rand.NewPCG(21, 21))
+	good := func() []byte { return testimages.JPEG(testimages.Photo(r, 120, 200), 90) }
+	put := func(key string, data []byte) {
+		t.Helper()
+		if _, err := c.minio.Client.PutObject(ctx, c.minio.Bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bomb := testimages.ScanBomb(testimages.ProgressiveJPEG(testimages.Photo(r, 64, 65), 90), 20000)
+	trunc := good()
+	put("imgs/h-bomb.jpg", bomb)
+	put("imgs/h-truncated.jpg", trunc[:len(trunc)/2])
+	put("imgs/h-phone.jpg", append([]byte("\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"), make([]byte, 64)...))
+	for _, k := range []string{"fold/x.jpg", "folder/inside.jpg", "odd_/a.jpg", "oddX/a.jpg"} {
+		put(k, good())
+	}
+	runCmd := func(args ...string) (string, int) {
+		t.Helper()
+		cmd := execCommand(args...)
+		cmd.Env = append(os.Environ(), c.env(t)...)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	bucket := "s3://" + c.minio.Bucket + "/"
+	start := time.Now()
+	out, code := runCmd("coordinator", "run", "--source", bucket, "--models", "clip-vit-b32", "--job-size", "8", "--wait", "--timeout", "2m")
+	if !strings.Contains(out, "19 listed, 16 stored, 3 failed") {
+		t.Fatalf("run: %d\n%s", code, out)
+	}
+	for _, want := range []string{"imgs/h-bomb.jpg: image too large: jpeg has more than 100 progressive scans", "imgs/h-phone.jpg: unsupported image format: the object is a HEIC image", "imgs/h-truncated.jpg: corrupt image"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("run output lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("the run with the bomb took %v", time.Since(start))
+
+	// Recorded failures are what the bucket holds: verify is clean.
+	out, code = runCmd("verify", "--source", bucket, "--models", "clip-vit-b32")
+	if code != 0 || !strings.Contains(out, "listed=19 ok=16 missing=0 stale=0 extra=0 failed=3") {
+		t.Fatalf("verify of a bucket whose only problems are recorded failures: %d\n%s", code, out)
+	}
+	// A prefix is a key prefix: fold/ is not folder/, odd_/ is not oddX/.
+	st, err := vecstore.Connect(ctx, vecstore.Config{Address: c.milvus.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(ctx)
+	col, err := st.Open(ctx, "clip-vit-b32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"fold/", "odd_/", "odd%/", "fold"} {
+		out, code = runCmd("verify", "--source", bucket+p, "--models", "clip-vit-b32", "--repair", "--timeout", "1m")
+		if code != 0 || strings.Contains(out, "extra=1") || strings.Contains(out, "deleted 1") {
+			t.Fatalf("verify --repair %s: %d\n%s", p, code, out)
+		}
+	}
+	for _, k := range []string{"fold/x.jpg", "folder/inside.jpg", "odd_/a.jpg", "oddX/a.jpg"} {
+		if _, found, err := col.Get(ctx, vecstore.ID(bucket+k)); err != nil || !found {
+			t.Errorf("the row of %s is gone after verifying other prefixes (%v)", k, err)
+		}
+	}
+	if n, err := col.Count(ctx); err != nil || n != 16 {
+		t.Fatalf("%d rows (%v), want 16", n, err)
+	}
+
+	// Incremental runs: a failed object is tried again only when it changes.
+	inc := func() string {
+		out, code := runCmd("coordinator", "run", "--source", bucket+"imgs/", "--models", "clip-vit-b32", "--incremental", "--timeout", "2m")
+		if code != 0 && code != exitFailures {
+			t.Fatalf("incremental run: %d\n%s", code, out)
+		}
+		return out
+	}
+	inc() // the first writes the manifest
+	if out := inc(); !strings.Contains(out, "diff clip-vit-b32: new=0 changed=0 unchanged=15 deleted=0") {
+		t.Fatalf("second incremental run, nothing changed:\n%s", out)
+	}
+	put("imgs/h-truncated.jpg", good())
+	if out := inc(); !strings.Contains(out, "new=0 changed=1 unchanged=14 deleted=0") || !strings.Contains(out, "1 listed, 1 stored") {
+		t.Fatalf("incremental run after the broken file was replaced:\n%s", out)
+	}
+	out, code = runCmd("verify", "--source", bucket, "--models", "clip-vit-b32")
+	if code != 0 || !strings.Contains(out, "listed=19 ok=17 missing=0 stale=0 extra=0 failed=2") {
+		t.Fatalf("verify after the fix: %d\n%s", code, out)
+	}
+}
