@@ -3,15 +3,22 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"image"
+	"image/jpeg"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/embedfleet/embedfleet/shared/testenv"
 	"github.com/embedfleet/embedfleet/shared/testimages"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
@@ -121,4 +128,103 @@ func TestHostileBucket(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "listed=19 ok=17 missing=0 stale=0 extra=0 failed=2") {
 		t.Fatalf("verify after the fix: %d\n%s", code, out)
 	}
+}
+
+// TestServeMemoryBound: `embedfleet serve` as a process, 200 concurrent
+// uploads of 9400x9400 JPEGs (530 MiB each to decode): each is answered
+// (200, 413 or 503) within the timeout, and the process's peak RSS stays
+// under its stated bound: what it held before the uploads, plus
+// --max-memory-mib, plus the heap slack (docs/security.md).
+func TestServeMemoryBound(t *testing.T) {
+	t.Parallel()
+	mv := testenv.StartMilvus(t)
+	const budgetMiB = 1024
+	cmd := execCommand("serve", "--models", "clip-vit-b32", "--listen", "127.0.0.1:0", "--milvus-addr", mv.Addr,
+		"--max-memory-mib", strconv.Itoa(budgetMiB), "--timeout", "20s")
+	cmd.Env = append(cmd.Environ(), ortEnv(t, tinyModels(t))...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	base := "http://" + firstMatch(t, stderr, `msg=serving addr=(\S+)`, "serve never logged its address")
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, image.NewGray(image.Rect(0, 0, 9400, 9400)), &jpeg.Options{Quality: 50}); err != nil {
+		t.Fatal(err)
+	}
+	huge := buf.Bytes()
+	// Warm up: one search, so the model and the Milvus client have what
+	// they keep, then the baseline.
+	if res, err := http.Post(base+"/v1/search?k=1", "image/png", bytes.NewReader(stripPNG(t, 64, 48))); err == nil {
+		res.Body.Close()
+	}
+	before := rssKiB(t, cmd.Process.Pid, "VmRSS")
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		codes = map[int]int{}
+		worst time.Duration
+	)
+	client := &http.Client{Timeout: 30 * time.Second}
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			res, err := client.Post(base+"/v1/search?k=1", "image/jpeg", bytes.NewReader(huge))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			res.Body.Close()
+			mu.Lock()
+			codes[res.StatusCode]++
+			worst = max(worst, time.Since(t0))
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	peak := rssKiB(t, cmd.Process.Pid, "VmHWM")
+	bound := before + (budgetMiB+256)*1024
+	t.Logf("200 uploads of 9400x9400: %v, slowest answer %v; RSS before %d MiB, peak %d MiB, bound %d MiB",
+		codes, worst.Round(time.Millisecond), before>>10, peak>>10, bound>>10)
+	for code, n := range codes {
+		// 404: the collection is empty; the upload was admitted, decoded
+		// and embedded, and only the search found nothing to search.
+		if code != 404 && code != 413 && code != 503 && code != 200 {
+			t.Errorf("%d answers with status %d", n, code)
+		}
+	}
+	if codes[503] == 0 || codes[404]+codes[200] == 0 {
+		t.Errorf("answers %v: want some admitted and some shed", codes)
+	}
+	if worst > 20*time.Second+time.Second {
+		t.Errorf("slowest answer %v, past the 20 s timeout", worst)
+	}
+	if peak > bound {
+		t.Fatalf("peak RSS %d MiB, over the bound of %d MiB", peak>>10, bound>>10)
+	}
+}
+
+// rssKiB reads a field of /proc/PID/status (VmRSS, VmHWM) in KiB.
+func rssKiB(t *testing.T, pid int, field string) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, err := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in /proc/%d/status", field, pid)
+	return 0
 }
