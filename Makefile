@@ -21,12 +21,12 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps build test lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article demo
+.PHONY: help deps deps-demo build test lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-demo: deps build ## index 200 generated images with the whole system in one process (NATS, milvus-lite, coordinator, workers), then query
+demo: deps-demo build ## index 200 generated images with the whole system in one process (NATS, milvus-lite, coordinator, workers), then query
 	$(GO) run ./deploy/demo/genimages --out $(DEMO_DIR) --n 200
 	@if [ "$(DEMO_MODELS)" = shared/embed/testdata/models ]; then \
 	  echo "=================================================================="; \
@@ -36,6 +36,9 @@ demo: deps build ## index 200 generated images with the whole system in one proc
 	  echo "=================================================================="; fi
 	$(DEPS_ENV); bin/embedfleet dev --models-dir $(DEMO_MODELS) --models clip-vit-b32,dinov2-base \
 	  --images $(DEMO_DIR)/images --query $(DEMO_DIR)/query.jpg --top-k 3 --job-size 32
+
+deps-demo: ## install only what `make demo` needs: libjpeg-turbo, ONNX Runtime, milvus-lite
+	$(DEPS) demo
 
 deps: ## install ONNX Runtime, milvus-lite, MinIO, nats-server, staticcheck into ~/.cache/embedfleet (pinned, sha256-checked, cached)
 	$(DEPS) all

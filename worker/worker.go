@@ -68,15 +68,15 @@ type Config struct {
 	// to be decoded: each object holds its listed size (Limits.MaxBytes
 	// when unknown) from before its read until its decode ends; one larger
 	// than the budget goes alone. Default 256 MiB.
-	FetchBytes int64
-	PrepWorkers      int           // goroutines decoding; default GOMAXPROCS
-	Limits           imageprep.Limits
-	AckWait          time.Duration // the consumer's; InProgress is sent every third of it; default 2 min
-	MaxDeliver       int           // the consumer's; default 10
-	DrainTimeout     time.Duration // after ctx ends, time to finish the job in hand; default 30 s
-	Name             string        // default host-pid
-	Log              *slog.Logger
-	Metrics          *Metrics // nil: none
+	FetchBytes   int64
+	PrepWorkers  int // goroutines decoding; default GOMAXPROCS
+	Limits       imageprep.Limits
+	AckWait      time.Duration // the consumer's; InProgress is sent every third of it; default 2 min
+	MaxDeliver   int           // the consumer's; default 10
+	DrainTimeout time.Duration // after ctx ends, time to finish the job in hand; default 30 s
+	Name         string        // default host-pid
+	Log          *slog.Logger
+	Metrics      *Metrics // nil: none
 
 	// DecoderOptions: how images are decoded, e.g.
 	// imageprep.WithoutEXIFOrientation(). Queries should decode the same way.
@@ -92,7 +92,7 @@ type Worker struct {
 	fetchSem chan struct{}
 	bytesSem *semaphore.Weighted // FetchBytes
 	failures jetstream.KeyValue  // the topology's FailuresBucket
-	pools    []*sync.Pool // per model: *[]float32 of InputSize
+	pools    []*sync.Pool        // per model: *[]float32 of InputSize
 }
 
 type tools struct {

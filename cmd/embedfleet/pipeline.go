@@ -338,7 +338,7 @@ version of that model.`,
 			w, err := worker.New(ctx, worker.Config{
 				JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store, OpenSource: sf.open,
 				BatchSize: batch, Linger: linger, Prefetch: prefetch, FetchConcurrency: fetch, FetchBytes: int64(fetchMiB) << 20, PrepWorkers: prep,
-				Limits: g.limits(),
+				Limits:  g.limits(),
 				AckWait: ackWait, MaxDeliver: maxDeliver, DrainTimeout: drain, Log: log, Metrics: metrics,
 				DecoderOptions: g.decoderOptions(),
 			})

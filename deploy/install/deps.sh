@@ -9,6 +9,7 @@
 #   pieces:  turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm govulncheck vulndb
 #   build:   turbojpeg (libjpeg-turbo headers and static library, for cgo)
 #   runtime: onnxruntime (what the embedfleet binary itself needs)
+#   demo:    turbojpeg onnxruntime milvus-lite (what `make demo` needs: NATS runs in-process)
 #   servers: milvus-lite minio nats-server (what the tests start)
 #   tools:   staticcheck helm govulncheck vulndb (lint and chart checks)
 #   --env    print shell exports for the installed paths and nothing else
@@ -152,13 +153,13 @@ install_milvus_lite() {
   log "milvus-lite $MILVUS_LITE_VERSION: installed $dir/$bin"
 }
 
-# go_install NAME DIR MODULE@VERSION BINARY
+# go_install NAME DIR MODULE@VERSION BINARY [WHAT THE BUILD TAKES]
 go_install() {
-  local name=$1 dir=$2 mod=$3 binname=$4
+  local name=$1 dir=$2 mod=$3 binname=$4 takes=${5:-about a minute on 2 cores}
   if cached "$dir" "bin/$binname"; then log "$name: cached at $dir/bin/$binname"; return; fi
   need go "$name"
   local tmp; tmp=$(mktemp -d "$CACHE/.$name.XXXXXX")
-  log "$name: go install $mod (this builds from source; MinIO takes a few minutes on 2 cores)"
+  log "$name: go install $mod (builds from source; $takes)"
   if ! GOBIN="$tmp/bin" GOFLAGS=-buildvcs=false go install "$mod" >"$tmp/go.log" 2>&1; then
     die "$name: go install $mod failed (the Go module proxy may have refused it): $(tail -n 5 "$tmp/go.log")"
   fi
@@ -167,7 +168,7 @@ go_install() {
   log "$name: installed $dir/bin/$binname"
 }
 
-install_minio() { go_install minio "$MINIO_DIR" "github.com/minio/minio@$MINIO_VERSION" minio; }
+install_minio() { go_install minio "$MINIO_DIR" "github.com/minio/minio@$MINIO_VERSION" minio "a few minutes on 2 cores"; }
 install_nats_server() { go_install nats-server "$NATS_DIR" "github.com/nats-io/nats-server/v2@$NATS_SERVER_VERSION" nats-server; }
 install_staticcheck() { go_install staticcheck "$STATICCHECK_DIR" "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION" staticcheck; }
 install_helm() { go_install helm "$HELM_DIR" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" helm; }
@@ -211,12 +212,13 @@ main() {
       --env) env_only=1 ;;
       all) pieces+=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm govulncheck vulndb) ;;
       build) pieces+=(turbojpeg) ;;
+      demo) pieces+=(turbojpeg onnxruntime milvus-lite) ;;
       runtime) pieces+=(onnxruntime) ;;
       servers) pieces+=(milvus-lite minio nats-server) ;;
       tools) pieces+=(staticcheck helm govulncheck vulndb) ;;
       turbojpeg|onnxruntime|milvus-lite|minio|nats-server|staticcheck|helm|govulncheck|vulndb) pieces+=("$a") ;;
       -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-      *) die "unknown piece '$a' (want all, build, runtime, servers, tools, turbojpeg, onnxruntime, milvus-lite, minio, nats-server, staticcheck, helm, govulncheck, vulndb)" ;;
+      *) die "unknown piece '$a' (want all, build, demo, runtime, servers, tools, turbojpeg, onnxruntime, milvus-lite, minio, nats-server, staticcheck, helm, govulncheck, vulndb)" ;;
     esac
   done
   if [ "$env_only" = 1 ]; then print_env; return; fi

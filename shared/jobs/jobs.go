@@ -135,8 +135,8 @@ func Decode[T interface{ schema() int }](data []byte) (T, error) {
 	return v, nil
 }
 
-func (j Job) schema() int    { return j.Schema }
-func (r Result) schema() int { return r.Schema }
-func (r Run) schema() int    { return r.Schema }
-func (d Dead) schema() int   { return d.Schema }
+func (j Job) schema() int           { return j.Schema }
+func (r Result) schema() int        { return r.Schema }
+func (r Run) schema() int           { return r.Schema }
+func (d Dead) schema() int          { return d.Schema }
 func (f FailureRecord) schema() int { return f.Schema }

@@ -7,9 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // local is a folder on disk. Keys are slash-separated paths relative to it.
@@ -37,7 +37,9 @@ func newLocal(root string, f Filter) (*local, error) {
 
 func (l *local) URI() string                 { return l.root }
 func (l *local) ObjectURI(key string) string { return filepath.Join(l.root, filepath.FromSlash(key)) }
-func (l *local) RowPrefix() string            { return strings.TrimSuffix(l.root, string(filepath.Separator)) + string(filepath.Separator) }
+func (l *local) RowPrefix() string {
+	return strings.TrimSuffix(l.root, string(filepath.Separator)) + string(filepath.Separator)
+}
 
 func (l *local) KeyOf(uri string) (string, bool) {
 	rest, ok := strings.CutPrefix(uri, l.RowPrefix())

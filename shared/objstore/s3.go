@@ -85,7 +85,7 @@ func newS3(bucket, prefix string, cfg S3Config, f Filter) (*s3source, error) {
 
 func (s *s3source) URI() string                 { return "s3://" + s.bucket + "/" + s.prefix }
 func (s *s3source) ObjectURI(key string) string { return "s3://" + s.bucket + "/" + key }
-func (s *s3source) RowPrefix() string            { return s.URI() }
+func (s *s3source) RowPrefix() string           { return s.URI() }
 
 func (s *s3source) KeyOf(uri string) (string, bool) {
 	rest, ok := strings.CutPrefix(uri, "s3://"+s.bucket+"/")
