@@ -77,6 +77,7 @@ func installedPaths() (map[string]string, error) {
 // make target that installs it, when the file is not there.
 func Binary(t testing.TB, env string) string {
 	t.Helper()
+	skipShort(t, env)
 	path, err := lookupBinary(env)
 	if err != nil {
 		t.Fatal(err)

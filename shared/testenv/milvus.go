@@ -31,6 +31,7 @@ type Milvus struct {
 // test ends.
 func StartMilvus(t testing.TB) *Milvus {
 	t.Helper()
+	skipShort(t, "milvus-lite")
 	m := &Milvus{bin: Binary(t, EnvMilvusBin), dir: t.TempDir()}
 	err := startOnFreePort(func(port int) error {
 		m.Addr = hostPort(port)

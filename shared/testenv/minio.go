@@ -75,6 +75,7 @@ func (m *MinIO) httpClient() *http.Client {
 // and stops the server when the test ends.
 func StartMinIO(t testing.TB, opts ...MinIOOption) *MinIO {
 	t.Helper()
+	skipShort(t, "MinIO")
 	bin := Binary(t, EnvMinIOBin)
 	dir := t.TempDir()
 	m := &MinIO{AccessKey: "embedfleet-test", SecretKey: "embedfleet-test-secret"}

@@ -63,6 +63,7 @@ func (n *NATS) clientOptions() []nats.Option {
 // loopback port, storing streams in the test's temp dir.
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
+	skipShort(t, "NATS JetStream")
 	srv, err := server.NewServer(&server.Options{
 		Host:      "127.0.0.1",
 		Port:      -1,
@@ -93,6 +94,7 @@ func StartNATS(t testing.TB) *NATS {
 // (sync_interval: always) so that a SIGKILL loses nothing it acknowledged.
 func StartNATSProcess(t testing.TB, opts ...NATSOption) *NATS {
 	t.Helper()
+	skipShort(t, "nats-server")
 	n := &NATS{bin: Binary(t, EnvNATSBin)}
 	for _, o := range opts {
 		o(&n.opts)
