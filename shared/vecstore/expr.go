@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// ErrInvalidID: a value given as a row id is not one (ids are 32 lowercase
+// ErrInvalidID is a value given as a row id that is not one (ids are 32 lowercase
 // hex digits, see ID). Nothing was sent to Milvus.
 var ErrInvalidID = errors.New("invalid id")
 
