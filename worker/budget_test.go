@@ -90,7 +90,7 @@ func TestFetchBudget(t *testing.T) {
 	w, err := worker.New(ctx, worker.Config{
 		JS: st.nats.JS, Topology: st.topo, Consumer: cons, Models: embedders, Store: st.store,
 		OpenSource: func(string) (objstore.Source, error) { return src, nil },
-		BatchSize: 8, PrepWorkers: 2, FetchConcurrency: 16, FetchBytes: budget, Limits: imageprep.Limits{MaxBytes: 2 << 20},
+		BatchSize:  8, PrepWorkers: 2, FetchConcurrency: 16, FetchBytes: budget, Limits: imageprep.Limits{MaxBytes: 2 << 20},
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
