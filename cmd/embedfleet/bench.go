@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -245,24 +244,24 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 	if err != nil {
 		return res, nil, err
 	}
-	wctx, stopWorker := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = w.Run(wctx) }()
-	defer func() { stopWorker(); wg.Wait() }()
-
 	start := time.Now()
-	rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.js, Topology: st.topo, Source: src, Models: []string{name}, JobSize: 2 * batch})
-	if err != nil {
-		return res, nil, err
-	}
 	lastNote := time.Now()
-	sum, err := coordinator.Wait(ctx, st.js, st.topo, rec, func(s coordinator.Summary) {
-		if time.Since(lastNote) >= 5*time.Second {
-			lastNote = time.Now()
-			fmt.Fprintf(progress, "bench %s: indexed %d/%d references, %.1f img/s\n", name, s.Stored, rec.Listed, float64(s.Stored)/s.Elapsed.Seconds())
+	var sum coordinator.Summary
+	// Index while the worker runs; a worker that fails ends the indexing
+	// with its error.
+	err = supervise(ctx, func(ctx context.Context) error {
+		rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.js, Topology: st.topo, Source: src, Models: []string{name}, JobSize: 2 * batch})
+		if err != nil {
+			return err
 		}
-	})
+		sum, err = coordinator.Wait(ctx, st.js, st.topo, rec, func(s coordinator.Summary) {
+			if time.Since(lastNote) >= 5*time.Second {
+				lastNote = time.Now()
+				fmt.Fprintf(progress, "bench %s: indexed %d/%d references, %.1f img/s\n", name, s.Stored, rec.Listed, float64(s.Stored)/s.Elapsed.Seconds())
+			}
+		})
+		return err
+	}, component{name: "worker", run: w.Run})
 	if err != nil {
 		return res, nil, err
 	}

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -96,35 +95,35 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 			if err != nil {
 				return err
 			}
-			wctx, stopWorkers := context.WithCancel(ctx)
-			var wg sync.WaitGroup
+			var comps []component
 			for i := range workers {
 				w, err := worker.New(ctx, worker.Config{JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store,
 					OpenSource: sf.open, BatchSize: batch, Name: "dev-worker-" + strconv.Itoa(i), Log: log,
 					DecoderOptions: g.decoderOptions()})
 				if err != nil {
-					stopWorkers()
 					return err
 				}
-				wg.Add(1)
-				go func() { defer wg.Done(); _ = w.Run(wctx) }()
+				comps = append(comps, component{name: "dev-worker-" + strconv.Itoa(i), run: w.Run})
 			}
-			defer func() { stopWorkers(); wg.Wait() }()
-
-			rec, err := coordinator.Run(ctx, coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: jobSize, Log: log})
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(out, "dev: run %s: %d images in %d jobs from %s\n", rec.ID, rec.Listed, rec.Jobs, src.URI())
-			sum, err := coordinator.Wait(ctx, js, topo, rec, func(s coordinator.Summary) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "dev: %d/%d jobs, %d stored, %d failed, %.1f img/s\n",
-					s.Done, s.Jobs, s.Stored, len(s.Failed), float64(s.Stored)/s.Elapsed.Seconds())
-			})
-			printSummary(out, sum)
-			if err != nil {
-				return err
-			}
-			if query != "" {
+			// Index (and query) while the workers run; a worker that fails
+			// ends the run with its error. The workers stop before serving.
+			err = supervise(ctx, func(ctx context.Context) error {
+				rec, err := coordinator.Run(ctx, coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: jobSize, Log: log})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "dev: run %s: %d images in %d jobs from %s\n", rec.ID, rec.Listed, rec.Jobs, src.URI())
+				sum, err := coordinator.Wait(ctx, js, topo, rec, func(s coordinator.Summary) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "dev: %d/%d jobs, %d stored, %d failed, %.1f img/s\n",
+						s.Done, s.Jobs, s.Stored, len(s.Failed), float64(s.Stored)/s.Elapsed.Seconds())
+				})
+				printSummary(out, sum)
+				if err != nil {
+					return err
+				}
+				if query == "" {
+					return nil
+				}
 				data, err := readFileLimited(query)
 				if err != nil {
 					return err
@@ -140,11 +139,11 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 						return err
 					}
 				}
-			}
-			if serveAddr == "" {
 				return nil
+			}, comps...)
+			if err != nil || serveAddr == "" {
+				return err
 			}
-			stopWorkers()
 			return serveSearch(ctx, log, store, embedders, serveAddr, searchOptions{grace: 5 * time.Second, decoderOptions: g.decoderOptions()}, func(addr string) {
 				fmt.Fprintf(out, "\ndev: serving searches on http://%s (Ctrl-C stops), e.g.\n"+
 					"  curl --data-binary @photo.jpg 'http://%s/v1/search?model=%s&k=5'\n", addr, addr, ms[0])

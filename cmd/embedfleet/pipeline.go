@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/telemetry"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
@@ -99,47 +101,18 @@ next run redoes what is missing. --dry-run prints the diff and changes nothing.`
 				return err
 			}
 			defer nc.Close()
+			var comps []component
 			if metricsAddr != "" {
-				if err := serveTelemetry(ctx, metricsAddr, telemetry.NewRegistry(), natsReady(nc), log); err != nil {
-					return err
-				}
-			}
-			ccfg := coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: jobSize, Log: log}
-			if wait || incremental {
-				// Keep the published jobs, so that lost ones can be published again.
-				journal, err := coordinator.NewJournal()
+				c, err := telemetryServer(metricsAddr, telemetry.NewRegistry(), natsReady(nc), log)
 				if err != nil {
 					return err
 				}
-				defer journal.Close()
-				ccfg.Journal = journal
+				comps = append(comps, c)
 			}
-			if incremental || dryRun {
-				return runIncremental(cmd, g, ccfg, mf, dryRun, maxFailed)
-			}
-			rec, err := coordinator.Run(ctx, ccfg)
-			if errors.Is(err, bus.ErrLeaseHeld) {
-				return exitError{exitLeaseHeld, err}
-			}
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "run %s: %d objects in %d jobs published\n", rec.ID, rec.Listed, rec.Jobs)
-			if !wait {
-				return nil
-			}
-			sum, err := coordinator.WaitWith(ctx, js, topo, rec, coordinator.WaitOptions{Journal: ccfg.Journal, Progress: func(s coordinator.Summary) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "run %s: %d/%d jobs, %d stored, %d failed, %.1f img/s\n",
-					s.Run, s.Done, s.Jobs, s.Stored, len(s.Failed), float64(s.Stored)/s.Elapsed.Seconds())
-			}})
-			printSummary(cmd.OutOrStdout(), sum)
-			if err != nil {
-				return err
-			}
-			if sum.Listed > 0 && float64(len(sum.Failed))/float64(sum.Listed) > maxFailed {
-				return exitError{exitFailures, fmt.Errorf("%d of %d items failed, more than --max-failed %.3f", len(sum.Failed), sum.Listed, maxFailed)}
-			}
-			return nil
+			return supervise(ctx, func(ctx context.Context) error {
+				return runCoordinator(ctx, cmd, g, mf, js, topo, src, ms, log, coordinatorOptions{
+					jobSize: jobSize, wait: wait, incremental: incremental, dryRun: dryRun, maxFailed: maxFailed})
+			}, comps...)
 		},
 	}
 	f := run.Flags()
@@ -161,8 +134,56 @@ next run redoes what is missing. --dry-run prints the diff and changes nothing.`
 	return cmd
 }
 
-func runIncremental(cmd *cobra.Command, g *globalFlags, cfg coordinator.Config, mf milvusFlags, dryRun bool, maxFailed float64) error {
-	ctx := cmd.Context()
+// coordinatorOptions are the flags of `coordinator run` that shape the run.
+type coordinatorOptions struct {
+	jobSize                   int
+	wait, incremental, dryRun bool
+	maxFailed                 float64
+}
+
+// runCoordinator publishes (and with o.wait or o.incremental follows) one
+// run of src.
+func runCoordinator(ctx context.Context, cmd *cobra.Command, g *globalFlags, mf milvusFlags, js jetstream.JetStream, topo bus.Topology,
+	src objstore.Source, ms []string, log *slog.Logger, o coordinatorOptions) error {
+	ccfg := coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: o.jobSize, Log: log}
+	if o.wait || o.incremental {
+		// Keep the published jobs, so that lost ones can be published again.
+		journal, err := coordinator.NewJournal()
+		if err != nil {
+			return err
+		}
+		defer journal.Close()
+		ccfg.Journal = journal
+	}
+	if o.incremental || o.dryRun {
+		return runIncremental(ctx, cmd, g, ccfg, mf, o.dryRun, o.maxFailed)
+	}
+	rec, err := coordinator.Run(ctx, ccfg)
+	if errors.Is(err, bus.ErrLeaseHeld) {
+		return exitError{exitLeaseHeld, err}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "run %s: %d objects in %d jobs published\n", rec.ID, rec.Listed, rec.Jobs)
+	if !o.wait {
+		return nil
+	}
+	sum, err := coordinator.WaitWith(ctx, js, topo, rec, coordinator.WaitOptions{Journal: ccfg.Journal, Progress: func(s coordinator.Summary) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "run %s: %d/%d jobs, %d stored, %d failed, %.1f img/s\n",
+			s.Run, s.Done, s.Jobs, s.Stored, len(s.Failed), float64(s.Stored)/s.Elapsed.Seconds())
+	}})
+	printSummary(cmd.OutOrStdout(), sum)
+	if err != nil {
+		return err
+	}
+	if sum.Listed > 0 && float64(len(sum.Failed))/float64(sum.Listed) > o.maxFailed {
+		return exitError{exitFailures, fmt.Errorf("%d of %d items failed, more than --max-failed %.3f", len(sum.Failed), sum.Listed, o.maxFailed)}
+	}
+	return nil
+}
+
+func runIncremental(ctx context.Context, cmd *cobra.Command, g *globalFlags, cfg coordinator.Config, mf milvusFlags, dryRun bool, maxFailed float64) error {
 	out := cmd.OutOrStdout()
 	versions := modelVersions(g, cfg.Models)
 	for _, m := range cfg.Models {
@@ -238,15 +259,17 @@ func modelVersions(g *globalFlags, models []string) map[string]string {
 }
 
 // serveTelemetry serves /metrics, /healthz and /readyz on addr until ctx ends.
-func serveTelemetry(ctx context.Context, addr string, reg *prometheus.Registry, ready func() error, log *slog.Logger) error {
+// telemetryServer listens on addr at once (so a bad --metrics-addr fails
+// the command before it starts work) and returns the server as a component
+// to supervise.
+func telemetryServer(addr string, reg *prometheus.Registry, ready func() error, log *slog.Logger) (component, error) {
 	srv := telemetry.NewServer(addr, reg, ready)
 	l, err := srv.Listen()
 	if err != nil {
-		return fmt.Errorf("--metrics-addr: %w", err)
+		return component{}, fmt.Errorf("--metrics-addr: %w", err)
 	}
 	log.Info("serving /metrics, /healthz, /readyz", "addr", l.Addr().String())
-	go func() { _ = srv.Serve(ctx, l) }()
-	return nil
+	return component{name: "metrics server on " + l.Addr().String(), run: func(ctx context.Context) error { return srv.Serve(ctx, l) }}, nil
 }
 
 func natsReady(nc *nats.Conn) func() error {
@@ -328,12 +351,15 @@ version of that model.`,
 			}
 			defer store.Close(context.Background())
 			var metrics *worker.Metrics
+			var comps []component
 			if metricsAddr != "" {
 				reg := telemetry.NewRegistry()
 				metrics = worker.NewMetrics(reg)
-				if err := serveTelemetry(ctx, metricsAddr, reg, natsReady(nc), log); err != nil {
+				c, err := telemetryServer(metricsAddr, reg, natsReady(nc), log)
+				if err != nil {
 					return err
 				}
+				comps = append(comps, c)
 			}
 			w, err := worker.New(ctx, worker.Config{
 				JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store, OpenSource: sf.open,
@@ -345,7 +371,9 @@ version of that model.`,
 			if err != nil {
 				return err
 			}
-			return w.Run(ctx)
+			// The worker is the command's work; the metrics server beside it
+			// stops after it, and its failure ends the worker.
+			return supervise(ctx, w.Run, comps...)
 		},
 	}
 	f := cmd.Flags()
