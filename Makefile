@@ -21,7 +21,7 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps deps-demo build test lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article demo
+.PHONY: help deps deps-demo build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ test: deps lint ## deps, lint, every test with the race detector against real Mi
 	$(DEPS_ENV); $(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -run '^$$' -timeout 5m -fuzz FuzzDecodePreprocess -fuzztime 200000x -fuzzminimizetime 1x ./shared/imageprep
 
+test-short: ## the fast layer: every test that needs no server or native library (go test -short), about 25 s
+	$(GO) test -short -count=1 ./...
+
 fixtures: ## regenerate the parity fixtures with the Hugging Face reference (installs the Python stack, several GB, once)
 	$(PYENV) deploy/export/make_fixtures.py shared/imageprep/testdata
 	py=$(PYENV); cd deploy/export && $$py make_model_fixtures.py ../../shared/embed/testdata ../../shared/imageprep/testdata/images ../../../shared/seed
@@ -91,7 +94,12 @@ bench-article: deps build random-models ## copy detection on BSDS500 queries mad
 	$$py deploy/bench/make_queries.py --images $(BENCHDIR) --out $(BENCH_OUT)/data --refs $(BENCH_REFS) --queries $(BENCH_QUERIES) --distractors $(BENCH_DISTRACTORS); \
 	$(DEPS_ENV); PY=$$py BIN=bin/embedfleet MODELS="$(RANDOM_MODELS)" deploy/bench/article.sh $(BENCH_OUT)/data $(BENCH_OUT)
 
-bench: bench-embed bench-pipeline bench-manifest bench-article ## every benchmark
+bench: bench-embed bench-pipeline bench-manifest bench-article bench-hostile ## every benchmark
+
+bench-hostile: deps build ## what hostile input costs: progressive-JPEG scans by size and count, refusing a 20,000-scan file; serve's RSS under 200 concurrent 9400x9400 uploads
+	$(GO) test -run '^$$' -bench ScanBomb -benchtime 3x ./shared/imageprep | grep -E '^Benchmark'
+	$(DEPS_ENV); $(GO) test -run '^$$' -bench ServeMemory -benchtime 1x -timeout 10m ./cmd/embedfleet | grep -E '^Benchmark'
+
 
 bench-manifest: ## streaming diff of two sorted listings (1% changed/added/deleted) at 1M and 5M keys: keys/s and peak RSS
 	@for n in 1000000 5000000; do BENCH_KEYS=$$n $(GO) test -run '^$$' -bench . -benchtime 1x ./deploy/bench/manifest | grep '^manifest '; done

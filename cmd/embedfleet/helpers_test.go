@@ -16,7 +16,7 @@ func jetstreamSubjects(subj string) jetstream.StreamInfoOpt { return jetstream.W
 var pngHeaderClaiming = testimages.PNGHeaderClaiming
 
 // stripPNG is a valid w x h grey PNG: a huge strip with almost no pixels.
-func stripPNG(t *testing.T, w, h int) []byte {
+func stripPNG(t testing.TB, w, h int) []byte {
 	t.Helper()
 	m := image.NewGray(image.Rect(0, 0, w, h))
 	for i := range m.Pix {

@@ -22,7 +22,7 @@ import (
 	"github.com/embedfleet/embedfleet/shared/testenv"
 )
 
-func repoPath(t *testing.T, parts ...string) string {
+func repoPath(t testing.TB, parts ...string) string {
 	t.Helper()
 	root, err := testenv.RepoRoot()
 	if err != nil {
@@ -31,12 +31,12 @@ func repoPath(t *testing.T, parts ...string) string {
 	return filepath.Join(append([]string{root}, parts...)...)
 }
 
-func ortEnv(t *testing.T, modelsDir string) []string {
+func ortEnv(t testing.TB, modelsDir string) []string {
 	return []string{"EMBEDFLEET_ORT_LIB=" + testenv.Binary(t, testenv.EnvORTLib), "EMBEDFLEET_MODELS_DIR=" + modelsDir}
 }
 
 // tinyModels is the folder of the committed tiny random-init models.
-func tinyModels(t *testing.T) string { return repoPath(t, "shared", "embed", "testdata", "models") }
+func tinyModels(t testing.TB) string { return repoPath(t, "shared", "embed", "testdata", "models") }
 
 type seedFixture struct {
 	Models map[string]struct {

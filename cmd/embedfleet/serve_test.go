@@ -110,7 +110,7 @@ func TestDevServe(t *testing.T) {
 // firstMatch reads r line by line until one matches pattern and returns its
 // first group, failing with msg if r ends first; the rest of r is drained
 // so the process never blocks on a full pipe.
-func firstMatch(t *testing.T, r io.Reader, pattern, msg string) string {
+func firstMatch(t testing.TB, r io.Reader, pattern, msg string) string {
 	t.Helper()
 	re := regexp.MustCompile(pattern)
 	sc := bufio.NewScanner(r)
