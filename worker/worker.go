@@ -18,7 +18,7 @@
 // job with a growing delay; after MaxDeliver attempts the job goes to the
 // dead-letter stream with its reason.
 //
-//	w, err := worker.New(worker.Config{...})
+//	w, err := worker.New(ctx, worker.Config{...})
 //	err = w.Run(ctx) // returns after ctx ends and the job in hand is finished or handed back
 package worker
 

@@ -1,12 +1,12 @@
 // Package bus sets up embedfleet's NATS JetStream plumbing, idempotently:
 // the connection (auth and TLS passed through), the jobs stream (work
 // queue), the results and dead-letter streams, the workers' durable pull
-// consumer, and the KV buckets for run records and leases.
+// consumer, and the KV buckets for run records, leases and failure records.
 //
 //	nc, js, err := bus.Connect(bus.Config{URL: "nats://nats:4222"})
 //	t := bus.Topology{Prefix: "EMBEDFLEET"}
 //	err = t.Ensure(ctx, js, bus.StreamOptions{Replicas: 3})
-//	cons, err := t.WorkerConsumer(ctx, js, bus.ConsumerOptions{Batch: 32})
+//	cons, err := t.WorkerConsumer(ctx, js, bus.ConsumerOptions{AckWait: 2 * time.Minute})
 package bus
 
 import (
@@ -232,5 +232,6 @@ func (t Topology) WorkerConsumer(ctx context.Context, js jetstream.JetStream, o 
 	return c, nil
 }
 
-// ErrLeaseHeld is returned by AcquireLease when another holder has it.
+// ErrLeaseHeld is returned (wrapped) by a coordinator run whose source's
+// lease another run holds.
 var ErrLeaseHeld = errors.New("lease held by another run")

@@ -1,5 +1,5 @@
 // Package jobs holds the wire types that the coordinator and the workers
-// exchange over NATS JetStream, and the subjects they use. Every message
+// exchange over NATS JetStream (the subjects and streams are shared/bus's). Every message
 // carries Schema; a reader refuses a schema newer than it knows.
 //
 // A Job is many items (object keys with their ETag and size) and the models

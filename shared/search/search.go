@@ -3,7 +3,7 @@
 // indexed images (or reuse a stored vector), then search the model's
 // collection.
 //
-//	s := search.New(store)
+//	s := search.New(store, imageprep.Limits{})
 //	hits, err := s.ByImage(ctx, model, imageBytes, 10)
 package search
 
