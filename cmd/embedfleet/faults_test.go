@@ -22,6 +22,22 @@ import (
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
+// run runs the binary with the cluster's environment and returns its
+// combined output and exit code.
+func (c *cluster) run(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := execCommand(args...)
+	cmd.Env = append(os.Environ(), c.env(t)...)
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), code
+}
+
 // waitResults blocks until the run's results stream holds at least n
 // results.
 func (c *cluster) waitResults(t *testing.T, ctx context.Context, run string, n uint64) {
@@ -209,19 +225,7 @@ func TestVerifyCLI(t *testing.T) {
 	c := newCluster(t, 16)
 	c.startWorker(t)
 	ctx := context.Background()
-	runCmd := func(args ...string) (string, int) {
-		t.Helper()
-		cmd := execCommand(args...)
-		cmd.Env = append(os.Environ(), c.env(t)...)
-		out, err := cmd.CombinedOutput()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return string(out), code
-	}
+	runCmd := func(args ...string) (string, int) { t.Helper(); return c.run(t, args...) }
 	if out, code := runCmd("coordinator", "run", "--source", c.source, "--models", "clip-vit-b32,dinov2-base", "--wait", "--timeout", "2m"); code != 0 {
 		t.Fatalf("run: %d\n%s", code, out)
 	}

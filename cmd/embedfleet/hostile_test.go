@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,19 +51,7 @@ func TestHostileBucket(t *testing.T) {
 	for _, k := range []string{"fold/x.jpg", "folder/inside.jpg", "odd_/a.jpg", "oddX/a.jpg"} {
 		put(k, good())
 	}
-	runCmd := func(args ...string) (string, int) {
-		t.Helper()
-		cmd := execCommand(args...)
-		cmd.Env = append(os.Environ(), c.env(t)...)
-		out, err := cmd.CombinedOutput()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return string(out), code
-	}
+	runCmd := func(args ...string) (string, int) { t.Helper(); return c.run(t, args...) }
 	bucket := "s3://" + c.minio.Bucket + "/"
 	start := time.Now()
 	out, code := runCmd("coordinator", "run", "--source", bucket, "--models", "clip-vit-b32", "--job-size", "8", "--wait", "--timeout", "2m")

@@ -199,7 +199,8 @@ func (s *Server) route(pattern, name string, h func(*http.Request) (any, error))
 		// After the deadline h reads no more of the body: the server owns it
 		// again once this handler returns.
 		r = r.WithContext(ctx)
-		r.Body = &ctxBody{ctx: ctx, r: r.Body}
+		body := r.Body
+		r.Body = &ctxBody{ctx: ctx, r: body}
 		type answer struct {
 			body any
 			err  error
@@ -214,18 +215,20 @@ func (s *Server) route(pattern, name string, h func(*http.Request) (any, error))
 		late := time.NewTimer(s.cfg.Timeout + answerGrace)
 		defer late.Stop()
 		var a answer
+		finished := false
 		select {
 		case a = <-done:
+			finished = true
 		case <-late.C:
 			a.err = fmt.Errorf("%w: no answer within %s", context.DeadlineExceeded, s.cfg.Timeout)
 		case <-parent.Done():
 			a.err = parent.Err() // the client is gone
 		}
-		body, err := a.body, a.err
+		reply, err := a.body, a.err
 		code := http.StatusOK
 		if err != nil {
 			code = s.status(err)
-			body = map[string]any{"error": err.Error(), "status": code}
+			reply = map[string]any{"error": err.Error(), "status": code}
 			if ae := (*apiError)(nil); errors.As(err, &ae) && ae.retryAfter > 0 {
 				w.Header().Set("Retry-After", strconv.Itoa(ae.retryAfter))
 			}
@@ -235,7 +238,16 @@ func (s *Server) route(pattern, name string, h func(*http.Request) (any, error))
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(body)
+		_ = json.NewEncoder(w).Encode(reply)
+		if finished && code != http.StatusOK && r.ContentLength > 0 && r.ContentLength <= s.cfg.MaxBodyBytes {
+			// An upload refused before its body was read (shed, say): let
+			// the client finish sending, with a small buffer, so that it
+			// reads the answer instead of a reset connection.
+			if f, ok := w.(http.Flusher); ok {
+				f.Flush()
+			}
+			_, _ = io.CopyN(io.Discard, body, s.cfg.MaxBodyBytes)
+		}
 		s.requests.WithLabelValues(name, strconv.Itoa(code)).Inc()
 		s.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
 	})
@@ -340,9 +352,13 @@ func (s *Server) searchImage(r *http.Request) (any, error) {
 	}
 	adm := &admission{s: s}
 	defer adm.release()
-	want := s.cfg.MaxBodyBytes
+	want := min(s.cfg.MaxBodyBytes, s.cfg.MaxMemoryBytes) // an unknown length: what it may grow to
 	if r.ContentLength >= 0 {
 		want = r.ContentLength
+		if want > s.cfg.MaxMemoryBytes {
+			return nil, fmt.Errorf("%w: the upload is %d bytes, more than this server's memory budget for uploads (%d MiB)",
+				imageprep.ErrTooLarge, want, s.cfg.MaxMemoryBytes>>20)
+		}
 	}
 	if !adm.take(want) {
 		return nil, s.busy("the memory budget for uploads is in use")
