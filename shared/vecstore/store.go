@@ -18,7 +18,9 @@ import (
 	"github.com/milvus-io/milvus/client/v2/index"
 	"github.com/milvus-io/milvus/client/v2/milvusclient"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
 )
@@ -330,15 +332,32 @@ func (s *Store) ensureIndexLoaded(ctx context.Context, name string) error {
 	return nil
 }
 
-// wrap marks connection-level failures as ErrUnavailable.
+// wrap marks connection-level failures as ErrUnavailable (by the error's
+// type and gRPC status code, see unavailable); both errors stay in the chain.
 func (s *Store) wrap(op string, err error) error {
-	msg := strings.ToLower(err.Error())
-	for _, m := range []string{"unavailable", "connection refused", "deadline exceeded", "connection reset", "transport", "eof", "canceled"} {
-		if strings.Contains(msg, m) {
-			return fmt.Errorf("%w: milvus at %s: %s: %v", ErrUnavailable, s.cfg.Address, op, err)
-		}
+	if unavailable(err) {
+		return fmt.Errorf("%w: milvus at %s: %s: %w", ErrUnavailable, s.cfg.Address, op, err)
 	}
 	return fmt.Errorf("vecstore: milvus at %s: %s: %w", s.cfg.Address, op, err)
+}
+
+// unavailable tells whether err says Milvus could not be reached or did not
+// answer in time, from the error's type and gRPC status code.
+func unavailable(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	if st, ok := status.FromError(err); ok {
+		switch st.Code() {
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted:
+			return true
+		}
+	}
+	return false
 }
 
 // Row is one object's vector and what is stored beside it.
