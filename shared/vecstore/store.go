@@ -17,6 +17,7 @@ import (
 	"github.com/milvus-io/milvus/client/v2/entity"
 	"github.com/milvus-io/milvus/client/v2/index"
 	"github.com/milvus-io/milvus/client/v2/milvusclient"
+	"github.com/milvus-io/milvus/pkg/v2/util/merr"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -567,7 +568,7 @@ func (s *Store) Open(ctx context.Context, model string) (*Collection, error) {
 	name := CollectionName(model)
 	desc, err := s.c.DescribeCollection(ctx, milvusclient.NewDescribeCollectionOption(name))
 	if err != nil {
-		if msg := strings.ToLower(err.Error()); strings.Contains(msg, "collection not found") || strings.Contains(msg, "can't find collection") {
+		if errors.Is(err, merr.ErrCollectionNotFound) {
 			return nil, fmt.Errorf("%w for model %s (collection %s): index some images first", ErrNoCollection, model, name)
 		}
 		return nil, s.wrap("describe collection "+name, err)
