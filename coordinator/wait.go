@@ -56,92 +56,117 @@ func WaitWith(ctx context.Context, js jetstream.JetStream, t bus.Topology, rec j
 	if o.MaxRepublish <= 0 {
 		o.MaxRepublish = 3
 	}
-	progress := o.Progress
 	start := time.Now()
-	sum := Summary{Run: rec.ID, Listed: rec.Listed, Jobs: rec.Jobs}
+	w := &waiter{js: js, t: t, rec: rec, o: o, sum: Summary{Run: rec.ID, Listed: rec.Listed, Jobs: rec.Jobs},
+		seen: make(map[int64]bool, rec.Jobs), republished: map[int64]int{}}
 	if rec.Jobs == 0 {
-		sum.Complete = true
-		return sum, nil
+		w.sum.Complete = true
+		return w.sum, nil
 	}
 	results, err := js.OrderedConsumer(ctx, t.ResultsStream(), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{t.ResultSubject(rec.ID)},
 	})
 	if err != nil {
-		return sum, fmt.Errorf("coordinator: follow results: %w", err)
+		return w.sum, fmt.Errorf("coordinator: follow results: %w", err)
 	}
 	dead, err := js.OrderedConsumer(ctx, t.DeadStream(), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{t.DeadSubject(rec.ID)},
 	})
 	if err != nil {
-		return sum, fmt.Errorf("coordinator: follow dead letters: %w", err)
+		return w.sum, fmt.Errorf("coordinator: follow dead letters: %w", err)
 	}
-	seen := make(map[int64]bool, rec.Jobs)
-	last := time.Now()
-	lastResult := time.Now()
-	republished := map[int64]int{}
-	jobStream, err := js.Stream(ctx, t.JobsStream())
-	if err != nil {
-		return sum, fmt.Errorf("coordinator: jobs stream: %w", err)
+	if w.jobStream, err = js.Stream(ctx, t.JobsStream()); err != nil {
+		return w.sum, fmt.Errorf("coordinator: jobs stream: %w", err)
 	}
+	last, lastResult := time.Now(), time.Now()
 	for {
-		if int64(len(seen)) >= rec.Jobs {
-			sum.Complete = true
-			sum.Elapsed = time.Since(start)
-			return sum, nil
+		if int64(len(w.seen)) >= rec.Jobs {
+			w.sum.Complete = true
+			w.sum.Elapsed = time.Since(start)
+			return w.sum, nil
 		}
 		if err := ctx.Err(); err != nil {
-			sum.Elapsed = time.Since(start)
-			return sum, err
+			w.sum.Elapsed = time.Since(start)
+			return w.sum, err
 		}
 		if msgs, err := results.Fetch(64, jetstream.FetchMaxWait(200*time.Millisecond)); err == nil {
-			for m := range msgs.Messages() {
-				r, err := jobs.Decode[jobs.Result](m.Data())
-				if err != nil || seen[r.Seq] {
-					continue
-				}
-				seen[r.Seq] = true
+			if w.takeResults(msgs) {
 				lastResult = time.Now()
-				sum.Done++
-				sum.Stored += int64(r.Stored)
-				sum.Failed = append(sum.Failed, r.Failed...)
 			}
 		} else if !errors.Is(err, context.DeadlineExceeded) {
-			return sum, fmt.Errorf("coordinator: results: %w", err)
+			return w.sum, fmt.Errorf("coordinator: results: %w", err)
 		}
 		if msgs, err := dead.Fetch(64, jetstream.FetchMaxWait(10*time.Millisecond)); err == nil {
-			for m := range msgs.Messages() {
-				var d jobs.Dead
-				if json.Unmarshal(m.Data(), &d) != nil || seen[d.Job.Seq] {
-					continue
-				}
-				seen[d.Job.Seq] = true
+			if w.takeDead(msgs) {
 				lastResult = time.Now()
-				sum.Dead++
-				for _, it := range d.Job.Items {
-					sum.Failed = append(sum.Failed, jobs.Failure{Key: it.Key, Reason: "dead-lettered: " + d.Reason})
-				}
 			}
 		}
 		if time.Since(lastResult) > o.LostAfter {
 			lastResult = time.Now()
-			if err := recoverLost(ctx, js, t, rec, jobStream, seen, republished, o, &sum); err != nil {
-				return sum, err
+			if err := w.recoverLost(ctx); err != nil {
+				return w.sum, err
 			}
 		}
-		if progress != nil && time.Since(last) > time.Second {
+		if o.Progress != nil && time.Since(last) > time.Second {
 			last = time.Now()
-			sum.Elapsed = time.Since(start)
-			progress(sum)
+			w.sum.Elapsed = time.Since(start)
+			o.Progress(w.sum)
 		}
 	}
 }
 
+// waiter is what following one run keeps: the jobs with an outcome, the
+// republish counts, the running summary.
+type waiter struct {
+	js          jetstream.JetStream
+	t           bus.Topology
+	rec         jobs.Run
+	o           WaitOptions
+	jobStream   jetstream.Stream
+	seen        map[int64]bool // jobs with a result or given up
+	republished map[int64]int
+	sum         Summary
+}
+
+// takeResults counts a batch of results; it reports whether any was new.
+func (w *waiter) takeResults(msgs jetstream.MessageBatch) bool {
+	fresh := false
+	for m := range msgs.Messages() {
+		r, err := jobs.Decode[jobs.Result](m.Data())
+		if err != nil || w.seen[r.Seq] {
+			continue
+		}
+		w.seen[r.Seq], fresh = true, true
+		w.sum.Done++
+		w.sum.Stored += int64(r.Stored)
+		w.sum.Failed = append(w.sum.Failed, r.Failed...)
+	}
+	return fresh
+}
+
+// takeDead counts a batch of dead letters; it reports whether any was new.
+func (w *waiter) takeDead(msgs jetstream.MessageBatch) bool {
+	fresh := false
+	for m := range msgs.Messages() {
+		var d jobs.Dead
+		if json.Unmarshal(m.Data(), &d) != nil || w.seen[d.Job.Seq] {
+			continue
+		}
+		w.seen[d.Job.Seq], fresh = true, true
+		w.sum.Dead++
+		for _, it := range d.Job.Items {
+			w.sum.Failed = append(w.sum.Failed, jobs.Failure{Key: it.Key, Reason: "dead-lettered: " + d.Reason})
+		}
+	}
+	return fresh
+}
+
 // recoverLost republishes the jobs that have no result and are no longer in
 // the jobs stream, once nothing of the run is left in the stream.
-func recoverLost(ctx context.Context, js jetstream.JetStream, t bus.Topology, rec jobs.Run, st jetstream.Stream,
-	seen map[int64]bool, republished map[int64]int, o WaitOptions, sum *Summary) error {
-	subj := t.JobSubject(rec.ID)
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+func (w *waiter) recoverLost(ctx context.Context) error {
+	rec, o := w.rec, w.o
+	subj := w.t.JobSubject(rec.ID)
+	info, err := w.jobStream.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
 		return fmt.Errorf("coordinator: jobs stream: %w", err)
 	}
@@ -149,30 +174,30 @@ func recoverLost(ctx context.Context, js jetstream.JetStream, t bus.Topology, re
 		return nil // workers still have jobs of this run; they are slow, not lost
 	}
 	for seq := int64(1); seq <= rec.Jobs; seq++ {
-		if seen[seq] {
+		if w.seen[seq] {
 			continue
 		}
 		data, ok := o.Journal.get(seq)
-		if !ok || republished[seq] >= o.MaxRepublish {
+		if !ok || w.republished[seq] >= o.MaxRepublish {
 			reason := "lost: no result, and the job is not in the stream"
 			if ok {
-				reason = fmt.Sprintf("lost: no result after %d republishes", republished[seq])
+				reason = fmt.Sprintf("lost: no result after %d republishes", w.republished[seq])
 			}
-			seen[seq] = true
-			sum.Dead++
+			w.seen[seq] = true
+			w.sum.Dead++
 			var job jobs.Job
 			if json.Unmarshal(data, &job) == nil && len(job.Items) > 0 {
 				for _, it := range job.Items {
-					sum.Failed = append(sum.Failed, jobs.Failure{Key: it.Key, Reason: reason})
+					w.sum.Failed = append(w.sum.Failed, jobs.Failure{Key: it.Key, Reason: reason})
 				}
 			} else {
-				sum.Failed = append(sum.Failed, jobs.Failure{Key: fmt.Sprintf("job %d of run %s", seq, rec.ID), Reason: reason})
+				w.sum.Failed = append(w.sum.Failed, jobs.Failure{Key: fmt.Sprintf("job %d of run %s", seq, rec.ID), Reason: reason})
 			}
 			continue
 		}
-		republished[seq]++
-		id := fmt.Sprintf("%s.%d.r%d", rec.ID, seq, republished[seq])
-		if _, err := js.Publish(ctx, subj, data, jetstream.WithMsgID(id)); err != nil {
+		w.republished[seq]++
+		id := fmt.Sprintf("%s.%d.r%d", rec.ID, seq, w.republished[seq])
+		if _, err := w.js.Publish(ctx, subj, data, jetstream.WithMsgID(id)); err != nil {
 			return fmt.Errorf("coordinator: republish job %d: %w", seq, err)
 		}
 	}
