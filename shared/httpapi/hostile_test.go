@@ -101,9 +101,10 @@ func TestMemoryBudget(t *testing.T) {
 		mu    sync.Mutex
 		codes = map[int]int{}
 	)
-	stop := make(chan struct{})
+	stop, sampled := make(chan struct{}), make(chan struct{})
 	maxAdmitted := 0.0
 	go func() {
+		defer close(sampled)
 		for {
 			select {
 			case <-stop:
@@ -135,6 +136,7 @@ func TestMemoryBudget(t *testing.T) {
 	}
 	wg.Wait()
 	close(stop)
+	<-sampled
 	t.Logf("40 concurrent 6000x6000 uploads: %v; most admitted at once %.0f MiB of %d", codes, maxAdmitted/(1<<20), budget>>20)
 	if codes[200] == 0 || codes[503] == 0 || codes[200]+codes[503] != 40 {
 		t.Fatalf("answers %v: want some 200 and some 503, nothing else", codes)
