@@ -3,13 +3,6 @@ package imageprep
 import (
 	"bytes"
 	"fmt"
-	"image"
-	"image/gif"
-	"image/png"
-
-	"golang.org/x/image/bmp"
-	"golang.org/x/image/tiff"
-	"golang.org/x/image/webp"
 )
 
 // Header is what an image's header says, read without decoding it.
@@ -68,21 +61,7 @@ func Peek(data []byte, lim Limits) (Header, error) {
 		}
 		fallthrough
 	default:
-		var cfg image.Config
-		var err error
-		r := bytes.NewReader(data)
-		switch h.Format {
-		case "png":
-			cfg, err = png.DecodeConfig(r)
-		case "gif":
-			cfg, err = gif.DecodeConfig(r)
-		case "webp":
-			cfg, err = webp.DecodeConfig(r)
-		case "bmp":
-			cfg, err = bmp.DecodeConfig(r)
-		case "tiff":
-			cfg, err = tiff.DecodeConfig(r)
-		}
+		cfg, err := stdCodecs[h.Format].config(bytes.NewReader(data))
 		if err != nil {
 			return h, stdError(h.Format+" header", err)
 		}

@@ -323,32 +323,22 @@ func (d *Decoder) decodeAnimatedWebP(data []byte, info *Info) error {
 	return nil
 }
 
+// stdCodecs are the formats Go's decoders read (JPEG goes through libjpeg);
+// a GIF's decode is decodeGIF's, for its first frame on the screen.
+var stdCodecs = map[string]struct {
+	config func(io.Reader) (image.Config, error)
+	decode func(io.Reader) (image.Image, error)
+}{
+	"png":  {png.DecodeConfig, png.Decode},
+	"gif":  {gif.DecodeConfig, nil},
+	"webp": {webp.DecodeConfig, webp.Decode},
+	"bmp":  {bmp.DecodeConfig, bmp.Decode},
+	"tiff": {tiff.DecodeConfig, tiff.Decode},
+}
+
 func (d *Decoder) decodeStd(data []byte, info *Info) error {
-	var (
-		cfg    image.Config
-		decode func(io.Reader) (image.Image, error)
-		err    error
-	)
-	r := bytes.NewReader(data)
-	switch info.Format {
-	case "jpeg":
-		cfg, err = jpeg.DecodeConfig(r)
-		decode = jpeg.Decode
-	case "png":
-		cfg, err = png.DecodeConfig(r)
-		decode = png.Decode
-	case "gif":
-		cfg, err = gif.DecodeConfig(r) // decodeGIF reads the first frame
-	case "webp":
-		cfg, err = webp.DecodeConfig(r)
-		decode = webp.Decode
-	case "bmp":
-		cfg, err = bmp.DecodeConfig(r)
-		decode = bmp.Decode
-	case "tiff":
-		cfg, err = tiff.DecodeConfig(r)
-		decode = tiff.Decode
-	}
+	codec := stdCodecs[info.Format]
+	cfg, err := codec.config(bytes.NewReader(data))
 	if err != nil {
 		return stdError(info.Format+" header", err)
 	}
@@ -360,7 +350,7 @@ func (d *Decoder) decodeStd(data []byte, info *Info) error {
 	if info.Format == "gif" {
 		m, err = decodeGIF(data, cfg.Width, cfg.Height)
 	} else {
-		m, err = decode(bytes.NewReader(data))
+		m, err = codec.decode(bytes.NewReader(data))
 	}
 	if err != nil {
 		return stdError(info.Format, err)
