@@ -522,6 +522,11 @@ func uploadErr(err error) error {
 	if errors.As(err, &mbe) {
 		return fmt.Errorf("%w: the upload is over the %d-byte limit", err, mbe.Limit)
 	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The deadline passed while the body was still arriving: 504, as
+		// for any request that is not done in time.
+		return fmt.Errorf("reading the upload: %w", err)
+	}
 	return badRequest("reading the upload: %v", err)
 }
 
