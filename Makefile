@@ -56,6 +56,7 @@ build: ## build bin/embedfleet (needs libjpeg-turbo: `deploy/install/deps.sh bui
 test: deps lint ## deps, lint, every test with the race detector against real MinIO, NATS, Milvus and ONNX Runtime, a short fuzz
 	$(DEPS_ENV); $(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -run '^$$' -timeout 5m -fuzz FuzzDecodePreprocess -fuzztime 200000x -fuzzminimizetime 1x ./shared/imageprep
+	$(DEPS_ENV); $(GO) test -run '^$$' -timeout 5m -fuzz FuzzEncode -fuzztime 100000x -fuzzminimizetime 1x ./shared/cliptok
 
 test-short: ## the fast layer: every test that needs no server or native library (go test -short), about 25 s
 	$(GO) test -short -count=1 ./...

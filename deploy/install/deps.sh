@@ -6,10 +6,10 @@
 # a second run takes about a second (it re-hashes what is cached).
 #
 # Usage: deploy/install/deps.sh [all|build|runtime|servers|tools|PIECE...] [--env]
-#   pieces:  turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm govulncheck vulndb
+#   pieces:  turbojpeg onnxruntime clip-vocab milvus-lite minio nats-server staticcheck helm govulncheck vulndb
 #   build:   turbojpeg (libjpeg-turbo headers and static library, for cgo)
-#   runtime: onnxruntime (what the embedfleet binary itself needs)
-#   demo:    turbojpeg onnxruntime milvus-lite (what `make demo` needs: NATS runs in-process)
+#   runtime: onnxruntime clip-vocab (what the embedfleet binary itself needs)
+#   demo:    turbojpeg onnxruntime clip-vocab milvus-lite (what `make demo` needs: NATS runs in-process)
 #   servers: milvus-lite minio nats-server (what the tests start)
 #   tools:   staticcheck helm govulncheck vulndb (lint and chart checks)
 #   --env    print shell exports for the installed paths and nothing else
@@ -29,6 +29,16 @@ MILVUS_LITE_VERSION=2.5.1
 MILVUS_LITE_WHEEL=milvus_lite-2.5.1-py3-none-manylinux2014_x86_64.whl
 MILVUS_LITE_WHEEL_SHA256=25ce13f4b8d46876dd2b7ac8563d7d8306da7ff3999bb0d14b116b30f71d706c
 MILVUS_LITE_NPM=@lyyyuna/milvus-lite-linux-x64@2.5.102
+# CLIP's BPE vocabulary (OpenAI's bpe_simple_vocab_16e6.txt.gz) as open_clip
+# ships it in its PyPI wheel; deploy/install/clipvocab turns it into the
+# vocab.json and merges.txt of openai/clip-vit-base-patch32. Checksums: the
+# wheel, the file inside it, and the two files made from it.
+OPEN_CLIP_VERSION=3.3.0
+OPEN_CLIP_WHEEL=open_clip_torch-3.3.0-py3-none-any.whl
+OPEN_CLIP_WHEEL_SHA256=c549ad5ed6bfc119cc11105033c0a2b9d7a2a4afeb40a58a09aab3da1a0043ce
+CLIP_BPE_SHA256=924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a
+CLIP_VOCAB_JSON_SHA256=ac0767df30f95b61ce28e0c9a019ef39cd0edd34d253b41deea6352968d24d76
+CLIP_MERGES_SHA256=9fd691f7c8039210e0fced15865466c65820d09b63988b0174bfe25de299051a
 # Go-built servers and tools: the Go command checks every module it fetches
 # against go.sum and the Go checksum database; the sha256 recorded after the
 # build guards the cached binary against later corruption.
@@ -90,6 +100,8 @@ STATICCHECK_DIR=$CACHE/staticcheck-$STATICCHECK_VERSION
 HELM_DIR=$CACHE/helm-$HELM_VERSION
 GOVULNCHECK_DIR=$CACHE/govulncheck-$GOVULNCHECK_VERSION
 VULNDB_DIR=$CACHE/vulndb-$VULNDB_VERSION
+CLIP_VOCAB_DIR=$CACHE/clip-vocab-open_clip-$OPEN_CLIP_VERSION
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 
 install_turbojpeg() {
   local lib
@@ -153,6 +165,31 @@ install_milvus_lite() {
   log "milvus-lite $MILVUS_LITE_VERSION: installed $dir/$bin"
 }
 
+install_clip_vocab() {
+  local dir=$CLIP_VOCAB_DIR
+  if cached "$dir" vocab.json && [ "$(sha256_of "$dir/merges.txt" 2>/dev/null)" = "$CLIP_MERGES_SHA256" ]; then
+    log "clip-vocab: cached at $dir"; return
+  fi
+  need go clip-vocab
+  local tmp; tmp=$(mktemp -d "$CACHE/.clip-vocab.XXXXXX")
+  log "clip-vocab: fetching open_clip_torch==$OPEN_CLIP_VERSION from PyPI (1.5 MB) for its bpe_simple_vocab_16e6.txt.gz"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: "open_clip_torch==$OPEN_CLIP_VERSION" -d "$tmp/dl" >"$tmp/pip.log" 2>&1 &&
+    [ -f "$tmp/dl/$OPEN_CLIP_WHEEL" ] || die "clip-vocab: PyPI refused open_clip_torch==$OPEN_CLIP_VERSION: $(tail -n 3 "$tmp/pip.log")"
+  check_sha "$tmp/dl/$OPEN_CLIP_WHEEL" "$OPEN_CLIP_WHEEL_SHA256" clip-vocab
+  python3 -m zipfile -e "$tmp/dl/$OPEN_CLIP_WHEEL" "$tmp/dl/x"
+  local gz=$tmp/dl/x/open_clip/bpe_simple_vocab_16e6.txt.gz
+  [ -f "$gz" ] || die "clip-vocab: no open_clip/bpe_simple_vocab_16e6.txt.gz in $OPEN_CLIP_WHEEL"
+  check_sha "$gz" "$CLIP_BPE_SHA256" clip-vocab
+  (cd "$ROOT" && go run ./deploy/install/clipvocab --in "$gz" --out "$tmp") >"$tmp/go.log" 2>&1 ||
+    die "clip-vocab: converting the vocabulary failed: $(tail -n 3 "$tmp/go.log")"
+  check_sha "$tmp/vocab.json" "$CLIP_VOCAB_JSON_SHA256" clip-vocab
+  check_sha "$tmp/merges.txt" "$CLIP_MERGES_SHA256" clip-vocab
+  mv "$gz" "$tmp/"
+  rm -rf "$tmp/dl" "$tmp"/*.log
+  finish "$tmp" "$dir" vocab.json
+  log "clip-vocab: installed $dir/vocab.json and merges.txt"
+}
+
 # go_install NAME DIR MODULE@VERSION BINARY [WHAT THE BUILD TAKES]
 go_install() {
   local name=$1 dir=$2 mod=$3 binname=$4 takes=${5:-about a minute on 2 cores}
@@ -202,6 +239,7 @@ export EMBEDFLEET_STATICCHECK_BIN=$STATICCHECK_DIR/bin/staticcheck
 export EMBEDFLEET_HELM_BIN=$HELM_DIR/bin/helm
 export EMBEDFLEET_GOVULNCHECK_BIN=$GOVULNCHECK_DIR/bin/govulncheck
 export EMBEDFLEET_VULNDB=$VULNDB_DIR/db
+export EMBEDFLEET_CLIP_VOCAB=$CLIP_VOCAB_DIR
 ENV
 }
 
@@ -210,24 +248,25 @@ main() {
   for a in "$@"; do
     case $a in
       --env) env_only=1 ;;
-      all) pieces+=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm govulncheck vulndb) ;;
+      all) pieces+=(turbojpeg onnxruntime clip-vocab milvus-lite minio nats-server staticcheck helm govulncheck vulndb) ;;
       build) pieces+=(turbojpeg) ;;
-      demo) pieces+=(turbojpeg onnxruntime milvus-lite) ;;
-      runtime) pieces+=(onnxruntime) ;;
+      demo) pieces+=(turbojpeg onnxruntime clip-vocab milvus-lite) ;;
+      runtime) pieces+=(onnxruntime clip-vocab) ;;
       servers) pieces+=(milvus-lite minio nats-server) ;;
       tools) pieces+=(staticcheck helm govulncheck vulndb) ;;
-      turbojpeg|onnxruntime|milvus-lite|minio|nats-server|staticcheck|helm|govulncheck|vulndb) pieces+=("$a") ;;
+      turbojpeg|onnxruntime|clip-vocab|milvus-lite|minio|nats-server|staticcheck|helm|govulncheck|vulndb) pieces+=("$a") ;;
       -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-      *) die "unknown piece '$a' (want all, build, demo, runtime, servers, tools, turbojpeg, onnxruntime, milvus-lite, minio, nats-server, staticcheck, helm, govulncheck, vulndb)" ;;
+      *) die "unknown piece '$a' (want all, build, demo, runtime, servers, tools, turbojpeg, onnxruntime, clip-vocab, milvus-lite, minio, nats-server, staticcheck, helm, govulncheck, vulndb)" ;;
     esac
   done
   if [ "$env_only" = 1 ]; then print_env; return; fi
-  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime milvus-lite minio nats-server staticcheck helm govulncheck vulndb)
+  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime clip-vocab milvus-lite minio nats-server staticcheck helm govulncheck vulndb)
   mkdir -p "$CACHE"
   for p in "${pieces[@]}"; do
     case $p in
       turbojpeg) install_turbojpeg ;;
       onnxruntime) install_onnxruntime ;;
+      clip-vocab) install_clip_vocab ;;
       milvus-lite) install_milvus_lite ;;
       minio) install_minio ;;
       nats-server) install_nats_server ;;
