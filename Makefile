@@ -63,7 +63,9 @@ test-short: ## the fast layer: every test that needs no server or native library
 
 fixtures: ## regenerate the parity fixtures with the Hugging Face reference (installs the Python stack, several GB, once)
 	$(PYENV) deploy/export/make_fixtures.py shared/imageprep/testdata
-	py=$(PYENV); cd deploy/export && $$py make_model_fixtures.py ../../shared/embed/testdata ../../shared/imageprep/testdata/images ../../../shared/seed
+	$(DEPS) clip-vocab
+	$(DEPS_ENV); $(PYENV) deploy/export/make_tokenizer_fixtures.py "$$EMBEDFLEET_CLIP_VOCAB" shared/cliptok/testdata/parity.json
+	$(DEPS_ENV); py=$(PYENV); cd deploy/export && $$py make_model_fixtures.py ../../shared/embed/testdata ../../shared/imageprep/testdata/images ../../../shared/seed "$$EMBEDFLEET_CLIP_VOCAB"
 
 random-models: ## export full-size random-init clip-vit-b32 and dinov2-base (seed 0) into ~/.cache/embedfleet/models-random, once
 	@py=$(PYENV); cd deploy/export && for m in clip-vit-b32 dinov2-base; do \

@@ -6,16 +6,15 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/embedfleet/embedfleet/shared/testenv"
 )
 
-// vocabDir is where deploy/install/deps.sh clip-vocab installs vocab.json
-// and merges.txt (EMBEDFLEET_CLIP_VOCAB, set by `deps.sh --env`).
+// testTokenizer loads the vocabulary deploy/install/deps.sh clip-vocab
+// installs.
 func testTokenizer(t testing.TB) *Tokenizer {
 	t.Helper()
-	dir := os.Getenv("EMBEDFLEET_CLIP_VOCAB")
-	if dir == "" {
-		t.Skip("EMBEDFLEET_CLIP_VOCAB is not set: run `deploy/install/deps.sh clip-vocab` and `eval \"$(deploy/install/deps.sh --env)\"` (make test does)")
-	}
+	dir := testenv.CLIPVocab(t)
 	tok, err := Load(filepath.Join(dir, "vocab.json"), filepath.Join(dir, "merges.txt"))
 	if err != nil {
 		t.Fatal(err)

@@ -37,6 +37,11 @@ type Options struct {
 	// SkipHashCheck trusts the spec's version instead of hashing the ONNX
 	// file at open (a few hundred MB read once).
 	SkipHashCheck bool
+	// TokenizerDir is where a text model's tokenizer files are looked for
+	// when its own folder lacks them: deploy/install/deps.sh clip-vocab
+	// installs CLIP's (EMBEDFLEET_CLIP_VOCAB). Their sha256, when the spec
+	// records it, is checked wherever they are found.
+	TokenizerDir string
 }
 
 // Model is an ONNX image encoder ready to run. Embed is safe for concurrent
@@ -56,40 +61,23 @@ func Open(dir string, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	if spec.IsText() {
+		return nil, fmt.Errorf("%w: %s is a text model; open it with OpenText", ErrInvalidSpec, spec.Name)
+	}
 	params, err := spec.Preprocess.Params()
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(dir, spec.ONNX)
-	data, err := os.ReadFile(path)
+	data, ins, outs, err := readONNX(dir, &spec, opts)
 	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", spec.Name, err)
-	}
-	sum := sha256.Sum256(data)
-	if got := "sha256:" + hex.EncodeToString(sum[:]); spec.Version == "" {
-		spec.Version = got
-	} else if !opts.SkipHashCheck && got != spec.Version {
-		return nil, fmt.Errorf("%w: %s: %s has %s, spec says %s", ErrModelMismatch, spec.Name, path, got, spec.Version)
-	}
-	ins, outs, err := graphIO(data)
-	if err != nil {
-		// Not a graph this reader understands: let ONNX Runtime read it
-		// (in a temporary session) and judge it.
-		if ins, outs, err = ort.GetInputOutputInfoWithONNXData(data); err != nil {
-			return nil, fmt.Errorf("%w: %s: %s is not a model ONNX Runtime can load: %v", ErrModelMismatch, spec.Name, path, err)
-		}
+		return nil, err
 	}
 	if err := checkTensors(spec, params, ins, outs); err != nil {
 		return nil, err
 	}
-	so, err := sessionOptions(opts)
+	sess, err := newSession(data, spec, opts)
 	if err != nil {
-		return nil, fmt.Errorf("model %s: %w", spec.Name, err)
-	}
-	defer so.Destroy()
-	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{spec.Input}, []string{spec.Output}, so)
-	if err != nil {
-		return nil, fmt.Errorf("model %s: onnx runtime session: %w", spec.Name, err)
+		return nil, err
 	}
 	m := &Model{spec: spec, params: params, sess: sess, height: params.CropHeight, width: params.CropWidth}
 	// One image of zeros through the model: the output's real shape must be
@@ -100,6 +88,44 @@ func Open(dir string, opts Options) (*Model, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// readONNX reads spec's ONNX file, checks its sha256 against the spec's
+// version (filling in a missing one) and returns its declared tensors.
+func readONNX(dir string, spec *Spec, opts Options) (data []byte, ins, outs []ort.InputOutputInfo, err error) {
+	path := filepath.Join(dir, spec.ONNX)
+	data, err = os.ReadFile(path)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("model %s: %w", spec.Name, err)
+	}
+	sum := sha256.Sum256(data)
+	if got := "sha256:" + hex.EncodeToString(sum[:]); spec.Version == "" {
+		spec.Version = got
+	} else if !opts.SkipHashCheck && got != spec.Version {
+		return nil, nil, nil, fmt.Errorf("%w: %s: %s has %s, spec says %s", ErrModelMismatch, spec.Name, path, got, spec.Version)
+	}
+	ins, outs, err = graphIO(data)
+	if err != nil {
+		// Not a graph this reader understands: let ONNX Runtime read it
+		// (in a temporary session) and judge it.
+		if ins, outs, err = ort.GetInputOutputInfoWithONNXData(data); err != nil {
+			return nil, nil, nil, fmt.Errorf("%w: %s: %s is not a model ONNX Runtime can load: %v", ErrModelMismatch, spec.Name, path, err)
+		}
+	}
+	return data, ins, outs, nil
+}
+
+func newSession(data []byte, spec Spec, opts Options) (*ort.DynamicAdvancedSession, error) {
+	so, err := sessionOptions(opts)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: %w", spec.Name, err)
+	}
+	defer so.Destroy()
+	sess, err := ort.NewDynamicAdvancedSessionWithONNXData(data, []string{spec.Input}, []string{spec.Output}, so)
+	if err != nil {
+		return nil, fmt.Errorf("model %s: onnx runtime session: %w", spec.Name, err)
+	}
+	return sess, nil
 }
 
 func sessionOptions(opts Options) (*ort.SessionOptions, error) {
@@ -138,23 +164,14 @@ func sessionOptions(opts Options) (*ort.SessionOptions, error) {
 
 // checkTensors compares the model's declared inputs and outputs with spec.
 func checkTensors(spec Spec, p imageprep.Params, ins, outs []ort.InputOutputInfo) error {
-	find := func(list []ort.InputOutputInfo, name string) *ort.InputOutputInfo {
-		for i := range list {
-			if list[i].Name == name {
-				return &list[i]
-			}
-		}
-		return nil
-	}
-	fits := func(d int64, want int) bool { return d < 0 || d == int64(want) }
-	in := find(ins, spec.Input)
+	in := findTensor(ins, spec.Input)
 	if in == nil {
 		return fmt.Errorf("%w: %s: no input named %q", ErrModelMismatch, spec.Name, spec.Input)
 	}
 	if d := in.Dimensions; len(d) != 4 || !fits(d[1], 3) || !fits(d[2], p.CropHeight) || !fits(d[3], p.CropWidth) {
 		return fmt.Errorf("%w: %s: input %q has shape %v, want [batch 3 %d %d]", ErrModelMismatch, spec.Name, spec.Input, in.Dimensions, p.CropHeight, p.CropWidth)
 	}
-	out := find(outs, spec.Output)
+	out := findTensor(outs, spec.Output)
 	if out == nil {
 		return fmt.Errorf("%w: %s: no output named %q", ErrModelMismatch, spec.Name, spec.Output)
 	}
@@ -167,6 +184,17 @@ func checkTensors(spec Spec, p imageprep.Params, ins, outs []ort.InputOutputInfo
 	}
 	return nil
 }
+
+func findTensor(list []ort.InputOutputInfo, name string) *ort.InputOutputInfo {
+	for i := range list {
+		if list[i].Name == name {
+			return &list[i]
+		}
+	}
+	return nil
+}
+
+func fits(d int64, want int) bool { return d < 0 || d == int64(want) }
 
 // Spec returns the model's spec, with Version filled in.
 func (m *Model) Spec() Spec { return m.spec }

@@ -254,6 +254,10 @@ func TestBuiltinSpecsAreValid(t *testing.T) {
 		if !ok {
 			t.Fatalf("%s: not built in", name)
 		}
+		if s.IsText() {
+			// The version is the installed image tower's, filled in at pull.
+			s.PairsWith.Version = "sha256:0123"
+		}
 		if err := s.Validate(); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}

@@ -62,6 +62,15 @@ func valueInfo(b []byte) (ort.InputOutputInfo, error) {
 	if err != nil || tensor == nil {
 		return info, err
 	}
+	// TypeProto.Tensor.elem_type 1: onnx.proto's TensorProto.DataType,
+	// whose numbers ONNX Runtime's element types share.
+	if err := walk(tensor, nil, func(n protowire.Number, v uint64) {
+		if n == 1 {
+			info.DataType = ort.TensorElementDataType(v)
+		}
+	}); err != nil {
+		return info, err
+	}
 	shape, err := field(tensor, 2)
 	if err != nil || shape == nil {
 		return info, err

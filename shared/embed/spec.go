@@ -24,6 +24,15 @@ const (
 	PoolCLS  = "cls"  // the first token
 )
 
+// Kinds of model: what its input is.
+const (
+	KindImage = "image" // float32 pixels [batch, 3, H, W]; the default
+	KindText  = "text"  // int64 token ids [batch, context]
+)
+
+// TokenizerCLIP is CLIP's byte-level BPE tokenizer (package cliptok).
+const TokenizerCLIP = "clip-bpe"
+
 // SpecFile is the name of the spec beside each model's ONNX file.
 const SpecFile = "spec.json"
 
@@ -69,22 +78,46 @@ func preprocessOf(p imageprep.Params) Preprocess {
 	}
 }
 
-// Spec describes one ONNX image encoder: how to feed it and how to read it.
-// It is stored as spec.json beside the ONNX file.
+// Spec describes one ONNX encoder: how to feed it and how to read it. It
+// is stored as spec.json beside the ONNX file. An image model's vectors
+// fill the collection named after it; a text model (Kind text) makes query
+// vectors for the collection of the image model it pairs with.
 type Spec struct {
-	Name       string     `json:"name"`    // also names the Milvus collection
-	Version    string     `json:"version"` // "sha256:" + hex digest of the ONNX file
-	ONNX       string     `json:"onnx"`    // file name, relative to the spec's folder
-	Input      string     `json:"input"`   // input tensor name, float32 [batch, 3, H, W]
-	Output     string     `json:"output"`  // output tensor name
+	Name       string     `json:"name"`           // also names the Milvus collection of an image model
+	Kind       string     `json:"kind,omitempty"` // image (default) | text
+	Version    string     `json:"version"`        // "sha256:" + hex digest of the ONNX file
+	ONNX       string     `json:"onnx"`           // file name, relative to the spec's folder
+	Input      string     `json:"input"`          // input tensor name: float32 [batch, 3, H, W], or int64 [batch, context] for text
+	Output     string     `json:"output"`         // output tensor name
 	OutputKind string     `json:"output_kind"`
 	Pooling    string     `json:"pooling,omitempty"` // for OutputTokens
 	Dim        int        `json:"dim"`
-	Normalized bool       `json:"normalized"` // whether the model's outputs are already L2-normalised
-	Preprocess Preprocess `json:"preprocess"`
-	Precision  string     `json:"precision,omitempty"` // fp32 | fp16 (weights; inputs and outputs are float32)
-	Source     any        `json:"source,omitempty"`    // where the weights came from, as recorded by the exporter
+	Normalized bool       `json:"normalized"`           // whether the model's outputs are already L2-normalised
+	Preprocess Preprocess `json:"preprocess,omitzero"`  // image models
+	Tokenizer  *Tokenizer `json:"tokenizer,omitempty"`  // text models
+	PairsWith  *ModelRef  `json:"pairs_with,omitempty"` // text models: the image tower whose collection it searches
+	Precision  string     `json:"precision,omitempty"`  // fp32 | fp16 (weights; inputs and outputs are float32)
+	Source     any        `json:"source,omitempty"`     // where the weights came from, as recorded by the exporter
 }
+
+// Tokenizer says how a text model's input ids are made.
+type Tokenizer struct {
+	Type          string `json:"type"`           // clip-bpe
+	Vocab         string `json:"vocab"`          // vocab.json, relative to the spec's folder
+	Merges        string `json:"merges"`         // merges.txt
+	ContextLength int    `json:"context_length"` // ids per text: 77 for CLIP
+	VocabSHA256   string `json:"vocab_sha256,omitempty"`
+	MergesSHA256  string `json:"merges_sha256,omitempty"`
+}
+
+// ModelRef names one version of a model.
+type ModelRef struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+}
+
+// IsText reports whether the spec is of a text model.
+func (s Spec) IsText() bool { return s.Kind == KindText }
 
 var namePattern = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 
@@ -98,6 +131,16 @@ func (s Spec) Validate() error {
 	case s.Dim <= 0:
 		return fmt.Errorf("%w: %s: dim %d", ErrInvalidSpec, s.Name, s.Dim)
 	}
+	if s.Version != "" && !strings.HasPrefix(s.Version, "sha256:") {
+		return fmt.Errorf("%w: %s: version %q (want sha256:<hex>)", ErrInvalidSpec, s.Name, s.Version)
+	}
+	switch s.Kind {
+	case "", KindImage:
+	case KindText:
+		return s.validateText()
+	default:
+		return fmt.Errorf("%w: %s: kind %q (want image or text)", ErrInvalidSpec, s.Name, s.Kind)
+	}
 	switch s.OutputKind {
 	case OutputEmbeds:
 	case OutputTokens:
@@ -107,20 +150,49 @@ func (s Spec) Validate() error {
 	default:
 		return fmt.Errorf("%w: %s: output_kind %q (want embeds or tokens)", ErrInvalidSpec, s.Name, s.OutputKind)
 	}
-	if s.Version != "" && !strings.HasPrefix(s.Version, "sha256:") {
-		return fmt.Errorf("%w: %s: version %q (want sha256:<hex>)", ErrInvalidSpec, s.Name, s.Version)
-	}
 	_, err := s.Preprocess.Params()
 	return err
+}
+
+func (s Spec) validateText() error {
+	t, p := s.Tokenizer, s.PairsWith
+	switch {
+	case s.OutputKind != OutputEmbeds:
+		return fmt.Errorf("%w: %s: a text model's output_kind must be embeds, got %q", ErrInvalidSpec, s.Name, s.OutputKind)
+	case t == nil:
+		return fmt.Errorf("%w: %s: a text model needs a tokenizer", ErrInvalidSpec, s.Name)
+	case t.Type != TokenizerCLIP:
+		return fmt.Errorf("%w: %s: tokenizer type %q (want %s)", ErrInvalidSpec, s.Name, t.Type, TokenizerCLIP)
+	case t.Vocab == "" || t.Merges == "" || filepath.IsAbs(t.Vocab) || filepath.IsAbs(t.Merges) ||
+		strings.Contains(t.Vocab, "..") || strings.Contains(t.Merges, ".."):
+		return fmt.Errorf("%w: %s: tokenizer vocab and merges must be file names in the model's folder", ErrInvalidSpec, s.Name)
+	case t.ContextLength < 2 || t.ContextLength > 4096:
+		return fmt.Errorf("%w: %s: tokenizer context_length %d (want 2 to 4096; CLIP's is 77)", ErrInvalidSpec, s.Name, t.ContextLength)
+	case p == nil || !namePattern.MatchString(p.Name):
+		return fmt.Errorf("%w: %s: a text model must name the image model it pairs with (pairs_with.name)", ErrInvalidSpec, s.Name)
+	case p.Name == s.Name:
+		return fmt.Errorf("%w: %s: a text model cannot pair with itself", ErrInvalidSpec, s.Name)
+	case !strings.HasPrefix(p.Version, "sha256:"):
+		return fmt.Errorf("%w: %s: pairs_with.version %q (want the sha256:<hex> version of %s's image tower)", ErrInvalidSpec, s.Name, p.Version, p.Name)
+	}
+	return nil
 }
 
 // Builtin returns the spec of a built-in model, without file or version:
 // the contract that an export of that model must meet.
 //
-//	clip-vit-b32  CLIP ViT-B/32 image tower with projection: image_embeds, 512
-//	dinov2-base   DINOv2-base: last_hidden_state mean-pooled over all 257 tokens, 768
+//	clip-vit-b32       CLIP ViT-B/32 image tower with projection: image_embeds, 512
+//	clip-vit-b32-text  its text tower with projection: text_embeds, 512, from 77 ids
+//	dinov2-base        DINOv2-base: last_hidden_state mean-pooled over all 257 tokens, 768
+//
+// A built-in text spec's pairs_with has the image model's name but no
+// version: that is the installed image model's.
 func Builtin(name string) (Spec, bool) {
 	switch name {
+	case "clip-vit-b32-text":
+		return Spec{Name: name, Kind: KindText, Input: "input_ids", Output: "text_embeds", OutputKind: OutputEmbeds, Dim: 512,
+			Tokenizer: &Tokenizer{Type: TokenizerCLIP, Vocab: "vocab.json", Merges: "merges.txt", ContextLength: 77},
+			PairsWith: &ModelRef{Name: "clip-vit-b32"}}, true
 	case "clip-vit-b32":
 		return Spec{Name: name, Input: "pixel_values", Output: "image_embeds", OutputKind: OutputEmbeds,
 			Dim: 512, Preprocess: preprocessOf(imageprep.CLIP)}, true
@@ -132,7 +204,7 @@ func Builtin(name string) (Spec, bool) {
 }
 
 // BuiltinNames lists the built-in models.
-func BuiltinNames() []string { return []string{"clip-vit-b32", "dinov2-base"} }
+func BuiltinNames() []string { return []string{"clip-vit-b32", "clip-vit-b32-text", "dinov2-base"} }
 
 // LoadSpec reads dir/spec.json and validates it.
 func LoadSpec(dir string) (Spec, error) {

@@ -99,15 +99,18 @@ func Verify(dir string) (Spec, error) {
 	if got := "sha256:" + hex.EncodeToString(sum[:]); got != spec.Version {
 		return spec, fmt.Errorf("%w: %s: file has %s, spec says %s", ErrModelMismatch, spec.Name, got, spec.Version)
 	}
-	params, err := spec.Preprocess.Params()
-	if err != nil {
-		return spec, err
-	}
 	// A temporary ONNX Runtime session: verification also proves the file
 	// loads, not only that its graph declares the right tensors.
 	ins, outs, err := ort.GetInputOutputInfoWithONNXData(data)
 	if err != nil {
 		return spec, fmt.Errorf("model %s: read tensors: %w", spec.Name, err)
+	}
+	if spec.IsText() {
+		return spec, checkTextTensors(spec, ins, outs)
+	}
+	params, err := spec.Preprocess.Params()
+	if err != nil {
+		return spec, err
 	}
 	return spec, checkTensors(spec, params, ins, outs)
 }

@@ -20,6 +20,8 @@ const (
 	EnvMilvusBin = "EMBEDFLEET_MILVUS_BIN"
 	EnvORTLib    = "EMBEDFLEET_ORT_LIB"
 	EnvHelmBin   = "EMBEDFLEET_HELM_BIN"
+	// EnvCLIPVocab names the folder with CLIP's vocab.json and merges.txt.
+	EnvCLIPVocab = "EMBEDFLEET_CLIP_VOCAB"
 )
 
 var (
@@ -80,6 +82,21 @@ func Binary(t testing.TB, env string) string {
 	skipShort(t, env)
 	path, err := lookupBinary(env)
 	if err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// CLIPVocab returns the folder that holds CLIP's vocab.json and merges.txt
+// (deploy/install/deps.sh clip-vocab). Files, not a server: under -short it
+// skips only when they are not installed.
+func CLIPVocab(t testing.TB) string {
+	t.Helper()
+	path, err := lookupBinary(EnvCLIPVocab)
+	if err != nil {
+		if testing.Short() {
+			t.Skipf("needs CLIP's vocabulary: %v", err)
+		}
 		t.Fatal(err)
 	}
 	return path
