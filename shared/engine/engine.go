@@ -7,18 +7,21 @@
 //
 //   - [Encoder]: a model that embeds a batch of inputs (*embed.Model for
 //     images, *embed.TextModel for text, a fake in tests);
+//
 //   - [Preparer]: pools of decoders and preprocessors that turn image bytes
 //     into model inputs, decoding once for several models;
+//
 //   - [Batcher]: packs inputs from many goroutines into batches (max batch,
 //     linger, a cap on encoder calls at once), in a call form and a
 //     streaming form;
+//
 //   - [Engine]: the call form for named models: image bytes or a text in,
 //     a vector out.
 //
-//	e, err := engine.New(engine.Options{}, []engine.ImageEncoder{clip}, []engine.TextEncoder{clipText})
-//	defer e.Close()
-//	v, err := e.EmbedImage(ctx, "clip-vit-b32", jpegBytes)
-//	t, err := e.EmbedText(ctx, "clip-vit-b32-text", "a photo of a cat")
+//     e, err := engine.New(engine.Options{}, []engine.ImageEncoder{clip}, []engine.TextEncoder{clipText})
+//     defer e.Close()
+//     v, err := e.EmbedImage(ctx, "clip-vit-b32", jpegBytes)
+//     t, err := e.EmbedText(ctx, "clip-vit-b32-text", "a photo of a cat")
 package engine
 
 import (
