@@ -16,7 +16,9 @@ DEPS_ENV = eval "$$($(DEPS) --env)"
 
 PYENV    = $$(deploy/install/pyenv.sh deploy/export/requirements.txt)/bin/python
 BENCHDIR ?= ../shared/bench/bsds500
-RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random
+# models-random-2: CLIP's towers come from one CLIPModel since the text tower
+# (the older folder held a vision tower built alone).
+RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random-2
 
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
@@ -67,12 +69,15 @@ fixtures: ## regenerate the parity fixtures with the Hugging Face reference (ins
 	$(DEPS_ENV); $(PYENV) deploy/export/make_tokenizer_fixtures.py "$$EMBEDFLEET_CLIP_VOCAB" shared/cliptok/testdata/parity.json
 	$(DEPS_ENV); py=$(PYENV); cd deploy/export && $$py make_model_fixtures.py ../../shared/embed/testdata ../../shared/imageprep/testdata/images ../../../shared/seed "$$EMBEDFLEET_CLIP_VOCAB"
 
-random-models: ## export full-size random-init clip-vit-b32 and dinov2-base (seed 0) into ~/.cache/embedfleet/models-random, once
-	@py=$(PYENV); cd deploy/export && for m in clip-vit-b32 dinov2-base; do \
-	  [ -f "$(RANDOM_MODELS)/$$m/spec.json" ] || $$py export.py --model $$m --random-init --seed 0 --out "$(RANDOM_MODELS)/$$m"; done
+random-models: ## export full-size random-init clip-vit-b32, its text tower and dinov2-base (seed 0) into ~/.cache/embedfleet/models-random-2, once
+	$(DEPS) clip-vocab
+	@$(DEPS_ENV); py=$(PYENV); cd deploy/export && for m in clip-vit-b32 dinov2-base; do \
+	  [ -f "$(RANDOM_MODELS)/$$m/spec.json" ] || $$py export.py --model $$m --random-init --seed 0 --out "$(RANDOM_MODELS)/$$m"; done; \
+	[ -f "$(RANDOM_MODELS)/clip-vit-b32-text/spec.json" ] || $$py export.py --model clip-vit-b32-text --random-init --seed 0 \
+	  --pairs-with "$(RANDOM_MODELS)/clip-vit-b32" --out "$(RANDOM_MODELS)/clip-vit-b32-text"
 
-parity: deps build random-models ## full-size random-init CLIP and DINOv2: embedfleet against the article's PyTorch pipeline on BENCHDIR (prints parity and similarity lines)
-	py=$(PYENV); cd deploy/export && $$py parity.py --bin ../../bin/embedfleet --images ../../$(BENCHDIR) \
+parity: deps build random-models ## full-size random-init CLIP (both towers) and DINOv2: embedfleet against the article's PyTorch pipeline on BENCHDIR (parity, similarity, text_top10_same lines)
+	$(DEPS_ENV); py=$(PYENV); cd deploy/export && $$py parity.py --bin ../../bin/embedfleet --images ../../$(BENCHDIR) \
 	  --seed-images ../../../shared/seed --models "$(RANDOM_MODELS)"
 
 # The fuzzer's own corpus (what it found interesting), when this machine has one.

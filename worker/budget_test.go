@@ -15,6 +15,7 @@ import (
 
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/worker"
@@ -82,7 +83,7 @@ func TestFetchBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var embedders []worker.Embedder
+	var embedders []engine.ImageEncoder
 	for _, m := range st.models[:1] {
 		embedders = append(embedders, m)
 	}

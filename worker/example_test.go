@@ -6,6 +6,7 @@ import (
 
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 	"github.com/embedfleet/embedfleet/worker"
@@ -48,7 +49,7 @@ func Example() {
 	}
 	defer m.Close()
 	s3 := objstore.S3Config{Endpoint: "localhost:9000", PathStyle: true}
-	w, err := worker.New(ctx, worker.Config{JS: js, Topology: topo, Consumer: cons, Models: []worker.Embedder{m}, Store: store,
+	w, err := worker.New(ctx, worker.Config{JS: js, Topology: topo, Consumer: cons, Models: []engine.ImageEncoder{m}, Store: store,
 		OpenSource: func(uri string) (objstore.Source, error) { return objstore.Open(uri, s3, objstore.Filter{}) }})
 	if err != nil {
 		fmt.Println(err) // a collection holding another version of the model fails here

@@ -20,6 +20,7 @@ import (
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/jobs"
 	"github.com/embedfleet/embedfleet/shared/objstore"
@@ -81,13 +82,29 @@ func (st *stack) put(t *testing.T, key string, data []byte) {
 	}
 }
 
+// searcher searches st's collections, embedding queries with st's models
+// decoded with opts.
+func (st *stack) searcher(t *testing.T, opts ...imageprep.DecoderOption) *search.Searcher {
+	t.Helper()
+	var encs []engine.ImageEncoder
+	for _, m := range st.models {
+		encs = append(encs, m)
+	}
+	eng, err := engine.New(engine.Options{Limits: imageprepLimits, DecoderOptions: opts}, encs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(eng.Close)
+	return search.New(st.store, eng)
+}
+
 func (st *stack) startWorkers(t *testing.T, ctx context.Context, n int) *sync.WaitGroup {
 	t.Helper()
 	cons, err := st.topo.WorkerConsumer(ctx, st.nats.JS, bus.ConsumerOptions{AckWait: 30 * time.Second, MaxDeliver: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var embedders []worker.Embedder
+	var embedders []engine.ImageEncoder
 	for _, m := range st.models {
 		embedders = append(embedders, m)
 	}
@@ -181,10 +198,10 @@ func TestPipelineEndToEnd(t *testing.T) {
 	}
 
 	// Query with resized, re-encoded copies.
-	s := search.New(st.store, imageprepLimits)
+	s := st.searcher(t)
 	misses := 0
 	for i := 0; i < 300; i += 15 {
-		hits, err := s.ByImage(ctx, st.models[1], encode(t, testimages.Scale(originals[i], 0.8), 75), 3)
+		hits, err := s.ByImage(ctx, st.models[1].Spec().Name, encode(t, testimages.Scale(originals[i], 0.8), 75), 3)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,14 +246,14 @@ func TestDecoderOptions(t *testing.T) {
 		t.Fatalf("run: %+v, %v", sum, err)
 	}
 	top := func(s *search.Searcher) float64 {
-		hits, err := s.ByImage(ctx, st.models[1], sideways, 1)
+		hits, err := s.ByImage(ctx, st.models[1].Spec().Name, sideways, 1)
 		if err != nil || len(hits) != 1 {
 			t.Fatalf("query: %+v, %v", hits, err)
 		}
 		return hits[0].Cosine
 	}
-	asStored := top(search.New(st.store, imageprepLimits, imageprep.WithoutEXIFOrientation()))
-	upright := top(search.New(st.store, imageprepLimits))
+	asStored := top(st.searcher(t, imageprep.WithoutEXIFOrientation()))
+	upright := top(st.searcher(t))
 	t.Logf("cosine: query decoded as the worker decoded %.6f, turned upright %.6f", asStored, upright)
 	if asStored < 0.99999 || upright > 0.9999 {
 		t.Fatalf("cosine %.6f with the worker's decoding (want 1), %.6f turned upright (want less)", asStored, upright)
@@ -320,7 +337,7 @@ func TestMilvusOutage(t *testing.T) {
 
 // recorder wraps a model and records the batch sizes it is given.
 type recorder struct {
-	worker.Embedder
+	engine.ImageEncoder
 	mu    sync.Mutex
 	sizes []int
 }
@@ -329,7 +346,7 @@ func (r *recorder) Embed(px []float32, n int, out []float32) error {
 	r.mu.Lock()
 	r.sizes = append(r.sizes, n)
 	r.mu.Unlock()
-	return r.Embedder.Embed(px, n, out)
+	return r.ImageEncoder.Embed(px, n, out)
 }
 
 // TestBatchesSpanJobs: with jobs of 3 items and batches of 8, the model
@@ -346,8 +363,8 @@ func TestBatchesSpanJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{Embedder: st.models[0]}
-	w, err := worker.New(ctx, worker.Config{JS: st.nats.JS, Topology: st.topo, Consumer: cons, Models: []worker.Embedder{rec},
+	rec := &recorder{ImageEncoder: st.models[0]}
+	w, err := worker.New(ctx, worker.Config{JS: st.nats.JS, Topology: st.topo, Consumer: cons, Models: []engine.ImageEncoder{rec},
 		Store: st.store, OpenSource: func(uri string) (objstore.Source, error) { return objstore.Open(uri, st.s3, objstore.Filter{}) },
 		BatchSize: 8, Prefetch: 6, Linger: 200 * time.Millisecond})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/jobs"
 	"github.com/embedfleet/embedfleet/shared/objstore"
@@ -67,7 +68,7 @@ func (js *jobState) finish(n int, err error) {
 // process embeds a job's items into every model's collection and returns
 // its result and the kinds of its failures. It returns errTransient for
 // trouble worth retrying; permanent per-item failures are in the result.
-func (w *Worker) process(ctx context.Context, job jobs.Job, batchers []*batcher) (jobs.Result, []string, error) {
+func (w *Worker) process(ctx context.Context, job jobs.Job, batchers []*engine.Batcher[float32]) (jobs.Result, []string, error) {
 	res := jobs.Result{Schema: jobs.Schema, Run: job.Run, Seq: job.Seq, Worker: w.cfg.Name}
 	// The models this job asks for (an incremental run may ask for a subset).
 	var use []int
@@ -127,7 +128,7 @@ wait:
 // prepare fetches, decodes and preprocesses item i of st and hands it to
 // every model's batcher. A permanent problem is recorded in the item; a
 // transient one fails the job.
-func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*batcher) {
+func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*engine.Batcher[float32]) {
 	t0 := time.Now()
 	nm := len(st.models)
 	it := &st.items[i]
@@ -167,174 +168,84 @@ func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*b
 		st.finish(nm, nil)
 		return
 	}
-	t := <-w.tools
-	img, _, err := t.dec.Decode(data)
-	release()
+	pxs := make([][]float32, nm)
+	for k, mi := range st.models {
+		pxs[k] = batchers[mi].NewInput()
+	}
+	width, height, err := w.prep.Prepare(data, st.models, pxs, release)
 	if err != nil {
-		w.tools <- t
 		it.failure, it.kind = err.Error(), reasonOf(err)
 		st.finish(nm, nil)
 		return
 	}
-	it.width, it.height = img.Width, img.Height
-	pxs := make([]*[]float32, nm)
-	for k, mi := range st.models {
-		pxs[k] = w.pools[mi].Get().(*[]float32)
-		if err := t.pps[mi].Run(img, *pxs[k]); err != nil {
-			for j := 0; j <= k; j++ {
-				w.pools[st.models[j]].Put(pxs[j])
-			}
-			w.tools <- t
-			it.failure, it.kind = err.Error(), reasonOf(err)
-			st.finish(nm, nil)
-			return
-		}
-	}
-	w.tools <- t
+	it.width, it.height = width, height
 	w.cfg.Metrics.observe("prepare", "", time.Since(t0).Seconds())
 	for k, mi := range st.models {
-		select {
-		case batchers[mi].in <- entry{st: st, idx: i, px: pxs[k]}:
-		case <-ctx.Done():
-			for j := k; j < nm; j++ {
-				st.finish(1, errTransient{ctx.Err()})
-			}
+		if err := batchers[mi].Submit(ctx, pxs[k], entry{st: st, idx: i}); err != nil {
+			st.finish(nm-k, errTransient{err})
 			return
 		}
 	}
 }
 
-// entry is one preprocessed image on its way to a model.
+// entry is one preprocessed image on its way to a model: the tag of its
+// input in the model's batcher.
 type entry struct {
 	st  *jobState
 	idx int
-	px  *[]float32
 }
 
-// batcher runs one model over images from any job: it flushes when a batch
-// is full or Linger has passed since the batch's first image. A flushed
-// batch's vectors go to Milvus from a second goroutine while the model runs
-// the next batch, so the engine does not wait on upserts; at most
-// upsertsQueued batches wait behind the one being written.
-type batcher struct {
-	w     *Worker
-	mi    int
-	in    chan entry
-	buf   []float32
-	out   []float32
-	ents  []entry
-	store chan stored
-}
-
-// stored is an embedded batch on its way to Milvus.
-type stored struct {
-	rows []vecstore.Row
-	ents []entry
-}
-
-const upsertsQueued = 1
-
-func (w *Worker) newBatcher(mi int) *batcher {
+// newBatcher is model mi's engine batcher: it flushes when a batch is full
+// or Linger has passed since the batch's first image, across jobs.
+func (w *Worker) newBatcher(mi int) *engine.Batcher[float32] {
 	m := w.cfg.Models[mi]
-	bs := w.cfg.BatchSize
-	return &batcher{w: w, mi: mi, in: make(chan entry, bs), buf: make([]float32, bs*m.InputSize()),
-		out: make([]float32, bs*m.Spec().Dim), ents: make([]entry, 0, bs), store: make(chan stored, upsertsQueued)}
-}
-
-func (b *batcher) run(ctx context.Context) {
-	upserted := make(chan struct{})
-	go func() { defer close(upserted); b.upsertLoop(ctx) }()
-	defer func() { close(b.store); <-upserted }()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	size := b.w.cfg.Models[b.mi].InputSize()
-	for {
-		select {
-		case e := <-b.in:
-			n := len(b.ents)
-			copy(b.buf[n*size:(n+1)*size], *e.px)
-			b.w.pools[b.mi].Put(e.px)
-			b.ents = append(b.ents, entry{st: e.st, idx: e.idx})
-			if len(b.ents) == 1 {
-				timer.Reset(b.w.cfg.Linger)
+	name := m.Spec().Name
+	return engine.NewBatcher[float32](m, engine.BatchConfig{MaxBatch: w.cfg.BatchSize, Linger: w.cfg.Linger,
+		Observe: func(n int, took time.Duration, err error) {
+			if err == nil {
+				w.cfg.Metrics.observe("embed", name, took.Seconds())
+				w.cfg.Metrics.embedded(name, n, w.cfg.BatchSize)
 			}
-			if len(b.ents) == b.w.cfg.BatchSize {
-				timer.Stop()
-				b.flush(ctx)
+		}})
+}
+
+// upsertLoop writes model mi's embedded batches to Milvus, in order, while
+// the batcher runs the next one (one batch waits at most), until the
+// batcher closes; each entry's job learns the outcome.
+func (w *Worker) upsertLoop(ctx context.Context, mi int, b *engine.Batcher[float32]) {
+	spec := w.cfg.Models[mi].Spec()
+	col := w.cols[spec.Name]
+	for batch := range b.Results() {
+		rows := make([]vecstore.Row, 0, len(batch))
+		var ents []entry
+		for _, r := range batch {
+			e := r.Tag.(entry)
+			if r.Err != nil {
+				err := r.Err
+				if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, engine.ErrClosed) {
+					err = errTransient{err}
+				} else {
+					err = fmt.Errorf("embed %s: %w", spec.Name, err)
+				}
+				e.st.finish(1, err)
+				continue
 			}
-		case <-timer.C:
-			b.flush(ctx)
-		case <-ctx.Done():
-			// Jobs still waiting on these entries are being handed back.
-			for _, e := range b.ents {
-				e.st.finish(1, errTransient{ctx.Err()})
-			}
-			return
+			it := e.st.items[e.idx]
+			uri := e.st.src.ObjectURI(it.key)
+			rows = append(rows, vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: it.etag, Size: it.size,
+				Width: it.width, Height: it.height, Vector: r.Vec})
+			ents = append(ents, e)
 		}
-	}
-}
-
-// flush embeds the batch and hands it to the upserter; the jobs of its
-// entries count them done once the upsert has answered.
-func (b *batcher) flush(ctx context.Context) {
-	n := len(b.ents)
-	if n == 0 {
-		return
-	}
-	ents := b.ents
-	b.ents = make([]entry, 0, b.w.cfg.BatchSize)
-	rows, err := b.embed(n, ents)
-	if err != nil {
-		for _, e := range ents {
-			e.st.finish(1, err)
+		if len(rows) == 0 {
+			continue
 		}
-		return
-	}
-	select {
-	case b.store <- stored{rows: rows, ents: ents}:
-	case <-ctx.Done():
-		for _, e := range ents {
-			e.st.finish(1, errTransient{ctx.Err()})
-		}
-	}
-}
-
-func (b *batcher) embed(n int, ents []entry) ([]vecstore.Row, error) {
-	w := b.w
-	m := w.cfg.Models[b.mi]
-	spec := m.Spec()
-	sz, dim := m.InputSize(), spec.Dim
-	t0 := time.Now()
-	if err := m.Embed(b.buf[:n*sz], n, b.out[:n*dim]); err != nil {
-		return nil, fmt.Errorf("embed %s: %w", spec.Name, err)
-	}
-	w.cfg.Metrics.observe("embed", spec.Name, time.Since(t0).Seconds())
-	w.cfg.Metrics.embedded(spec.Name, n, w.cfg.BatchSize)
-	rows := make([]vecstore.Row, n)
-	vecs := make([]float32, n*dim)
-	copy(vecs, b.out[:n*dim])
-	for j, e := range ents {
-		it := e.st.items[e.idx]
-		uri := e.st.src.ObjectURI(it.key)
-		rows[j] = vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: it.etag, Size: it.size, Width: it.width, Height: it.height,
-			Vector: vecs[j*dim : (j+1)*dim : (j+1)*dim]}
-	}
-	return rows, nil
-}
-
-// upsertLoop writes embedded batches in order until the batcher closes
-// its channel; each entry's job learns the outcome.
-func (b *batcher) upsertLoop(ctx context.Context) {
-	spec := b.w.cfg.Models[b.mi].Spec()
-	col := b.w.cols[spec.Name]
-	for s := range b.store {
 		t0 := time.Now()
-		err := col.Upsert(ctx, s.rows)
-		b.w.cfg.Metrics.observe("upsert", spec.Name, time.Since(t0).Seconds())
+		err := col.Upsert(ctx, rows)
+		w.cfg.Metrics.observe("upsert", spec.Name, time.Since(t0).Seconds())
 		if err != nil && errors.Is(err, vecstore.ErrUnavailable) {
 			err = errTransient{err}
 		}
-		for _, e := range s.ents {
+		for _, e := range ents {
 			e.st.finish(1, err)
 		}
 	}

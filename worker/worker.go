@@ -36,27 +36,19 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/embedfleet/embedfleet/shared/bus"
-	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/jobs"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
-// Embedder is what the worker needs of a model (embed.Model satisfies it).
-type Embedder interface {
-	Spec() embed.Spec
-	Params() imageprep.Params
-	InputSize() int
-	Embed(pixels []float32, n int, out []float32) error
-}
-
 // Config of a worker. JS, Consumer, Models, Store and OpenSource are required.
 type Config struct {
 	JS         jetstream.JetStream
 	Topology   bus.Topology
 	Consumer   jetstream.Consumer
-	Models     []Embedder
+	Models     []engine.ImageEncoder // *embed.Model
 	Store      *vecstore.Store
 	OpenSource func(uri string) (objstore.Source, error)
 
@@ -87,17 +79,11 @@ type Config struct {
 type Worker struct {
 	cfg      Config
 	cols     map[string]*vecstore.Collection
-	sources  sync.Map // uri -> objstore.Source
-	tools    chan *tools
+	sources  sync.Map         // uri -> objstore.Source
+	prep     *engine.Preparer // decodes once, preprocesses for every model
 	fetchSem chan struct{}
 	bytesSem *semaphore.Weighted // FetchBytes
 	failures jetstream.KeyValue  // the topology's FailuresBucket
-	pools    []*sync.Pool        // per model: *[]float32 of InputSize
-}
-
-type tools struct {
-	dec *imageprep.Decoder
-	pps []*imageprep.Preprocessor // one per model
 }
 
 // New checks the config, and creates or checks each model's collection:
@@ -141,12 +127,8 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	w := &Worker{cfg: cfg, cols: map[string]*vecstore.Collection{}, tools: make(chan *tools, cfg.PrepWorkers),
+	w := &Worker{cfg: cfg, cols: map[string]*vecstore.Collection{},
 		fetchSem: make(chan struct{}, cfg.FetchConcurrency), bytesSem: semaphore.NewWeighted(cfg.FetchBytes)}
-	for _, m := range cfg.Models {
-		size := m.InputSize()
-		w.pools = append(w.pools, &sync.Pool{New: func() any { b := make([]float32, size); return &b }})
-	}
 	kv, err := cfg.JS.KeyValue(ctx, cfg.Topology.FailuresBucket())
 	if err != nil {
 		return nil, fmt.Errorf("worker: failures bucket %s (run the topology's Ensure first): %w", cfg.Topology.FailuresBucket(), err)
@@ -159,16 +141,13 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		}
 		w.cols[m.Spec().Name] = col
 	}
-	for range cfg.PrepWorkers {
-		t := &tools{dec: imageprep.NewDecoder(cfg.Limits, cfg.DecoderOptions...)}
-		for _, m := range cfg.Models {
-			pp, err := imageprep.NewPreprocessor(m.Params())
-			if err != nil {
-				return nil, err
-			}
-			t.pps = append(t.pps, pp)
-		}
-		w.tools <- t
+	params := make([]imageprep.Params, len(cfg.Models))
+	for i, m := range cfg.Models {
+		params[i] = m.Params()
+	}
+	w.prep, err = engine.NewPreparer(cfg.PrepWorkers, cfg.Limits, cfg.DecoderOptions, params...)
+	if err != nil {
+		return nil, err
 	}
 	return w, nil
 }
@@ -177,20 +156,26 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 // within DrainTimeout, or nak'd for immediate redelivery elsewhere.
 func (w *Worker) Run(ctx context.Context) error {
 	w.cfg.Log.Info("worker started", "name", w.cfg.Name, "models", w.modelNames())
-	// Batchers outlive ctx: they serve the jobs being drained.
-	bctx, stopBatchers := context.WithCancel(context.WithoutCancel(ctx))
+	// Batchers and upserters outlive ctx: they serve the jobs being
+	// drained. Once every job is done or handed back, the batchers close:
+	// what they still hold belongs to jobs that gave up, whose contexts are
+	// cancelled, so it is answered without running the model.
+	bctx, stopUpserts := context.WithCancel(context.WithoutCancel(ctx))
 	var bwg sync.WaitGroup
-	batchers := make([]*batcher, len(w.cfg.Models))
+	batchers := make([]*engine.Batcher[float32], len(w.cfg.Models))
 	for mi := range w.cfg.Models {
 		batchers[mi] = w.newBatcher(mi)
 		bwg.Add(1)
-		go func() { defer bwg.Done(); batchers[mi].run(bctx) }()
+		go func() { defer bwg.Done(); w.upsertLoop(bctx, mi, batchers[mi]) }()
 	}
 	var jwg sync.WaitGroup
 	slots := make(chan struct{}, w.cfg.Prefetch)
 	defer func() {
 		jwg.Wait()
-		stopBatchers()
+		stopUpserts()
+		for _, b := range batchers {
+			b.Close()
+		}
 		bwg.Wait()
 		w.cfg.Log.Info("worker stopped", "name", w.cfg.Name)
 	}()
@@ -249,7 +234,7 @@ type errTransient struct{ err error }
 func (e errTransient) Error() string { return e.err.Error() }
 func (e errTransient) Unwrap() error { return e.err }
 
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, batchers []*batcher) {
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, batchers []*engine.Batcher[float32]) {
 	meta, _ := msg.Metadata()
 	job, err := jobs.Decode[jobs.Job](msg.Data())
 	if err != nil {

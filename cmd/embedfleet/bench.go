@@ -22,6 +22,7 @@ import (
 
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
@@ -94,11 +95,14 @@ model and, with --out, writes results.json, results.md and results.png
 				return err
 			}
 			defer os.RemoveAll(dataDir)
-			embedders, closeModels, err := openModels(g, ms)
+			opened, err := openModels(g, ms)
 			if err != nil {
 				return err
 			}
-			defer closeModels()
+			defer opened.close()
+			if err := opened.imagesOnly("bench copy-detection"); err != nil {
+				return err
+			}
 			st, err := startEmbedded(ctx, dataDir, milvusBin, "")
 			if err != nil {
 				return err
@@ -110,7 +114,7 @@ model and, with --out, writes results.json, results.md and results.png
 			}
 			var results []cdResult
 			var curves [][2][]float64
-			for _, e := range embedders {
+			for _, e := range opened.images {
 				r, preds, err := copyDetect(ctx, st, src, e, queries, truth, batch, g.decoderOptions(), cmd.ErrOrStderr())
 				if err != nil {
 					return err
@@ -228,7 +232,7 @@ func startEmbedded(ctx context.Context, dataDir, milvusBin, milvusAddr string) (
 	return h, nil
 }
 
-func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e worker.Embedder, queryDir string, truth map[string]string, batch int, decOpts []imageprep.DecoderOption, progress io.Writer) (cdResult, map[string][]scored, error) {
+func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e engine.ImageEncoder, queryDir string, truth map[string]string, batch int, decOpts []imageprep.DecoderOption, progress io.Writer) (cdResult, map[string][]scored, error) {
 	name := e.Spec().Name
 	res := cdResult{Pipeline: "embedfleet", Model: name}
 	cons, err := st.topo.WorkerConsumer(ctx, st.js, bus.ConsumerOptions{})
@@ -236,7 +240,7 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 		return res, nil, err
 	}
 	reg := prometheus.NewRegistry()
-	w, err := worker.New(ctx, worker.Config{JS: st.js, Topology: st.topo, Consumer: cons, Models: []worker.Embedder{e},
+	w, err := worker.New(ctx, worker.Config{JS: st.js, Topology: st.topo, Consumer: cons, Models: []engine.ImageEncoder{e},
 		Store: st.store, OpenSource: func(uri string) (objstore.Source, error) {
 			return objstore.Open(uri, objstore.S3Config{}, objstore.Filter{})
 		},
@@ -280,28 +284,35 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e wo
 		qs = append(qs, q)
 	}
 	sort.Strings(qs)
-	s := search.New(st.store, imageprepLimits(), decOpts...)
+	eng, err := engine.New(engine.Options{Batch: engine.BatchConfig{MaxBatch: batch}, Limits: imageprepLimits(), DecoderOptions: decOpts},
+		[]engine.ImageEncoder{e}, nil)
+	if err != nil {
+		return res, nil, err
+	}
+	defer eng.Close()
+	s := search.New(st.store, eng)
 	results := map[string][]scored{}
 	var queryEmbed, searchTime time.Duration
 	start = time.Now()
 	qStart := start
 	// Queries are embedded as the worker embeds: decoded on every core,
-	// inferred in batches; then each vector is searched.
+	// inferred in batches (the engine's); then each chunk is searched.
 	for first := 0; first < len(qs); first += 4 * batch {
 		chunk := qs[first:min(first+4*batch, len(qs))]
-		images := make([][]byte, len(chunk))
-		for i, q := range chunk {
-			if images[i], err = readFileLimited(filepath.Join(queryDir, q)); err != nil {
-				return res, nil, err
-			}
-		}
+		vecs := make([][]float32, len(chunk))
 		t0 := time.Now()
-		vecs, errs := s.EmbedBatch(e, images, batch)
-		queryEmbed += time.Since(t0)
-		for i, q := range chunk {
-			if errs[i] != nil {
-				return res, nil, fmt.Errorf("query %s: %w", q, errs[i])
+		err := eng.EmbedImages(ctx, name, len(chunk), func(i int) ([]byte, error) {
+			return readFileLimited(filepath.Join(queryDir, chunk[i]))
+		}, func(i int, v []float32, err error) error {
+			if err != nil {
+				return fmt.Errorf("query %s: %w", chunk[i], err)
 			}
+			vecs[i] = v
+			return nil
+		})
+		queryEmbed += time.Since(t0)
+		if err != nil {
+			return res, nil, err
 		}
 		t0 = time.Now()
 		hits, err := s.ByVectors(ctx, name, vecs, 10)

@@ -37,7 +37,8 @@ func newDevCmd(g *globalFlags) *cobra.Command {
 	var (
 		sf                 s3Flags
 		images, models     string
-		query              string
+		query, queryText   string
+		textModels         string
 		topK, workers      int
 		dataDir, milvusBin string
 		milvusAddr         string
@@ -46,13 +47,15 @@ func newDevCmd(g *globalFlags) *cobra.Command {
 		serveAddr          string
 	)
 	cmd := &cobra.Command{
-		Use:   "dev --images DIR|s3://bucket/prefix --models MODEL[,MODEL...] [--query FILE] [--serve ADDR]",
+		Use:   "dev --images DIR|s3://bucket/prefix --models MODEL[,MODEL...] [--query FILE] [--query-text TEXT] [--serve ADDR]",
 		Short: "Run the whole system in one process: NATS JetStream, milvus-lite, coordinator, workers, then a query",
 		Long: `Index a folder (or bucket) with the real pipeline on embedded defaults: an
 in-process NATS JetStream server, a milvus-lite server started as a child
 process (or --milvus-addr), a coordinator run and --workers workers in this
 process. It prints the run's summary, then, with --query, the images most
-similar to the query image for each model. With --serve it then keeps the
+similar to the query image for each model, and with --query-text, the images
+that the text tower of each model that has one (clip-vit-b32-text for
+clip-vit-b32, see --text-models) finds for the text. With --serve it then keeps the
 stack up and serves the HTTP query API there (as ` + "`embedfleet serve`" + ` does) until
 Ctrl-C.
 
@@ -78,11 +81,19 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 			if err != nil {
 				return err
 			}
-			embedders, closeModels, err := openModels(g, ms)
+			opened, err := openModelList(g, withTextModels(g, models, textModels, cmd.ErrOrStderr()))
 			if err != nil {
 				return err
 			}
-			defer closeModels()
+			defer opened.close()
+			if queryText != "" && len(opened.texts) == 0 {
+				return fmt.Errorf("--query-text: none of %s has a text model installed (CLIP's: clip-vit-b32-text; docs/models.md)", models)
+			}
+			eng, err := newEngine(g, opened, 0)
+			if err != nil {
+				return err
+			}
+			defer eng.Close()
 
 			st, err := startEmbedded(ctx, dataDir, milvusBin, milvusAddr)
 			if err != nil {
@@ -97,7 +108,7 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 			}
 			var comps []component
 			for i := range workers {
-				w, err := worker.New(ctx, worker.Config{JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store,
+				w, err := worker.New(ctx, worker.Config{JS: js, Topology: topo, Consumer: cons, Models: opened.images, Store: store,
 					OpenSource: sf.open, BatchSize: batch, Name: "dev-worker-" + strconv.Itoa(i), Log: log,
 					DecoderOptions: g.decoderOptions()})
 				if err != nil {
@@ -108,7 +119,7 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 			// Index (and query) while the workers run; a worker that fails
 			// ends the run with its error. The workers stop before serving.
 			err = supervise(ctx, func(ctx context.Context) error {
-				rec, err := coordinator.Run(ctx, coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: jobSize, Log: log})
+				rec, err := coordinator.Run(ctx, coordinator.Config{JS: js, Topology: topo, Source: src, Models: eng.ImageModels(), JobSize: jobSize, Log: log})
 				if err != nil {
 					return err
 				}
@@ -121,22 +132,37 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 				if err != nil {
 					return err
 				}
-				if query == "" {
-					return nil
-				}
-				data, err := readFileLimited(query)
-				if err != nil {
-					return err
-				}
-				s := search.New(store, imageprepLimits(), g.decoderOptions()...)
-				for _, e := range embedders {
-					hits, err := s.ByImage(ctx, e, data, topK)
+				s := search.New(store, eng)
+				if query != "" {
+					data, err := readFileLimited(query)
 					if err != nil {
 						return err
 					}
-					fmt.Fprintf(out, "\nquery %s with %s:\n", query, e.Spec().Name)
-					if err := printHits(out, hits, false); err != nil {
-						return err
+					for _, name := range eng.ImageModels() {
+						hits, err := s.ByImage(ctx, name, data, topK)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintf(out, "\nquery %s with %s:\n", query, name)
+						if err := printHits(out, hits, false); err != nil {
+							return err
+						}
+					}
+				}
+				if queryText != "" {
+					for _, name := range eng.ImageModels() {
+						ts, ok := eng.TextFor(name)
+						if !ok {
+							continue
+						}
+						hits, err := s.ByText(ctx, name, queryText, topK)
+						if err != nil {
+							return err
+						}
+						fmt.Fprintf(out, "\nquery %q with %s (text tower %s):\n", queryText, name, ts.Name)
+						if err := printHits(out, hits, false); err != nil {
+							return err
+						}
 					}
 				}
 				return nil
@@ -144,7 +170,7 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 			if err != nil || serveAddr == "" {
 				return err
 			}
-			return serveSearch(ctx, log, store, embedders, serveAddr, searchOptions{grace: 5 * time.Second, decoderOptions: g.decoderOptions()}, func(addr string) {
+			return serveSearch(ctx, log, store, opened, serveAddr, searchOptions{grace: 5 * time.Second, decoderOptions: g.decoderOptions()}, func(addr string) {
 				fmt.Fprintf(out, "\ndev: serving searches on http://%s (Ctrl-C stops), e.g.\n"+
 					"  curl --data-binary @photo.jpg 'http://%s/v1/search?model=%s&k=5'\n", addr, addr, ms[0])
 			})
@@ -155,6 +181,8 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 	f.StringVar(&images, "images", "", "folder or s3://bucket/prefix to index (required)")
 	f.StringVar(&models, "models", "clip-vit-b32,dinov2-base", "models, comma-separated")
 	f.StringVar(&query, "query", "", "after indexing, search with this image")
+	f.StringVar(&queryText, "query-text", "", "after indexing, search with this text (models with a text tower)")
+	f.StringVar(&textModels, "text-models", "auto", "text towers to load: auto (MODEL-text for each image model, when installed), none, or a comma-separated list")
 	f.IntVar(&topK, "top-k", 5, "results per query")
 	f.IntVar(&workers, "workers", 1, "workers in this process")
 	f.IntVar(&batch, "batch-size", 32, "images per inference batch")

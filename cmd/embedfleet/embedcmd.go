@@ -12,23 +12,27 @@ import (
 	"os"
 	"runtime"
 	"strconv"
-	"sync"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
+	"github.com/embedfleet/embedfleet/shared/cliptok"
 	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 )
 
 func newEmbedCmd(g *globalFlags) *cobra.Command {
 	var (
 		model, format, outPath string
+		textFile               string
 		batchSize, workers     int
 	)
 	cmd := &cobra.Command{
-		Use:   "embed --model MODEL [--format jsonl|npy] [--out FILE] IMAGE...",
-		Short: "Embed image files with one model and write the vectors as JSON lines or a .npy matrix",
+		Use:   "embed --model MODEL [--format jsonl|npy] [--out FILE] (IMAGE... | --text-file FILE)",
+		Short: "Embed image files (or texts, with a text model) and write the vectors as JSON lines or a .npy matrix",
 		Long: `Decode, preprocess and embed image files in batches, decoding on several
 cores while the model runs. Vectors are L2-normalised.
 
@@ -39,8 +43,20 @@ and for a file that cannot be embedded:
 --format npy writes a float32 matrix [files, dim] to --out (required) and the
 file of each row, one per line, to --out + ".files.txt"; failures go to stderr.
 
-Every file is tried; the command exits with status 1 when any failed.`,
-		Args: cobra.MinimumNArgs(1),
+With a text model (clip-vit-b32-text), --text-file FILE (- for stdin) gives
+the texts, one per line; each line is a "text" where jsonl has "file", and
+the .files.txt lists the texts.
+
+Every file (or text) is tried; the command exits with status 1 when any failed.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("text-file") {
+				if len(args) > 0 {
+					return errors.New("give images or --text-file, not both")
+				}
+				return nil
+			}
+			return cobra.MinimumNArgs(1)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "jsonl" && format != "npy" {
 				return fmt.Errorf("--format %q: want jsonl or npy", format)
@@ -50,6 +66,9 @@ Every file is tried; the command exits with status 1 when any failed.`,
 			}
 			if batchSize < 1 || workers < 1 {
 				return fmt.Errorf("--batch and --workers must be at least 1")
+			}
+			if textFile != "" {
+				return embedTextFile(cmd, g, model, textFile, format, outPath, batchSize)
 			}
 			m, err := openModel(g, model)
 			if err != nil {
@@ -65,12 +84,11 @@ Every file is tried; the command exits with status 1 when any failed.`,
 				defer f.Close()
 				w = f
 			}
-			opts := g.decoderOptions()
 			sink, err := newSink(format, w, outPath, m.Spec())
 			if err != nil {
 				return err
 			}
-			stats, err := embedFiles(cmd.Context(), m, args, batchSize, workers, opts, sink, cmd.ErrOrStderr())
+			stats, err := embedFiles(cmd.Context(), g, m, args, batchSize, workers, sink, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -89,7 +107,8 @@ Every file is tried; the command exits with status 1 when any failed.`,
 	f.StringVar(&model, "model", "", "model name in --models-dir, or a model folder (required)")
 	f.StringVar(&format, "format", "jsonl", "jsonl or npy")
 	f.StringVarP(&outPath, "out", "o", "", "output file (default stdout for jsonl)")
-	f.IntVar(&batchSize, "batch", 32, "images per inference batch")
+	f.StringVar(&textFile, "text-file", "", "with a text model: texts to embed, one per line (- for stdin)")
+	f.IntVar(&batchSize, "batch", 32, "images (or texts) per inference batch")
 	f.IntVar(&workers, "workers", runtime.NumCPU(), "goroutines that decode and preprocess")
 	_ = cmd.MarkFlagRequired("model")
 	return cmd
@@ -100,130 +119,127 @@ type embedStats struct {
 	elapsed    time.Duration
 }
 
-// prepared is one batch after decoding and preprocessing.
-type prepared struct {
-	files  []string
-	errs   []error // per file; nil when its pixels are in the batch
-	pixels []float32
-	n      int // images in pixels
-}
-
-// embedFiles runs decode+preprocess for batch i+1 while the model embeds
-// batch i, and hands results to sink in file order.
-func embedFiles(ctx context.Context, m *embed.Model, files []string, batchSize, workers int,
-	opts []imageprep.DecoderOption, sink sink, progress io.Writer) (embedStats, error) {
+// embedFiles embeds files through the engine (decoding on workers cores
+// while the model runs batches of batchSize) and hands results to sink in
+// file order.
+func embedFiles(ctx context.Context, g *globalFlags, m *embed.Model, files []string, batchSize, workers int,
+	sink sink, progress io.Writer) (embedStats, error) {
 	start := time.Now()
-	size, dim := m.InputSize(), m.Spec().Dim
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	// One decoder and preprocessor per worker goroutine.
-	type tools struct {
-		dec *imageprep.Decoder
-		pp  *imageprep.Preprocessor
+	eng, err := engine.New(engine.Options{Batch: engine.BatchConfig{MaxBatch: batchSize}, PrepWorkers: workers,
+		Limits: imageprepLimits(), DecoderOptions: g.decoderOptions()}, []engine.ImageEncoder{m}, nil)
+	if err != nil {
+		return embedStats{}, err
 	}
-	pool := make(chan tools, workers)
-	for range workers {
-		pp, err := imageprep.NewPreprocessor(m.Params())
-		if err != nil {
-			return embedStats{}, err
-		}
-		pool <- tools{imageprep.NewDecoder(imageprepLimits(), opts...), pp}
-	}
-	defer func() {
-		for range workers {
-			(<-pool).dec.Close()
-		}
-	}()
-
-	batches := make(chan *prepared, 1)
-	go func() {
-		defer close(batches)
-		for lo := 0; lo < len(files); lo += batchSize {
-			hi := min(lo+batchSize, len(files))
-			b := &prepared{files: files[lo:hi], errs: make([]error, hi-lo), pixels: make([]float32, (hi-lo)*size)}
-			slot := make([]int, hi-lo)
-			var wg sync.WaitGroup
-			for i, path := range b.files {
-				t := <-pool
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer func() { pool <- t }()
-					b.errs[i] = prepFile(path, t.dec, t.pp, b.pixels[i*size:(i+1)*size])
-				}()
-			}
-			wg.Wait()
-			// Compact: successful images first, in order.
-			for i := range b.files {
-				if b.errs[i] == nil {
-					if b.n != i {
-						copy(b.pixels[b.n*size:(b.n+1)*size], b.pixels[i*size:(i+1)*size])
-					}
-					slot[i] = b.n
-					b.n++
-				}
-			}
-			select {
-			case batches <- b:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-
+	defer eng.Close()
 	var st embedStats
-	out := make([]float32, batchSize*dim)
 	lastReport := time.Now()
-	for b := range batches {
-		if b.n > 0 {
-			if err := m.Embed(b.pixels[:b.n*size], b.n, out[:b.n*dim]); err != nil {
-				return st, err
+	err = eng.EmbedImages(ctx, m.Spec().Name, len(files), func(i int) ([]byte, error) {
+		return readFileLimited(files[i])
+	}, func(i int, v []float32, err error) error {
+		if err != nil {
+			st.failed++
+			if werr := sink.fail(files[i], err); werr != nil {
+				return werr
 			}
-		}
-		row := 0
-		for i, path := range b.files {
-			if b.errs[i] != nil {
-				st.failed++
-				if err := sink.fail(path, b.errs[i]); err != nil {
-					return st, err
-				}
-				continue
-			}
-			if err := sink.vector(path, out[row*dim:(row+1)*dim]); err != nil {
-				return st, err
-			}
-			row++
+		} else {
 			st.ok++
+			if werr := sink.vector(files[i], v); werr != nil {
+				return werr
+			}
 		}
 		if time.Since(lastReport) > 5*time.Second {
 			lastReport = time.Now()
 			done := st.ok + st.failed
 			fmt.Fprintf(progress, "embed: %d/%d files (%.1f img/s)\n", done, len(files), float64(done)/time.Since(start).Seconds())
 		}
-		if err := ctx.Err(); err != nil {
-			return st, err
-		}
-	}
+		return nil
+	})
 	st.elapsed = time.Since(start)
-	return st, ctx.Err()
+	return st, err
 }
 
-func prepFile(path string, dec *imageprep.Decoder, pp *imageprep.Preprocessor, dst []float32) error {
-	f, err := os.Open(path)
+// embedTextFile embeds the lines of path with text model ref.
+func embedTextFile(cmd *cobra.Command, g *globalFlags, ref, path, format, outPath string, batchSize int) error {
+	var r io.Reader = cmd.InOrStdin()
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		r = f
+	}
+	data, err := io.ReadAll(io.LimitReader(r, 256<<20))
 	if err != nil {
 		return err
 	}
-	data, err := readLimited(f)
-	f.Close()
+	texts := strings.Split(strings.TrimSuffix(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n"), "\n")
+	if len(data) == 0 {
+		return fmt.Errorf("%s holds no texts", path)
+	}
+	m, err := openTextModel(g, ref)
 	if err != nil {
 		return err
 	}
-	img, _, err := dec.Decode(data)
+	defer m.Close()
+	eng, err := newEngine(g, &openedModels{texts: []engine.TextEncoder{m}}, batchSize)
 	if err != nil {
 		return err
 	}
-	return pp.Run(img, dst)
+	defer eng.Close()
+	var w io.Writer = cmd.OutOrStdout()
+	if outPath != "" {
+		f, err := os.Create(outPath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	sk, err := newSink(format, w, outPath, m.Spec())
+	if err != nil {
+		return err
+	}
+	if js, ok := sk.(*jsonlSink); ok {
+		js.key = "text"
+	}
+	start, failed := time.Now(), 0
+	for lo := 0; lo < len(texts); lo += batchSize {
+		chunk := texts[lo:min(lo+batchSize, len(texts))]
+		var ok []string
+		for _, t := range chunk {
+			if utf8.ValidString(t) {
+				ok = append(ok, t)
+			}
+		}
+		vecs, err := eng.EmbedTexts(cmd.Context(), m.Spec().Name, ok)
+		if err != nil {
+			return err
+		}
+		j := 0
+		for _, t := range chunk {
+			if !utf8.ValidString(t) {
+				failed++
+				if err := sk.fail(t, cliptok.ErrInvalidText); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := sk.vector(t, vecs[j]); err != nil {
+				return err
+			}
+			j++
+		}
+	}
+	if err := sk.close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "embed %s: %d texts, %d embedded, %d failed, %.1f texts/s\n",
+		m.Spec().Name, len(texts), len(texts)-failed, failed, float64(len(texts)-failed)/time.Since(start).Seconds())
+	if failed > 0 {
+		return fmt.Errorf("%d of %d texts failed", failed, len(texts))
+	}
+	return nil
 }
 
 // sink writes results in one output format.
@@ -256,11 +272,14 @@ func newSink(format string, w io.Writer, outPath string, spec embed.Spec) (sink,
 type jsonlSink struct {
 	w    *bufio.Writer
 	spec embed.Spec
+	key  string // what each line names: "file" (the default) or "text"
 }
 
 func (s *jsonlSink) vector(file string, v []float32) error {
 	b := make([]byte, 0, 64+len(v)*12)
-	b = append(b, `{"file":`...)
+	b = append(b, '{')
+	b = strconv.AppendQuote(b, s.name())
+	b = append(b, ':')
 	fb, _ := json.Marshal(file)
 	b = append(b, fb...)
 	b = append(b, `,"model":`...)
@@ -279,12 +298,18 @@ func (s *jsonlSink) vector(file string, v []float32) error {
 	return err
 }
 
+func (s *jsonlSink) name() string {
+	if s.key == "" {
+		return "file"
+	}
+	return s.key
+}
+
 func (s *jsonlSink) fail(file string, err error) error {
-	b, _ := json.Marshal(struct {
-		File  string `json:"file"`
-		Error string `json:"error"`
-	}{file, err.Error()})
-	_, werr := s.w.Write(append(b, '\n'))
+	k, _ := json.Marshal(s.name())
+	f, _ := json.Marshal(file)
+	e, _ := json.Marshal(err.Error())
+	_, werr := fmt.Fprintf(s.w, "{%s:%s,\"error\":%s}\n", k, f, e)
 	return werr
 }
 

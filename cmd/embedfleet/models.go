@@ -11,54 +11,114 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
-	"github.com/embedfleet/embedfleet/worker"
+	"github.com/embedfleet/embedfleet/shared/engine"
 )
 
-// openModel loads ONNX Runtime and opens model ref (a name in the models
-// folder or a folder path).
-func openModel(g *globalFlags, ref string) (*embed.Model, error) {
+// modelOptions is how every command runs its models.
+func modelOptions(g *globalFlags) (embed.Options, error) {
 	if _, err := embed.Init(embed.LibraryPath(g.ortLib)); err != nil {
+		return embed.Options{}, err
+	}
+	provider, id, err := parseDevice(g.device)
+	if err != nil {
+		return embed.Options{}, err
+	}
+	return embed.Options{IntraOpThreads: g.threads, Provider: provider, DeviceID: id, TokenizerDir: g.tokDir}, nil
+}
+
+// openModel loads ONNX Runtime and opens image model ref (a name in the
+// models folder or a folder path).
+func openModel(g *globalFlags, ref string) (*embed.Model, error) {
+	opts, err := modelOptions(g)
+	if err != nil {
 		return nil, err
 	}
 	dir, err := embed.Resolve(g.modelsDir, ref)
 	if err != nil {
 		return nil, err
 	}
-	provider, id, err := parseDevice(g.device)
+	return embed.Open(dir, opts)
+}
+
+// openTextModel opens text model ref.
+func openTextModel(g *globalFlags, ref string) (*embed.TextModel, error) {
+	opts, err := modelOptions(g)
 	if err != nil {
 		return nil, err
 	}
-	return embed.Open(dir, embed.Options{IntraOpThreads: g.threads, Provider: provider, DeviceID: id})
+	dir, err := embed.Resolve(g.modelsDir, ref)
+	if err != nil {
+		return nil, err
+	}
+	return embed.OpenText(dir, opts)
 }
 
-// openModels opens every named model; close them with the returned func.
-func openModels(g *globalFlags, names []string) ([]worker.Embedder, func(), error) {
-	var ms []*embed.Model
-	closeAll := func() {
-		for _, m := range ms {
-			m.Close()
-		}
+// openedModels are the opened models of a command.
+type openedModels struct {
+	images []engine.ImageEncoder
+	texts  []engine.TextEncoder
+	closer []func() error
+}
+
+func (ms *openedModels) close() {
+	for _, c := range ms.closer {
+		_ = c()
 	}
-	var out []worker.Embedder
+}
+
+// openModels opens every named model, image or text by its spec; close
+// them with close.
+func openModels(g *globalFlags, names []string) (*openedModels, error) {
+	ms := &openedModels{}
 	for _, name := range names {
+		spec, err := resolveSpec(g, name)
+		if err != nil {
+			ms.close()
+			return nil, err
+		}
+		if spec.IsText() {
+			m, err := openTextModel(g, name)
+			if err != nil {
+				ms.close()
+				return nil, err
+			}
+			ms.texts, ms.closer = append(ms.texts, m), append(ms.closer, m.Close)
+			continue
+		}
 		m, err := openModel(g, name)
 		if err != nil {
-			closeAll()
-			return nil, nil, err
+			ms.close()
+			return nil, err
 		}
-		ms = append(ms, m)
-		out = append(out, m)
+		ms.images, ms.closer = append(ms.images, m), append(ms.closer, m.Close)
 	}
-	return out, closeAll, nil
+	return ms, nil
 }
 
 // openModelList opens the comma-separated models of a --models flag.
-func openModelList(g *globalFlags, list string) ([]worker.Embedder, func(), error) {
-	ms := splitList(list)
-	if len(ms) == 0 {
-		return nil, nil, errors.New("--models is required")
+func openModelList(g *globalFlags, list string) (*openedModels, error) {
+	names := splitList(list)
+	if len(names) == 0 {
+		return nil, errors.New("--models is required")
 	}
-	return openModels(g, ms)
+	return openModels(g, names)
+}
+
+// imagesOnly refuses text models where only image models can serve (the
+// worker indexes images).
+func (ms *openedModels) imagesOnly(what string) error {
+	if len(ms.texts) > 0 {
+		return fmt.Errorf("%s takes image models; %s is a text model (it searches an image model's collection: give it to serve or query)",
+			what, ms.texts[0].Spec().Name)
+	}
+	return nil
+}
+
+// newEngine starts the engine over ms with the command's decoding
+// settings; batch is the most inputs per inference call (0: the default).
+func newEngine(g *globalFlags, ms *openedModels, batch int) (*engine.Engine, error) {
+	return engine.New(engine.Options{Batch: engine.BatchConfig{MaxBatch: batch}, Limits: imageprepLimits(),
+		DecoderOptions: g.decoderOptions()}, ms.images, ms.texts)
 }
 
 func newModelsCmd(g *globalFlags) *cobra.Command {
@@ -96,6 +156,9 @@ func newModelsListCmd(g *globalFlags) *cobra.Command {
 				kind := m.Spec.Output
 				if m.Spec.OutputKind == embed.OutputTokens {
 					kind += " (" + m.Spec.Pooling + " pool)"
+				}
+				if m.Spec.IsText() && m.Spec.PairsWith != nil {
+					kind += " (text, pairs with " + m.Spec.PairsWith.Name + ")"
 				}
 				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", m.Spec.Name, m.Spec.Dim, kind, short(m.Spec.Version), m.Dir)
 			}
@@ -166,7 +229,7 @@ func newModelsVerifyCmd(g *globalFlags) *cobra.Command {
 func newModelsPullCmd(g *globalFlags) *cobra.Command {
 	var o embed.PullOptions
 	cmd := &cobra.Command{
-		Use:   "pull --model clip-vit-b32|dinov2-base --repo REPO --revision COMMIT --file PATH",
+		Use:   "pull --model clip-vit-b32|clip-vit-b32-text|dinov2-base --repo REPO --revision COMMIT --file PATH",
 		Short: "Download an ONNX export from a Hugging Face-style hub into --models-dir, pinned and checksummed",
 		Long: `Download one ONNX file from {endpoint}/{repo}/resolve/{revision}/{file} into
 --models-dir/<name>/model.onnx, record its sha256 as the model's version in
@@ -174,9 +237,17 @@ spec.json (with the built-in spec of --model and the source), and check that its
 tensors match the spec before keeping it. Pin --revision to a commit: branches
 move. --sha256 makes the download fail unless the file has that digest.
 
-Example (a community export of CLIP's vision tower with image_embeds):
+A text model (clip-vit-b32-text) also fetches the repository's vocab.json and
+merges.txt (from --tokenizer-path, default the root) and records their sha256,
+and records the version of the installed image model it pairs with
+(--pairs-with, default clip-vit-b32): pull the image tower first, from the same
+repository and revision, so that the two are one checkpoint's.
+
+Examples (a community export of CLIP's towers, image_embeds and text_embeds):
   embedfleet models pull --model clip-vit-b32 --repo Xenova/clip-vit-base-patch32 \
     --revision <commit> --file onnx/vision_model.onnx
+  embedfleet models pull --model clip-vit-b32-text --repo Xenova/clip-vit-base-patch32 \
+    --revision <commit> --file onnx/text_model.onnx
 
 Or export one yourself: deploy/export/export.py --model clip-vit-b32 --hf-repo
 openai/clip-vit-base-patch32 --revision <commit> --out DIR.`,
@@ -207,13 +278,15 @@ openai/clip-vit-base-patch32 --revision <commit> --out DIR.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Model, "model", "", "built-in spec the file follows: clip-vit-b32 or dinov2-base (required)")
+	f.StringVar(&o.Model, "model", "", "built-in spec the file follows: clip-vit-b32, clip-vit-b32-text or dinov2-base (required)")
+	f.StringVar(&o.PairsWith, "pairs-with", "", "text models: the installed image model it pairs with (default the built-in spec's)")
+	f.StringVar(&o.TokenizerDir, "tokenizer-path", "", "text models: folder of vocab.json and merges.txt in the repository (default its root)")
 	f.StringVar(&o.Repo, "repo", "", "hub repository, e.g. Xenova/clip-vit-base-patch32 (required)")
 	f.StringVar(&o.Revision, "revision", "", "commit to pin (required)")
 	f.StringVar(&o.File, "file", "", "path of the ONNX file in the repository (required)")
 	f.StringVar(&o.Name, "name", "", "model name (folder and Milvus collection); default --model")
 	f.StringVar(&o.SHA256, "sha256", "", "expected sha256 of the file")
-	f.StringVar(&o.Input, "input", "", "input tensor name, if not pixel_values")
+	f.StringVar(&o.Input, "input", "", "input tensor name, if not the built-in spec's (pixel_values, input_ids)")
 	f.StringVar(&o.Output, "output", "", "output tensor name, if not the built-in spec's")
 	f.IntVar(&o.Dim, "dim", 0, "embedding dimension, if not the built-in spec's (e.g. 384 for dinov2-small)")
 	f.StringVar(&o.Endpoint, "endpoint", envOr("HF_ENDPOINT", "https://huggingface.co"), "hub base URL (env HF_ENDPOINT); token from env HF_TOKEN")

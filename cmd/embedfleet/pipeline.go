@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -331,11 +332,14 @@ version of that model.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			log := newLogger(cmd.ErrOrStderr(), logLevel)
-			embedders, closeModels, err := openModelList(g, models)
+			opened, err := openModelList(g, models)
 			if err != nil {
 				return err
 			}
-			defer closeModels()
+			defer opened.close()
+			if err := opened.imagesOnly("the worker"); err != nil {
+				return err
+			}
 			nc, js, topo, err := nf.connect(ctx, "embedfleet-worker", bus.StreamOptions{})
 			if err != nil {
 				return err
@@ -362,7 +366,7 @@ version of that model.`,
 				comps = append(comps, c)
 			}
 			w, err := worker.New(ctx, worker.Config{
-				JS: js, Topology: topo, Consumer: cons, Models: embedders, Store: store, OpenSource: sf.open,
+				JS: js, Topology: topo, Consumer: cons, Models: opened.images, Store: store, OpenSource: sf.open,
 				BatchSize: batch, Linger: linger, Prefetch: prefetch, FetchConcurrency: fetch, FetchBytes: int64(fetchMiB) << 20, PrepWorkers: prep,
 				Limits:  g.limits(),
 				AckWait: ackWait, MaxDeliver: maxDeliver, DrainTimeout: drain, Log: log, Metrics: metrics,
@@ -401,51 +405,93 @@ func newQueryCmd(g *globalFlags) *cobra.Command {
 	var (
 		mf              milvusFlags
 		model, img, uri string
-		id              string
+		id, text        string
+		textModel       string
 		topK            int
 		asJSON          bool
 	)
 	cmd := &cobra.Command{
-		Use:   "query --model MODEL (--image FILE | --uri OBJECT_URI | --id ID) [--top-k K] [--json]",
-		Short: "Find the stored images most similar to an image file or an indexed object",
+		Use:   "query --model MODEL (--image FILE | --text TEXT | --uri OBJECT_URI | --id ID) [--top-k K] [--json]",
+		Short: "Find the stored images most similar to an image file, a text, or an indexed object",
 		Long: `Embed --image with the same preprocessing and model as the indexed images (or
 reuse the stored vector of --uri, an indexed object such as s3://bucket/key, or
 of --id, a hit's id), search the model's collection, and print rank, cosine,
-the article's score (cos+1)/2, and the URI of each hit (--json adds the ids).`,
+the article's score (cos+1)/2, and the URI of each hit (--json adds the ids).
+
+--text searches by a text: the text tower that pairs with --model (CLIP's
+clip-vit-b32-text for clip-vit-b32; --text-model names another) embeds it with
+CLIP's tokenizer, and the image model's collection is searched. The collection
+must have been indexed by the very image tower the text tower pairs with
+(their spec versions); otherwise the command says so instead of answering.
+
+Examples:
+  embedfleet query --model dinov2-base --image photo.jpg --top-k 5
+  embedfleet query --model clip-vit-b32 --text "a dog playing in the snow"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			given := 0
-			for _, v := range []string{img, uri, id} {
+			for _, v := range []string{img, uri, id, text} {
 				if v != "" {
 					given++
 				}
 			}
 			if model == "" || given != 1 {
-				return errors.New("--model and exactly one of --image, --uri or --id are required")
+				return errors.New("--model and exactly one of --image, --text, --uri or --id are required")
+			}
+			if cmd.Flags().Changed("text") && strings.TrimSpace(text) == "" {
+				return errors.New("--text is empty: say what to look for")
 			}
 			ctx := cmd.Context()
+			ms := &openedModels{}
+			defer ms.close()
+			switch {
+			case img != "":
+				m, err := openModel(g, model)
+				if err != nil {
+					return err
+				}
+				ms.images, ms.closer = append(ms.images, m), append(ms.closer, m.Close)
+			case text != "":
+				if textModel == "" {
+					textModel = model + "-text"
+					if spec, err := resolveSpec(g, model); err == nil && spec.IsText() {
+						textModel = model
+					}
+				}
+				m, err := openTextModel(g, textModel)
+				if err != nil {
+					return fmt.Errorf("--text needs the text tower that pairs with %s: %w", model, err)
+				}
+				ms.texts, ms.closer = append(ms.texts, m), append(ms.closer, m.Close)
+			}
+			eng, err := newEngine(g, ms, 0)
+			if err != nil {
+				return err
+			}
+			defer eng.Close()
 			store, err := vecstore.Connect(ctx, mf.cfg)
 			if err != nil {
 				return err
 			}
 			defer store.Close(context.Background())
-			s := search.New(store, imageprepLimits(), g.decoderOptions()...)
+			s := search.New(store, eng)
 			var hits []search.Hit
-			if img != "" {
-				m, err := openModel(g, model)
-				if err != nil {
-					return err
-				}
-				defer m.Close()
+			switch {
+			case img != "":
 				data, err := readFileLimited(img)
 				if err != nil {
 					return err
 				}
-				hits, err = s.ByImage(ctx, m, data, topK)
+				hits, err = s.ByImage(ctx, ms.images[0].Spec().Name, data, topK)
 				if err != nil {
 					return err
 				}
-			} else {
+			case text != "":
+				hits, err = s.ByText(ctx, ms.texts[0].Spec().Name, text, topK)
+				if err != nil {
+					return err
+				}
+			default:
 				spec, err := resolveSpec(g, model)
 				if err != nil {
 					return err
@@ -466,6 +512,8 @@ the article's score (cos+1)/2, and the URI of each hit (--json adds the ids).`,
 	mf.bind(f)
 	f.StringVar(&model, "model", "", "model whose collection to search (required)")
 	f.StringVar(&img, "image", "", "query image file")
+	f.StringVar(&text, "text", "", "query text, embedded by the model's text tower (CLIP)")
+	f.StringVar(&textModel, "text-model", "", "with --text: the text model (default MODEL-text)")
 	f.StringVar(&uri, "uri", "", "an indexed object's URI, whose stored vector is the query")
 	f.StringVar(&id, "id", "", "an indexed object's id (as --json prints it), whose stored vector is the query")
 	f.IntVar(&topK, "top-k", 10, "number of results")

@@ -20,6 +20,7 @@ type globalFlags struct {
 	threads   int    // ONNX Runtime intra-op threads
 	device    string // cpu | cuda | cuda:N
 	noEXIF    bool   // keep pixels as stored, ignoring EXIF orientation
+	tokDir    string // where text models' tokenizer files are, when not in their folder
 
 	// What one image may cost (docs/security.md).
 	maxObjectMiB  int
@@ -50,7 +51,8 @@ func newRootCmd() *cobra.Command {
 		Short: "Turn images in object storage into searchable vectors",
 		Long: `embedfleet embeds images from S3-compatible storage with ONNX image encoders
 (CLIP ViT-B/32, DINOv2-base, or any ONNX image encoder) and keeps one Milvus
-collection per model, so that similar images can be searched.
+collection per model, so that similar images can be searched: by an image,
+by an indexed object, or by a text with CLIP's text tower.
 
 Settings come from flags; each flag that has an environment variable names it
 in its help, and the flag wins when both are given.`,
@@ -68,6 +70,8 @@ in its help, and the flag wins when both are given.`,
 		"path of the ONNX Runtime shared library (env EMBEDFLEET_ORT_LIB; default: next to the binary, then ~/.cache/embedfleet where make deps installs it)")
 	root.PersistentFlags().StringVar(&g.modelsDir, "models-dir", envOr("EMBEDFLEET_MODELS_DIR", defaultModelsDir()),
 		"folder with one sub-folder per model (spec.json + model.onnx) (env EMBEDFLEET_MODELS_DIR)")
+	root.PersistentFlags().StringVar(&g.tokDir, "tokenizer-dir", os.Getenv("EMBEDFLEET_CLIP_VOCAB"),
+		"folder with CLIP's vocab.json and merges.txt, for a text model whose folder lacks them (env EMBEDFLEET_CLIP_VOCAB, which deploy/install/deps.sh --env sets)")
 	root.PersistentFlags().IntVar(&g.threads, "threads", envInt("EMBEDFLEET_THREADS", 0),
 		"ONNX Runtime threads per inference; 0 = one per core (env EMBEDFLEET_THREADS)")
 	root.PersistentFlags().StringVar(&g.device, "device", envOr("EMBEDFLEET_DEVICE", "cpu"),

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,18 +14,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/httpapi"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
-	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/telemetry"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
-	"github.com/embedfleet/embedfleet/worker"
 )
 
 func newServeCmd(g *globalFlags) *cobra.Command {
 	var (
 		mf               milvusFlags
 		models, listen   string
+		textModels       string
 		logLevel         string
 		maxBodyMiB       int
 		maxBatch, maxTop int
@@ -34,12 +35,14 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 		grace            time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "serve --models MODEL[,MODEL...] [--listen :8080]",
-		Short: "Serve searches over HTTP: upload an image or name an indexed object",
+		Use:   "serve --models MODEL[,MODEL...] [--text-models auto] [--listen :8080]",
+		Short: "Serve searches over HTTP: upload an image, send a text, or name an indexed object",
 		Long: `Serve the query path over HTTP, with JSON answers:
 
   POST /v1/search?model=M&k=10        the body is the query image (raw bytes, or
                                       a multipart form with an "image" file)
+  GET  /v1/search?model=M&text=T&k=10 the text T, embedded by the text tower that
+                                      pairs with image model M (CLIP's), searches M
   GET  /v1/search?model=M&uri=U&k=10  the stored vector of indexed object U is the query
   GET  /v1/search?model=M&id=ID&k=10  the same by a hit's id
   GET  /v1/models                     the models served and their collections
@@ -48,32 +51,39 @@ func newServeCmd(g *globalFlags) *cobra.Command {
 Each hit has rank, id, uri, cosine and the article's score (cos+1)/2. Uploads
 are embedded with the same preprocessing and model as the indexed images;
 uploads that arrive within --linger of each other share one inference call
-(at most --max-batch images). model may be left out when one model is served.
+(at most --max-batch images); so do text queries. model may be left out when
+one image model is served.
+
+--text-models auto (the default) also loads, for each image model M, the text
+model M-text when it is installed (clip-vit-b32-text for clip-vit-b32); a text
+model serves only when its spec pairs with the served image model's version.
 
 Errors are JSON {"error", "status"}: 400 bad parameters, 404 unknown model,
-object or collection, 413 upload too large, 415 not an image, 422 corrupt
+object, collection or text tower, 409 a text tower whose image tower is not
+the collection's, 413 upload too large, 415 not an image, 422 corrupt
 image, 503 Milvus unavailable, --max-inflight uploads already in hand or the
 --max-memory-mib budget in use (with Retry-After), 504 past --timeout (the
 answer goes out at the deadline, whatever is still running). On SIGTERM the server stops
 accepting, finishes requests in flight within --grace, and exits 0.
 
-Example:
-  curl --data-binary @photo.jpg 'http://localhost:8080/v1/search?model=dinov2-base&k=5'`,
+Examples:
+  curl --data-binary @photo.jpg 'http://localhost:8080/v1/search?model=dinov2-base&k=5'
+  curl 'http://localhost:8080/v1/search?model=clip-vit-b32&k=5&text=a+dog+in+the+snow'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			log := newLogger(cmd.ErrOrStderr(), logLevel)
-			embedders, closeModels, err := openModelList(g, models)
+			opened, err := openModelList(g, withTextModels(g, models, textModels, cmd.ErrOrStderr()))
 			if err != nil {
 				return err
 			}
-			defer closeModels()
+			defer opened.close()
 			store, err := vecstore.Connect(ctx, mf.cfg)
 			if err != nil {
 				return err
 			}
 			defer store.Close(context.Background())
-			return serveSearch(ctx, log, store, embedders, listen, searchOptions{
+			return serveSearch(ctx, log, store, opened, listen, searchOptions{
 				maxBody: int64(maxBodyMiB) << 20, maxBatch: maxBatch, maxK: maxTop, maxInFlight: maxInFlight,
 				maxMemory: int64(maxMemoryMiB) << 20, linger: linger, timeout: timeout, grace: grace, decoderOptions: g.decoderOptions(),
 			}, nil)
@@ -82,6 +92,8 @@ Example:
 	f := cmd.Flags()
 	mf.bind(f)
 	f.StringVar(&models, "models", envOr("EMBEDFLEET_MODELS", "clip-vit-b32,dinov2-base"), "models to serve, comma-separated (env EMBEDFLEET_MODELS)")
+	f.StringVar(&textModels, "text-models", envOr("EMBEDFLEET_TEXT_MODELS", "auto"),
+		"text towers to serve: auto (MODEL-text for each image model, when installed), none, or a comma-separated list (env EMBEDFLEET_TEXT_MODELS)")
 	f.StringVar(&listen, "listen", envOr("EMBEDFLEET_LISTEN", ":8080"), "address to serve on (env EMBEDFLEET_LISTEN)")
 	f.IntVar(&maxBodyMiB, "max-body-mib", 32, "largest upload, MiB")
 	f.IntVar(&maxBatch, "max-batch", 16, "uploads embedded in one inference call")
@@ -94,6 +106,36 @@ Example:
 	f.DurationVar(&grace, "grace", 20*time.Second, "on SIGTERM, time for requests in flight (keep it below the pod's grace period)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
+}
+
+// withTextModels adds to the image models of list the text models that
+// spec asks for: auto (each image model's MODEL-text, when it is installed
+// in the models folder with its tokenizer files; a warning says why one is
+// left out), none, or a comma-separated list.
+func withTextModels(g *globalFlags, list, spec string, warn io.Writer) string {
+	switch spec {
+	case "none", "":
+		return list
+	case "auto":
+		out := list
+		for _, m := range splitList(list) {
+			dir, err := embed.Resolve(g.modelsDir, m+"-text")
+			if err != nil {
+				continue // none installed: nothing to say
+			}
+			ts, err := embed.LoadSpec(dir)
+			if err == nil {
+				_, _, err = embed.TokenizerFiles(dir, ts, g.tokDir)
+			}
+			if err != nil {
+				fmt.Fprintf(warn, "embedfleet: text model %s-text left out (--text-models auto): %v\n", m, err)
+				continue
+			}
+			out += "," + m + "-text"
+		}
+		return out
+	}
+	return list + "," + spec
 }
 
 // serveHeapSlack is the Go heap a query server needs beyond its upload
@@ -113,15 +155,11 @@ type searchOptions struct {
 // serveSearch serves the HTTP query API (and /metrics) on listen until ctx
 // ends, then shuts down within opts.grace. started, if set, gets the bound
 // address once the server accepts connections.
-func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, models []worker.Embedder, listen string,
+func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, ms *openedModels, listen string,
 	opts searchOptions, started func(addr string)) error {
 	reg := telemetry.NewRegistry()
-	sms := make([]search.Model, len(models))
-	for i, e := range models {
-		sms[i] = e
-	}
 	api, err := httpapi.New(httpapi.Config{
-		Store: store, Models: sms, Limits: imageprepLimits(), DecoderOptions: opts.decoderOptions, MaxBodyBytes: opts.maxBody,
+		Store: store, Models: ms.images, TextModels: ms.texts, Limits: imageprepLimits(), DecoderOptions: opts.decoderOptions, MaxBodyBytes: opts.maxBody,
 		MaxBatch: opts.maxBatch, MaxTopK: opts.maxK, MaxInFlight: opts.maxInFlight, MaxMemoryBytes: opts.maxMemory, Linger: opts.linger, Timeout: opts.timeout,
 		Log: log, Registry: reg,
 	})
@@ -150,11 +188,14 @@ func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, m
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: opts.timeout + 10*time.Second,
 		WriteTimeout: opts.timeout + 10*time.Second, IdleTimeout: 2 * time.Minute}
-	names := make([]string, len(models))
-	for i, m := range models {
-		names[i] = m.Spec().Name
+	var names, texts []string
+	for _, m := range ms.images {
+		names = append(names, m.Spec().Name)
 	}
-	log.Info("serving", "addr", l.Addr().String(), "models", names)
+	for _, m := range ms.texts {
+		texts = append(texts, m.Spec().Name)
+	}
+	log.Info("serving", "addr", l.Addr().String(), "models", names, "text_models", texts)
 	if started != nil {
 		started(l.Addr().String())
 	}

@@ -1,87 +1,114 @@
 package main
 
 import (
+	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
-	"github.com/embedfleet/embedfleet/shared/imageprep"
 )
 
 func newSimilarityCmd(g *globalFlags) *cobra.Command {
-	var models string
+	var models, text, textModel string
 	cmd := &cobra.Command{
-		Use:   "similarity --model MODEL[,MODEL...] IMAGE_A IMAGE_B",
-		Short: "Print how similar two images are: the article's score (cos+1)/2 and the cosine",
+		Use:   "similarity --model MODEL[,MODEL...] (IMAGE_A IMAGE_B | --text TEXT IMAGE)",
+		Short: "Print how similar two images (or a text and an image) are: the article's score (cos+1)/2 and the cosine",
 		Long: `Embed two image files with each model and print the article's similarity
 score (cos+1)/2, between 0 and 1, and the raw cosine of the two embeddings.
 
+With --text, compare a text with one image: the image by --model, the text by
+the text tower that pairs with it (clip-vit-b32-text for clip-vit-b32, or
+--text-model). Only a CLIP-style model has one.
+
 The article reads images with Pillow's Image.open, which ignores EXIF
 orientation; embedfleet turns images upright by default. --no-exif-orientation
-reads them as the article does.`,
-		Args: cobra.ExactArgs(2),
+reads them as the article does.
+
+Examples:
+  embedfleet similarity --model clip-vit-b32,dinov2-base img1.jpg img2.jpg
+  embedfleet similarity --model clip-vit-b32 --text "two cats on a sofa" img1.jpg`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("text") {
+				if len(args) != 1 {
+					return errors.New("with --text, give exactly one image")
+				}
+				return nil
+			}
+			return cobra.ExactArgs(2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts := g.decoderOptions()
-			for _, ref := range strings.Split(models, ",") {
-				m, err := openModel(g, strings.TrimSpace(ref))
+			if cmd.Flags().Changed("text") && strings.TrimSpace(text) == "" {
+				return errors.New("--text is empty: say what to compare the image with")
+			}
+			for _, ref := range splitList(models) {
+				ms := &openedModels{}
+				m, err := openModel(g, ref)
 				if err != nil {
 					return err
 				}
-				vecs, err := embedPaths(m, args, opts)
-				m.Close()
+				ms.images, ms.closer = append(ms.images, m), append(ms.closer, m.Close)
+				tower := ""
+				if cmd.Flags().Changed("text") {
+					tm := textModel
+					if tm == "" {
+						tm = m.Spec().Name + "-text"
+					}
+					t, err := openTextModel(g, tm)
+					if err != nil {
+						ms.close()
+						return fmt.Errorf("--text needs the text tower that pairs with %s: %w", m.Spec().Name, err)
+					}
+					ms.texts, ms.closer = append(ms.texts, t), append(ms.closer, t.Close)
+					tower = " text=" + t.Spec().Name
+				}
+				a, b, err := similarityPair(cmd, g, ms, args, text)
+				ms.close()
 				if err != nil {
 					return err
 				}
-				cos := embed.Cosine(vecs[0], vecs[1])
-				fmt.Fprintf(cmd.OutOrStdout(), "%s similarity=%.6f cosine=%.6f version=%s\n", m.Spec().Name, (cos+1)/2, cos, short(m.Spec().Version))
+				cos := embed.Cosine(a, b)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s similarity=%.6f cosine=%.6f version=%s%s\n", m.Spec().Name, (cos+1)/2, cos, short(m.Spec().Version), tower)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&models, "model", "", "model name(s) in --models-dir, or model folders, comma-separated (required)")
+	cmd.Flags().StringVar(&text, "text", "", "compare this text with the one image given")
+	cmd.Flags().StringVar(&textModel, "text-model", "", "with --text: the text model (default MODEL-text)")
 	_ = cmd.MarkFlagRequired("model")
 	return cmd
 }
 
-// embedPaths embeds image files in one batch; any unreadable image fails the
-// call, naming the file.
-func embedPaths(m *embed.Model, paths []string, opts []imageprep.DecoderOption) ([][]float32, error) {
-	dec := imageprep.NewDecoder(imageprepLimits(), opts...)
-	defer dec.Close()
-	pp, err := imageprep.NewPreprocessor(m.Params())
+// similarityPair embeds the two things compared: two images, or with ms
+// holding a text tower, the text and one image.
+func similarityPair(cmd *cobra.Command, g *globalFlags, ms *openedModels, args []string, text string) ([]float32, []float32, error) {
+	eng, err := newEngine(g, ms, 0)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	size, dim := m.InputSize(), m.Spec().Dim
-	batch := make([]float32, len(paths)*size)
-	for i, p := range paths {
-		f, err := os.Open(p)
-		if err != nil {
-			return nil, err
-		}
-		data, err := readLimited(f)
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		img, _, err := dec.Decode(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		if err := pp.Run(img, batch[i*size:(i+1)*size]); err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
+	defer eng.Close()
+	ctx := cmd.Context()
+	name := ms.images[0].Spec().Name
+	vecs := make([][]float32, len(args))
+	err = eng.EmbedImages(ctx, name, len(args), func(i int) ([]byte, error) { return readFileLimited(args[i]) },
+		func(i int, v []float32, err error) error {
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[i], err)
+			}
+			vecs[i] = v
+			return nil
+		})
+	if err != nil {
+		return nil, nil, err
 	}
-	out := make([]float32, len(paths)*dim)
-	if err := m.Embed(batch, len(paths), out); err != nil {
-		return nil, err
+	if len(ms.texts) == 0 {
+		return vecs[0], vecs[1], nil
 	}
-	vecs := make([][]float32, len(paths))
-	for i := range vecs {
-		vecs[i] = out[i*dim : (i+1)*dim]
+	tv, err := eng.EmbedText(ctx, ms.texts[0].Spec().Name, text)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--text: %w", err)
 	}
-	return vecs, nil
+	return tv, vecs[0], nil
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // BenchmarkOpen opens the full-size random-init exports of `make
-// random-models` (BENCH_MODELS_DIR, default ~/.cache/embedfleet/models-random):
+// random-models` (BENCH_MODELS_DIR, default ~/.cache/embedfleet/models-random-2):
 // read, hash, check and build the session. Skipped when they are absent.
 //
 //	go test -run '^$' -bench Open -benchtime 3x ./shared/embed
@@ -18,7 +18,7 @@ func BenchmarkOpen(b *testing.B) {
 	dir := os.Getenv("BENCH_MODELS_DIR")
 	if dir == "" {
 		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "embedfleet", "models-random")
+		dir = filepath.Join(home, ".cache", "embedfleet", "models-random-2")
 	}
 	if _, err := embed.Init(testenv.Binary(b, testenv.EnvORTLib)); err != nil {
 		b.Fatal(err)

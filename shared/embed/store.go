@@ -127,10 +127,18 @@ type PullOptions struct {
 	SHA256   string // expected hex digest of the file; empty: record what arrives
 	Input    string // tensor names, when the export differs from the built-in spec
 	Output   string
-	Dim      int    // embedding dimension, when not the built-in spec's (e.g. dinov2-small: 384)
-	Token    string // bearer token for private repos (never logged)
-	Client   *http.Client
-	Progress func(done, total int64) // may be nil
+	Dim      int // embedding dimension, when not the built-in spec's (e.g. dinov2-small: 384)
+	// PairsWith: for a text model, the installed image model (in the same
+	// models folder) it pairs with; default the built-in spec's. Its
+	// version is recorded, so that the text tower searches only the
+	// collection that very image tower made.
+	PairsWith string
+	// TokenizerDir: for a text model, the folder of vocab.json and
+	// merges.txt in the repository; default its root.
+	TokenizerDir string
+	Token        string // bearer token for private repos (never logged)
+	Client       *http.Client
+	Progress     func(done, total int64) // may be nil
 }
 
 // Pull downloads an ONNX export into dir/<name>/ with a spec.json made from
@@ -157,6 +165,20 @@ func Pull(ctx context.Context, dir string, o PullOptions) (Spec, error) {
 		spec.Dim = o.Dim
 	}
 	spec.ONNX = "model.onnx"
+	if spec.IsText() {
+		if o.PairsWith != "" {
+			spec.PairsWith = &ModelRef{Name: o.PairsWith}
+		}
+		image, err := LoadSpec(filepath.Join(dir, spec.PairsWith.Name))
+		if err != nil {
+			return Spec{}, fmt.Errorf("pull: text model %s pairs with the image model %s, which is not installed in %s: pull it first (%v)",
+				spec.Name, spec.PairsWith.Name, dir, err)
+		}
+		if image.IsText() || image.Version == "" {
+			return Spec{}, fmt.Errorf("pull: %s is not an image model with a version to pair with", spec.PairsWith.Name)
+		}
+		spec.PairsWith.Version = image.Version
+	}
 	if err := spec.Validate(); err != nil {
 		return Spec{}, err
 	}
@@ -188,6 +210,29 @@ func Pull(ctx context.Context, dir string, o PullOptions) (Spec, error) {
 	}
 	spec.Version = "sha256:" + sum
 	spec.Source = map[string]string{"endpoint": o.Endpoint, "repo": o.Repo, "revision": o.Revision, "file": o.File, "sha256": sum}
+	if spec.IsText() {
+		// The checkpoint's own tokenizer files, beside the model.
+		t := *spec.Tokenizer
+		for _, f := range []struct{ name, at string }{{t.Vocab, "vocab"}, {t.Merges, "merges"}} {
+			tu, err := url.JoinPath(o.Endpoint, o.Repo, "resolve", o.Revision, strings.TrimPrefix(filepath.ToSlash(filepath.Join(o.TokenizerDir, f.name)), "/"))
+			if err != nil {
+				return Spec{}, fmt.Errorf("pull: %w", err)
+			}
+			sum, err := download(ctx, PullOptions{Token: o.Token, Client: o.Client}, tu, filepath.Join(tmp, f.name))
+			if err != nil {
+				return Spec{}, fmt.Errorf("pull: the tokenizer's %s: %w", f.name, err)
+			}
+			if f.at == "vocab" {
+				t.VocabSHA256 = sum
+			} else {
+				t.MergesSHA256 = sum
+			}
+		}
+		if _, err := loadTokenizer(tmp, Spec{Name: spec.Name, Tokenizer: &t}, ""); err != nil {
+			return Spec{}, fmt.Errorf("pull: %s's tokenizer files: %w", o.Repo, err)
+		}
+		spec.Tokenizer = &t
+	}
 	b, _ := json.MarshalIndent(spec, "", " ")
 	if err := os.WriteFile(filepath.Join(tmp, SpecFile), append(b, '\n'), 0o644); err != nil {
 		return Spec{}, err

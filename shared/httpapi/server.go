@@ -3,15 +3,17 @@
 // answers in JSON.
 //
 //	POST /v1/search?model=M&k=10        body: the image (raw, or multipart field "image")
+//	GET  /v1/search?model=M&text=T&k=10 a text, embedded by the text tower that pairs with M
 //	GET  /v1/search?model=M&uri=U&k=10  the stored vector of indexed object U is the query
 //	GET  /v1/search?model=M&id=ID&k=10  the same by primary key (a hit's id)
 //	GET  /v1/models                     the models served, with their collections
 //	GET  /healthz, /readyz              liveness; readiness (Milvus answers)
 //
-// Uploads are decoded and preprocessed in the request's goroutine, then
+// Uploads are decoded and preprocessed by the engine's decoder pool, then
 // embedded in small batches per model (requests that arrive within Linger
 // of each other share one inference call), so concurrent clients keep a
-// GPU busy instead of queueing on it one image at a time.
+// GPU busy instead of queueing on it one image at a time. Text queries are
+// batched the same way.
 package httpapi
 
 import (
@@ -23,6 +25,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -31,16 +34,25 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
 
+	"github.com/embedfleet/embedfleet/shared/cliptok"
+	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
-// Config of a Server. Store and at least one model are required.
+// Config of a Server. Store and at least one image model are required.
 type Config struct {
 	Store  *vecstore.Store
-	Models []search.Model // served models; each one's Spec().Name is its name in requests
-	Limits imageprep.Limits
+	Models []engine.ImageEncoder // served image models; each one's Spec().Name is its name in requests
+	// TextModels are text towers (CLIP's); each searches the collection of
+	// the image model it pairs with, which must be served too.
+	TextModels []engine.TextEncoder
+	// MaxTextBytes is the longest text query; default 4096 (CLIP reads
+	// only its first 75 tokens anyway).
+	MaxTextBytes int
+	Limits       imageprep.Limits
 	// DecoderOptions: how query images are decoded; should match the worker.
 	DecoderOptions []imageprep.DecoderOption
 
@@ -65,7 +77,7 @@ type Config struct {
 type Server struct {
 	cfg           Config
 	search        *search.Searcher
-	models        map[string]*batcher
+	eng           *engine.Engine
 	names         []string
 	mux           *http.ServeMux
 	uploads       chan struct{} // a slot per upload in flight
@@ -78,7 +90,7 @@ type Server struct {
 	admittedGauge prometheus.GaugeFunc
 }
 
-// New checks cfg and starts one batcher per model.
+// New checks cfg and starts the engine: one batcher per model.
 func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil || len(cfg.Models) == 0 {
 		return nil, errors.New("httpapi: a store and at least one model are required")
@@ -108,10 +120,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
 	}
+	if cfg.MaxTextBytes <= 0 {
+		cfg.MaxTextBytes = 4096
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, search: search.New(cfg.Store, cfg.Limits, cfg.DecoderOptions...), models: map[string]*batcher{}, mux: http.NewServeMux(),
+	s := &Server{cfg: cfg, mux: http.NewServeMux(),
 		uploads: make(chan struct{}, cfg.MaxInFlight), mem: semaphore.NewWeighted(cfg.MaxMemoryBytes)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "embedfleet_http_requests_total", Help: "HTTP requests by route and status code.",
@@ -137,14 +152,23 @@ func New(cfg Config) (*Server, error) {
 			}
 		}
 	}
-	for _, m := range cfg.Models {
-		name := m.Spec().Name
-		if _, dup := s.models[name]; dup {
-			return nil, fmt.Errorf("httpapi: model %s given twice", name)
+	for _, t := range cfg.TextModels {
+		p := t.Spec().PairsWith
+		if p == nil || !slices.ContainsFunc(cfg.Models, func(m engine.ImageEncoder) bool { return m.Spec().Name == p.Name }) {
+			return nil, fmt.Errorf("httpapi: text model %s pairs with an image model that is not served", t.Spec().Name)
 		}
-		s.models[name] = newBatcher(m, cfg.MaxBatch, cfg.Linger, s.batches.WithLabelValues(name))
-		s.names = append(s.names, name)
 	}
+	eng, err := engine.New(engine.Options{
+		Batch:  engine.BatchConfig{MaxBatch: cfg.MaxBatch, Linger: cfg.Linger},
+		Limits: cfg.Limits, DecoderOptions: cfg.DecoderOptions,
+		Observe: func(model string, n int, _ time.Duration, _ error) {
+			s.batches.WithLabelValues(model).Observe(float64(n))
+		},
+	}, cfg.Models, cfg.TextModels)
+	if err != nil {
+		return nil, fmt.Errorf("httpapi: %w", err)
+	}
+	s.eng, s.search, s.names = eng, search.New(cfg.Store, eng), eng.ImageModels()
 	s.route("POST /v1/search", "search_image", s.searchImage)
 	s.route("GET /v1/search", "search_object", s.searchObject)
 	s.route("GET /v1/models", "models", s.listModels)
@@ -165,12 +189,9 @@ func (s *Server) AdmittedBytes() float64 { return float64(s.admitted.Load()) }
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// Close stops the batchers; requests still waiting for one fail.
-func (s *Server) Close() {
-	for _, b := range s.models {
-		b.close()
-	}
-}
+// Close stops the engine's batchers once what they hold has run; later
+// requests fail.
+func (s *Server) Close() { s.eng.Close() }
 
 // apiError is an error with the HTTP status it answers with.
 type apiError struct {
@@ -287,10 +308,14 @@ func (s *Server) status(err error) int {
 		return http.StatusUnsupportedMediaType
 	case errors.Is(err, imageprep.ErrCorrupt):
 		return http.StatusUnprocessableEntity
-	case errors.Is(err, vecstore.ErrInvalidID):
+	case errors.Is(err, vecstore.ErrInvalidID), errors.Is(err, cliptok.ErrInvalidText):
 		return http.StatusBadRequest
-	case errors.Is(err, vecstore.ErrNoCollection), errors.Is(err, search.ErrNotIndexed):
+	case errors.Is(err, vecstore.ErrNoCollection), errors.Is(err, search.ErrNotIndexed), errors.Is(err, engine.ErrUnknownModel):
 		return http.StatusNotFound
+	case errors.Is(err, embed.ErrNotPaired):
+		// The collection holds another image tower's vectors: no text
+		// query can be answered until the two are of one checkpoint.
+		return http.StatusConflict
 	case errors.Is(err, vecstore.ErrUnavailable):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
@@ -317,8 +342,10 @@ func (s *Server) params(r *http.Request) (string, int, error) {
 		}
 		model = s.names[0]
 	}
-	if _, ok := s.models[model]; !ok {
-		return "", 0, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("model %q is not served here (served: %s)", model, strings.Join(s.names, ", "))}
+	if !slices.Contains(s.names, model) {
+		if _, isText := s.eng.TextFor(model); !isText || r.URL.Query().Get("text") == "" {
+			return "", 0, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("model %q is not served here (served: %s)", model, strings.Join(s.names, ", "))}
+		}
 	}
 	k := s.cfg.DefaultTopK
 	if v := q.Get("k"); v != "" {
@@ -379,14 +406,12 @@ func (s *Server) searchImage(r *http.Request) (any, error) {
 	if !adm.take(hdr.DecodeBytes) {
 		return nil, s.busy("the memory budget for uploads is in use")
 	}
-	b := s.models[model]
-	px := make([]float32, b.m.InputSize())
-	err = s.search.Prepare(b.m, data, px)
+	px, err := s.eng.Prepare(model, data, nil)
 	adm.release() // the encoded bytes and the pixels are garbage now
 	if err != nil {
 		return nil, fmt.Errorf("query image: %w", err)
 	}
-	v, err := b.embed(r.Context(), px)
+	v, err := s.eng.EmbedPrepared(r.Context(), model, px)
 	if err != nil {
 		return nil, err
 	}
@@ -436,11 +461,36 @@ func (s *Server) searchObject(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	uri, id := r.URL.Query().Get("uri"), r.URL.Query().Get("id")
+	q := r.URL.Query()
+	uri, id, text := q.Get("uri"), q.Get("id"), q.Get("text")
+	given := 0
+	for _, v := range []string{uri, id, text} {
+		if v != "" {
+			given++
+		}
+	}
 	var hits []search.Hit
 	switch {
-	case (uri == "") == (id == ""):
-		return nil, badRequest("uri or id is required (one of them): the indexed object whose vector is the query (or POST an image)")
+	case given != 1:
+		if q.Has("text") && text == "" {
+			return nil, badRequest("text is empty: say what to look for")
+		}
+		return nil, badRequest("text, uri or id is required (one of them): a text to search by, or the indexed object whose vector is the query (or POST an image)")
+	case text != "":
+		if len(text) > s.cfg.MaxTextBytes {
+			return nil, badRequest("text is %d bytes, over the %d-byte limit", len(text), s.cfg.MaxTextBytes)
+		}
+		if strings.TrimSpace(text) == "" {
+			return nil, badRequest("text is only white space: say what to look for")
+		}
+		if _, ok := s.eng.TextFor(model); !ok {
+			return nil, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("no text model that pairs with %q is served here (text models: %s)",
+				model, strings.Join(s.eng.TextModels(), ", "))}
+		}
+		hits, err = s.search.ByText(r.Context(), model, text, k)
+		if ts, ok := s.eng.TextFor(model); ok {
+			model = ts.PairsWith.Name
+		}
 	case uri != "":
 		hits, err = s.search.ByObject(r.Context(), model, uri, k)
 	default:
@@ -452,19 +502,31 @@ func (s *Server) searchObject(r *http.Request) (any, error) {
 	return Response{Model: model, K: k, TookMS: ms(time.Since(start)), Hits: hits}, nil
 }
 
-// ModelInfo describes one served model.
+// ModelInfo describes one served model. A text model's collection is the
+// one of the image model it pairs with.
 type ModelInfo struct {
 	Name       string `json:"name"`
+	Kind       string `json:"kind"` // image | text
 	Dim        int    `json:"dim"`
 	Version    string `json:"version"`
 	Collection string `json:"collection"`
+	// TextModel names the text tower that searches this image model's
+	// collection (GET /v1/search?model=NAME&text=...), when one is served.
+	TextModel string          `json:"text_model,omitempty"`
+	PairsWith *embed.ModelRef `json:"pairs_with,omitempty"`
 }
 
 func (s *Server) listModels(*http.Request) (any, error) {
 	out := make([]ModelInfo, 0, len(s.names))
-	for _, n := range s.names {
-		sp := s.models[n].m.Spec()
-		out = append(out, ModelInfo{Name: n, Dim: sp.Dim, Version: sp.Version, Collection: vecstore.CollectionName(n)})
+	for _, n := range append(append([]string(nil), s.names...), s.eng.TextModels()...) {
+		sp, _ := s.eng.Spec(n)
+		info := ModelInfo{Name: n, Kind: embed.KindImage, Dim: sp.Dim, Version: sp.Version, Collection: vecstore.CollectionName(n)}
+		if sp.IsText() {
+			info.Kind, info.PairsWith, info.Collection = embed.KindText, sp.PairsWith, vecstore.CollectionName(sp.PairsWith.Name)
+		} else if ts, ok := s.eng.TextFor(n); ok {
+			info.TextModel = ts.Name
+		}
+		out = append(out, info)
 	}
 	return map[string]any{"models": out}, nil
 }

@@ -22,9 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/httpapi"
-	"github.com/embedfleet/embedfleet/shared/imageprep"
-	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/testenv"
 	"github.com/embedfleet/embedfleet/shared/testimages"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
@@ -39,6 +38,8 @@ type fixture struct {
 	reg    *prometheus.Registry
 	photos [][]byte
 	images []*image.RGBA // the photos before JPEG encoding
+	vecs   [][]float32   // their CLIP vectors, as indexed
+	text   *embed.TextModel
 }
 
 func setup(t *testing.T, cfg httpapi.Config) *fixture {
@@ -46,7 +47,8 @@ func setup(t *testing.T, cfg httpapi.Config) *fixture {
 	if _, err := embed.Init(testenv.Binary(t, testenv.EnvORTLib)); err != nil {
 		t.Fatalf("onnx runtime: %v", err)
 	}
-	var models []search.Model
+	f := &fixture{}
+	var models []engine.ImageEncoder
 	for _, name := range []string{"clip-vit-b32", "dinov2-base"} {
 		m, err := embed.Open(filepath.Join("..", "embed", "testdata", "models", name), embed.Options{IntraOpThreads: 1})
 		if err != nil {
@@ -56,7 +58,14 @@ func setup(t *testing.T, cfg httpapi.Config) *fixture {
 		models = append(models, m)
 	}
 	clip := models[0]
-	f := &fixture{mv: testenv.StartMilvus(t), reg: prometheus.NewRegistry()}
+	text, err := embed.OpenText(filepath.Join("..", "embed", "testdata", "models", "clip-vit-b32-text"),
+		embed.Options{IntraOpThreads: 1, TokenizerDir: testenv.CLIPVocab(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { text.Close() })
+	f.text = text
+	f.mv, f.reg = testenv.StartMilvus(t), prometheus.NewRegistry()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := vecstore.Connect(ctx, vecstore.Config{Address: f.mv.Addr, CallTimeout: 5 * time.Second})
@@ -70,7 +79,7 @@ func setup(t *testing.T, cfg httpapi.Config) *fixture {
 		f.images = append(f.images, m)
 		f.photos = append(f.photos, testimages.JPEG(m, 92))
 	}
-	vecs, errs := search.New(st, imageprep.Limits{}).EmbedBatch(clip, f.photos, 8)
+	vecs, errs := embedAll(t, clip, f.photos)
 	col, err := st.Ensure(ctx, clip.Spec())
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +95,11 @@ func setup(t *testing.T, cfg httpapi.Config) *fixture {
 	if err := col.Upsert(ctx, rows); err != nil {
 		t.Fatal(err)
 	}
+	f.vecs = vecs
 	cfg.Store, cfg.Models, cfg.Registry = st, models, f.reg
+	if cfg.TextModels == nil {
+		cfg.TextModels = []engine.TextEncoder{text}
+	}
 	f.api, err = httpapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +107,23 @@ func setup(t *testing.T, cfg httpapi.Config) *fixture {
 	f.srv = httptest.NewServer(f.api)
 	t.Cleanup(func() { f.srv.Close(); f.api.Close() })
 	return f
+}
+
+// embedAll embeds images with m through the engine.
+func embedAll(t *testing.T, m engine.ImageEncoder, images [][]byte) ([][]float32, []error) {
+	t.Helper()
+	e, err := engine.New(engine.Options{Batch: engine.BatchConfig{MaxBatch: 8}}, []engine.ImageEncoder{m}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	vecs, errs := make([][]float32, len(images)), make([]error, len(images))
+	err = e.EmbedImages(context.Background(), m.Spec().Name, len(images), func(i int) ([]byte, error) { return images[i], nil },
+		func(i int, v []float32, err error) error { vecs[i], errs[i] = v, err; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vecs, errs
 }
 
 type answer struct {

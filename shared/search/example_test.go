@@ -6,7 +6,7 @@ import (
 	"os"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
-	"github.com/embedfleet/embedfleet/shared/imageprep"
+	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
@@ -36,8 +36,14 @@ func Example() {
 		fmt.Println(err)
 		return
 	}
-	s := search.New(st, imageprep.Limits{})
-	hits, err := s.ByImage(ctx, m, data, 10)
+	eng, err := engine.New(engine.Options{}, []engine.ImageEncoder{m}, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer eng.Close()
+	s := search.New(st, eng)
+	hits, err := s.ByImage(ctx, "clip-vit-b32", data, 10)
 	for _, h := range hits {
 		fmt.Println(h.Rank, h.URI, h.Score) // Score is the article's (cos+1)/2
 	}

@@ -1,36 +1,28 @@
 // Package search is the query path that `embedfleet query` and `serve`
-// share: embed a query image with the same preprocessing and model as the
-// indexed images (or reuse a stored vector), then search the model's
-// collection.
+// share: embed a query image (or, with a text tower, a text) through the
+// engine, with the same preprocessing and model as the indexed images, or
+// reuse a stored vector, then search the image model's collection.
 //
-//	s := search.New(store, imageprep.Limits{})
-//	hits, err := s.ByImage(ctx, model, imageBytes, 10)
+//	s := search.New(store, eng)
+//	hits, err := s.ByImage(ctx, "clip-vit-b32", imageBytes, 10)
+//	hits, err = s.ByText(ctx, "clip-vit-b32", "a photo of a cat", 10)
 package search
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"time"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
-	"github.com/embedfleet/embedfleet/shared/imageprep"
+	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
 // ErrNotIndexed is returned when a query by object names one that is not in
 // the collection.
 var ErrNotIndexed = errors.New("object not indexed")
-
-// Model is what search needs of a model (embed.Model satisfies it).
-type Model interface {
-	Spec() embed.Spec
-	Params() imageprep.Params
-	InputSize() int
-	Embed(pixels []float32, n int, out []float32) error
-}
 
 // Hit is one ranked result.
 type Hit struct {
@@ -44,8 +36,7 @@ type Hit struct {
 // Searcher runs queries. Safe for concurrent use.
 type Searcher struct {
 	store *vecstore.Store
-	lim   imageprep.Limits
-	opts  []imageprep.DecoderOption
+	eng   *engine.Engine
 	cols  sync.Map // model -> cachedCol
 }
 
@@ -79,120 +70,59 @@ func (s *Searcher) forget(model string, err error) error {
 	return err
 }
 
-// New returns a Searcher over store. Query images are decoded with lim and
-// opts, which should be what the worker indexed with.
-func New(store *vecstore.Store, lim imageprep.Limits, opts ...imageprep.DecoderOption) *Searcher {
-	return &Searcher{store: store, lim: lim, opts: opts}
-}
-
-// Embed turns image bytes into the model's L2-normalised vector.
-func (s *Searcher) Embed(m Model, data []byte) ([]float32, error) {
-	px := make([]float32, m.InputSize())
-	if err := s.Prepare(m, data, px); err != nil {
-		return nil, err
-	}
-	v := make([]float32, m.Spec().Dim)
-	if err := m.Embed(px, 1, v); err != nil {
-		return nil, err
-	}
-	return v, nil
-}
-
-// Prepare decodes data and writes model m's input tensor for it into px
-// (m.InputSize() values), with the Searcher's limits.
-func (s *Searcher) Prepare(m Model, data []byte, px []float32) error {
-	dec := imageprep.NewDecoder(s.lim, s.opts...)
-	defer dec.Close()
-	img, _, err := dec.Decode(data)
-	if err != nil {
-		return err
-	}
-	pp, err := imageprep.NewPreprocessor(m.Params())
-	if err != nil {
-		return err
-	}
-	return pp.Run(img, px)
-}
-
-// EmbedBatch embeds many query images at once: decoding and preprocessing
-// run on every core, inference in batches of up to batch images (the way
-// the worker indexes, so a query set costs what indexing it would). vecs[i]
-// is nil where errs[i] says why that image failed; the others still embed.
-func (s *Searcher) EmbedBatch(m Model, images [][]byte, batch int) (vecs [][]float32, errs []error) {
-	if batch < 1 {
-		batch = 1
-	}
-	n := len(images)
-	vecs, errs = make([][]float32, n), make([]error, n)
-	in, dim := m.InputSize(), m.Spec().Dim
-	px := make([]float32, n*in)
-	prepared := make([]bool, n)
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), n) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			dec := imageprep.NewDecoder(s.lim, s.opts...)
-			defer dec.Close()
-			pp, err := imageprep.NewPreprocessor(m.Params())
-			for i := range work {
-				if err != nil {
-					errs[i] = err
-					continue
-				}
-				img, _, derr := dec.Decode(images[i])
-				if derr == nil {
-					derr = pp.Run(img, px[i*in:(i+1)*in])
-				}
-				if derr != nil {
-					errs[i] = derr
-					continue
-				}
-				prepared[i] = true
-			}
-		}()
-	}
-	for i := range n {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-
-	// Pack the images that decoded into batches; a failed one takes no slot.
-	ok := make([]int, 0, n)
-	for i, p := range prepared {
-		if p {
-			ok = append(ok, i)
-		}
-	}
-	buf := make([]float32, min(batch, len(ok))*in)
-	out := make([]float32, min(batch, len(ok))*dim)
-	for start := 0; start < len(ok); start += batch {
-		idx := ok[start:min(start+batch, len(ok))]
-		for j, i := range idx {
-			copy(buf[j*in:(j+1)*in], px[i*in:(i+1)*in])
-		}
-		if err := m.Embed(buf[:len(idx)*in], len(idx), out[:len(idx)*dim]); err != nil {
-			for _, i := range idx {
-				errs[i] = err
-			}
-			continue
-		}
-		for j, i := range idx {
-			vecs[i] = append([]float32(nil), out[j*dim:(j+1)*dim]...)
-		}
-	}
-	return vecs, errs
+// New returns a Searcher over store that embeds queries with eng (nil:
+// queries by stored vector only).
+func New(store *vecstore.Store, eng *engine.Engine) *Searcher {
+	return &Searcher{store: store, eng: eng}
 }
 
 // ByImage finds the k stored images nearest to the image in data.
-func (s *Searcher) ByImage(ctx context.Context, m Model, data []byte, k int) ([]Hit, error) {
-	v, err := s.Embed(m, data)
+func (s *Searcher) ByImage(ctx context.Context, model string, data []byte, k int) ([]Hit, error) {
+	if s.eng == nil {
+		return nil, errors.New("search: no models to embed a query image with")
+	}
+	v, err := s.eng.EmbedImage(ctx, model, data)
 	if err != nil {
 		return nil, fmt.Errorf("query image: %w", err)
 	}
-	return s.ByVector(ctx, m.Spec().Name, v, k)
+	return s.ByVector(ctx, model, v, k)
+}
+
+// ByText finds the k stored images nearest to a text, embedded by the text
+// tower that pairs with image model model (or by model itself, when it
+// names a text tower). The collection searched is the image model's, and
+// it must hold the very version the text tower pairs with: a text vector
+// is meaningless against another tower's images.
+func (s *Searcher) ByText(ctx context.Context, model, text string, k int) ([]Hit, error) {
+	if s.eng == nil {
+		return nil, errors.New("search: no text model to embed a query text with")
+	}
+	ts, ok := s.eng.TextFor(model)
+	if !ok {
+		return nil, fmt.Errorf("%w: no text model that pairs with %q is loaded (CLIP's is clip-vit-b32-text: "+
+			"`embedfleet models pull --model clip-vit-b32-text ...`, or export it with deploy/export/export.py)", engine.ErrUnknownModel, model)
+	}
+	image := ts.PairsWith.Name
+	col, err := s.collection(ctx, image)
+	if err != nil {
+		return nil, err
+	}
+	if col.Version != ts.PairsWith.Version {
+		return nil, s.forget(image, fmt.Errorf("%w: collection %s was indexed by %s version %s; text model %s pairs with version %s",
+			embed.ErrNotPaired, col.Name, image, short(col.Version), ts.Name, short(ts.PairsWith.Version)))
+	}
+	v, err := s.eng.EmbedText(ctx, ts.Name, text)
+	if err != nil {
+		return nil, fmt.Errorf("query text: %w", err)
+	}
+	return s.ByVector(ctx, image, v, k)
+}
+
+func short(v string) string {
+	if len(v) > 19 {
+		return v[:19]
+	}
+	return v
 }
 
 // ByObject finds the k stored images nearest to an already indexed object

@@ -15,6 +15,7 @@ import (
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/testenv"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
@@ -25,13 +26,13 @@ import (
 // does: it runs the tiny CLIP export (real vectors) and then waits out the
 // rest of the batch's time.
 type paced struct {
-	worker.Embedder
+	engine.ImageEncoder
 	perBatch time.Duration
 }
 
 func (p paced) Embed(px []float32, n int, out []float32) error {
 	start := time.Now()
-	err := p.Embedder.Embed(px, n, out)
+	err := p.ImageEncoder.Embed(px, n, out)
 	time.Sleep(p.perBatch - time.Since(start))
 	return err
 }
@@ -99,7 +100,7 @@ func BenchmarkWorkerPaced(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	w, err := worker.New(ctx, worker.Config{JS: ns.JS, Topology: topo, Consumer: cons, Models: []worker.Embedder{paced{tiny, perBatch}},
+	w, err := worker.New(ctx, worker.Config{JS: ns.JS, Topology: topo, Consumer: cons, Models: []engine.ImageEncoder{paced{tiny, perBatch}},
 		Store: store, OpenSource: func(uri string) (objstore.Source, error) { return objstore.Open(uri, s3, objstore.Filter{}) },
 		BatchSize: batch})
 	if err != nil {

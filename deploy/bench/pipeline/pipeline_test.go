@@ -154,7 +154,7 @@ func BenchmarkWorker(b *testing.B) {
 	modelsDir := os.Getenv("BENCH_MODELS_DIR")
 	if modelsDir == "" {
 		home, _ := os.UserHomeDir()
-		modelsDir = filepath.Join(home, ".cache", "embedfleet", "models-random")
+		modelsDir = filepath.Join(home, ".cache", "embedfleet", "models-random-2")
 	}
 	model := os.Getenv("BENCH_MODEL")
 	if model == "" {
