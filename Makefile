@@ -23,12 +23,12 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random-2
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps deps-demo build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile demo
+.PHONY: help deps deps-demo build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-demo: deps-demo build ## index 200 generated images with the whole system in one process (NATS, milvus-lite, coordinator, workers), then query
+demo: deps-demo build ## index 200 generated images with the whole system in one process (NATS, milvus-lite, coordinator, workers), then query by image and by text
 	$(GO) run ./deploy/demo/genimages --out $(DEMO_DIR) --n 200
 	@if [ "$(DEMO_MODELS)" = shared/embed/testdata/models ]; then \
 	  echo "=================================================================="; \
@@ -37,9 +37,9 @@ demo: deps-demo build ## index 200 generated images with the whole system in one
 	  echo " Real weights: docs/models.md, then DEMO_MODELS=~/.cache/embedfleet/models"; \
 	  echo "=================================================================="; fi
 	$(DEPS_ENV); bin/embedfleet dev --models-dir $(DEMO_MODELS) --models clip-vit-b32,dinov2-base \
-	  --images $(DEMO_DIR)/images --query $(DEMO_DIR)/query.jpg --top-k 3 --job-size 32
+	  --images $(DEMO_DIR)/images --query $(DEMO_DIR)/query.jpg --query-text "a photo of a red circle" --top-k 3 --job-size 32
 
-deps-demo: ## install only what `make demo` needs: libjpeg-turbo, ONNX Runtime, milvus-lite
+deps-demo: ## install only what `make demo` needs: libjpeg-turbo, ONNX Runtime, CLIP's vocabulary, milvus-lite
 	$(DEPS) demo
 
 deps: ## install ONNX Runtime, milvus-lite, MinIO, nats-server, staticcheck into ~/.cache/embedfleet (pinned, sha256-checked, cached)
@@ -102,7 +102,12 @@ bench-article: deps build random-models ## copy detection on BSDS500 queries mad
 	$$py deploy/bench/make_queries.py --images $(BENCHDIR) --out $(BENCH_OUT)/data --refs $(BENCH_REFS) --queries $(BENCH_QUERIES) --distractors $(BENCH_DISTRACTORS); \
 	$(DEPS_ENV); PY=$$py BIN=bin/embedfleet MODELS="$(RANDOM_MODELS)" deploy/bench/article.sh $(BENCH_OUT)/data $(BENCH_OUT)
 
-bench: bench-embed bench-pipeline bench-manifest bench-article bench-hostile ## every benchmark
+bench: bench-embed bench-pipeline bench-manifest bench-article bench-hostile bench-text ## every benchmark
+
+bench-text: deps random-models ## CLIP's tokenizer (ns per text), and 32 concurrent text queries through the engine with the full-size text tower at batch 1, 8 and 32 (texts/s)
+	$(DEPS_ENV); $(GO) test -run '^$$' -bench Encode -benchtime 20000x ./shared/cliptok | grep -E '^Benchmark'
+	$(DEPS_ENV); $(GO) test -run '^$$' -bench TextQueries -benchtime 5x -timeout 10m ./shared/engine | grep -E '^Benchmark'
+
 
 bench-hostile: deps build ## what hostile input costs: progressive-JPEG scans by size and count, refusing a 20,000-scan file; serve's RSS under 200 concurrent 9400x9400 uploads
 	$(GO) test -run '^$$' -bench ScanBomb -benchtime 3x ./shared/imageprep | grep -E '^Benchmark'

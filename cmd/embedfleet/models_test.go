@@ -327,7 +327,7 @@ func TestModelsSyncFromS3(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, name := range []string{"clip-vit-b32", "dinov2-base"} {
+	for _, name := range []string{"clip-vit-b32", "dinov2-base", "clip-vit-b32-text"} {
 		for _, f := range []string{"spec.json", "model.onnx"} {
 			b, err := os.ReadFile(filepath.Join(tinyModels(t), name, f))
 			if err != nil {
@@ -336,6 +336,14 @@ func TestModelsSyncFromS3(t *testing.T) {
 			put("models/"+name+"/"+f, b)
 		}
 	}
+	// The text tower's tokenizer files travel with it.
+	for _, f := range []string{"vocab.json", "merges.txt"} {
+		b, err := os.ReadFile(filepath.Join(testenv.CLIPVocab(t), f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		put("models/clip-vit-b32-text/"+f, b)
+	}
 	dir := t.TempDir()
 	env := append(ortEnv(t, dir), "AWS_ACCESS_KEY_ID="+m.AccessKey, "AWS_SECRET_ACCESS_KEY="+m.SecretKey)
 	args := []string{"models", "sync", "--from", "s3://" + m.Bucket + "/models/", "--s3-endpoint", m.Endpoint, "--s3-insecure", "--s3-path-style"}
@@ -343,8 +351,13 @@ func TestModelsSyncFromS3(t *testing.T) {
 	if err != nil || strings.Count(out, "ok ") != 3 { // the two image towers and CLIP's text tower
 		t.Fatalf("sync: %v\n%s", err, out)
 	}
-	if out, err := run(t, env, "models", "verify"); err != nil || strings.Count(out, "ok ") != 2 {
+	if out, err := run(t, env, "models", "verify"); err != nil || strings.Count(out, "ok ") != 3 {
 		t.Fatalf("verify after sync: %v\n%s", err, out)
+	}
+	for _, f := range []string{"vocab.json", "merges.txt"} {
+		if _, err := os.Stat(filepath.Join(dir, "clip-vit-b32-text", f)); err != nil {
+			t.Fatalf("the text tower's %s was not synced: %v", f, err)
+		}
 	}
 	// A tampered file upstream is refused; a models folder that already has
 	// this version does not even fetch it.
@@ -355,7 +368,7 @@ func TestModelsSyncFromS3(t *testing.T) {
 	if err == nil || !strings.Contains(out, "spec says") {
 		t.Fatalf("sync of a tampered model: %v\n%s", err, out)
 	}
-	if out, err := run(t, env, args...); err != nil || strings.Count(out, "ok ") != 2 {
+	if out, err := run(t, env, args...); err != nil || strings.Count(out, "ok ") != 3 {
 		t.Fatalf("sync into the up-to-date folder: %v\n%s", err, out)
 	}
 	if out, err := run(t, env, "models", "verify", "clip-vit-b32"); err != nil {

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -124,5 +126,66 @@ func TestQueryTextNeedsATextTower(t *testing.T) {
 	out, err := run(t, textEnv(t), "query", "--model", "dinov2-base", "--text", "a cat", "--milvus-addr", "127.0.0.1:1")
 	if err == nil || !strings.Contains(out, "text tower that pairs with dinov2-base") {
 		t.Fatalf("query --text on dinov2-base: %v\n%s", err, out)
+	}
+}
+
+// TestModelsPullText: pulling CLIP's text tower fetches its tokenizer files
+// with it, records their sha256 and the installed image tower's version,
+// and refuses to pull before that image tower is there.
+func TestModelsPullText(t *testing.T) {
+	files := map[string][]byte{}
+	read := func(name, path string) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[name] = b
+	}
+	read("/acme/clip/resolve/abc123/onnx/vision_model.onnx", filepath.Join(tinyModels(t), "clip-vit-b32", "model.onnx"))
+	read("/acme/clip/resolve/abc123/onnx/text_model.onnx", filepath.Join(tinyModels(t), "clip-vit-b32-text", "model.onnx"))
+	read("/acme/clip/resolve/abc123/vocab.json", filepath.Join(testenv.CLIPVocab(t), "vocab.json"))
+	read("/acme/clip/resolve/abc123/merges.txt", filepath.Join(testenv.CLIPVocab(t), "merges.txt"))
+	hub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if b, ok := files[r.URL.Path]; ok {
+			w.Write(b)
+			return
+		}
+		http.NotFound(w, r)
+	}))
+	defer hub.Close()
+	dir := t.TempDir()
+	env := ortEnv(t, dir)
+	pull := func(model, file string, extra ...string) (string, error) {
+		return run(t, env, append([]string{"models", "pull", "--endpoint", hub.URL, "--repo", "acme/clip", "--revision", "abc123",
+			"--model", model, "--file", file}, extra...)...)
+	}
+	if out, err := pull("clip-vit-b32-text", "onnx/text_model.onnx", "--dim", "16"); err == nil || !strings.Contains(out, "pull it first") {
+		t.Fatalf("a text tower pulled before its image tower: %v\n%s", err, out)
+	}
+	if out, err := pull("clip-vit-b32", "onnx/vision_model.onnx", "--dim", "16"); err != nil {
+		t.Fatalf("pull the image tower: %v\n%s", err, out)
+	}
+	if out, err := pull("clip-vit-b32-text", "onnx/text_model.onnx", "--dim", "16"); err != nil {
+		t.Fatalf("pull the text tower: %v\n%s", err, out)
+	}
+	var spec struct {
+		PairsWith struct{ Name, Version string } `json:"pairs_with"`
+		Tokenizer struct {
+			VocabSHA256 string `json:"vocab_sha256"`
+		} `json:"tokenizer"`
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "clip-vit-b32-text", "spec.json"))
+	if err := json.Unmarshal(b, &spec); err != nil {
+		t.Fatal(err)
+	}
+	img, _ := os.ReadFile(filepath.Join(dir, "clip-vit-b32", "spec.json"))
+	if spec.PairsWith.Name != "clip-vit-b32" || !strings.Contains(string(img), spec.PairsWith.Version) || len(spec.Tokenizer.VocabSHA256) != 64 {
+		t.Fatalf("pulled text spec: %+v", spec)
+	}
+	// It opens with its own tokenizer files, no --tokenizer-dir needed.
+	f := filepath.Join(t.TempDir(), "t.txt")
+	os.WriteFile(f, []byte("a photo of a cat\n"), 0o644)
+	if out, err := run(t, append(env, "EMBEDFLEET_CLIP_VOCAB="), "embed", "--model", "clip-vit-b32-text", "--text-file", f); err != nil {
+		t.Fatalf("embed with the pulled text tower: %v\n%s", err, out)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -13,8 +14,9 @@ import (
 	"github.com/embedfleet/embedfleet/shared/objstore"
 )
 
-// SyncFilter lists what Sync reads from a source: the specs and ONNX files.
-var SyncFilter = objstore.Filter{Include: []string{SpecFile, "*.onnx"}}
+// SyncFilter lists what Sync reads from a source: the specs, ONNX files and
+// a text model's tokenizer files (by the names export.py and pull give them).
+var SyncFilter = objstore.Filter{Include: []string{SpecFile, "*.onnx", "vocab.json", "merges.txt"}}
 
 // Sync copies every model under src (a folder per model with spec.json and
 // the ONNX file it names, as in a models folder) into dir. Each ONNX file is
@@ -79,6 +81,9 @@ func Sync(ctx context.Context, src objstore.Source, dir string, maxBytes int64) 
 		if err == nil {
 			err = os.WriteFile(filepath.Join(tmp, SpecFile), raw, 0o644)
 		}
+		if err == nil && spec.IsText() {
+			err = syncTokenizer(ctx, src, path.Dir(sk), tmp, spec)
+		}
 		if err == nil {
 			err = os.RemoveAll(final)
 		}
@@ -92,4 +97,29 @@ func Sync(ctx context.Context, src objstore.Source, dir string, maxBytes int64) 
 		out = append(out, spec)
 	}
 	return out, nil
+}
+
+// syncTokenizer copies a text model's vocab and merges beside it, each
+// checked against the sha256 its spec records. A model stored without them
+// is copied without them: it then takes them from --tokenizer-dir.
+func syncTokenizer(ctx context.Context, src objstore.Source, prefix, tmp string, spec Spec) error {
+	t := spec.Tokenizer
+	for _, f := range []struct{ name, sum string }{{t.Vocab, t.VocabSHA256}, {t.Merges, t.MergesSHA256}} {
+		key := path.Join(prefix, f.name)
+		data, err := src.Get(ctx, key, 64<<20)
+		if errors.Is(err, objstore.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(data)
+		if got := hex.EncodeToString(sum[:]); f.sum != "" && got != f.sum {
+			return fmt.Errorf("%w: %s has sha256 %s, its spec says %s", ErrModelMismatch, src.ObjectURI(key), got, f.sum)
+		}
+		if err := os.WriteFile(filepath.Join(tmp, f.name), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
