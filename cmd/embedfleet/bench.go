@@ -14,9 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
@@ -26,7 +23,7 @@ import (
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
-	"github.com/embedfleet/embedfleet/shared/vecstore"
+	"github.com/embedfleet/embedfleet/shared/stack"
 	"github.com/embedfleet/embedfleet/worker"
 )
 
@@ -103,11 +100,11 @@ model and, with --out, writes results.json, results.md and results.png
 			if err := opened.imagesOnly("bench copy-detection"); err != nil {
 				return err
 			}
-			st, err := startEmbedded(ctx, dataDir, milvusBin, "")
+			st, err := stack.Start(ctx, stack.Config{DataDir: dataDir, MilvusBin: milvusBin})
 			if err != nil {
 				return err
 			}
-			defer st.stop()
+			defer st.Close()
 			src, err := objstore.Open(refs, objstore.S3Config{}, objstore.Filter{})
 			if err != nil {
 				return err
@@ -167,81 +164,16 @@ func readTruth(p string) (map[string]string, error) {
 	return t, nil
 }
 
-// stackHandles is the one-process stack of `bench` (and `dev`): an
-// in-process NATS JetStream and a milvus-lite child process.
-type stackHandles struct {
-	ns         *server.Server
-	nc         *nats.Conn
-	js         jetstream.JetStream
-	topo       bus.Topology
-	store      *vecstore.Store
-	stopMilvus func()
-}
-
-func (h *stackHandles) stop() {
-	if h.store != nil {
-		_ = h.store.Close(context.Background())
-	}
-	if h.stopMilvus != nil {
-		h.stopMilvus()
-	}
-	if h.nc != nil {
-		h.nc.Close()
-	}
-	h.ns.Shutdown()
-}
-
-// startEmbedded starts the stack with its data in dataDir; milvusAddr, when
-// set, is used instead of starting milvus-lite from milvusBin.
-func startEmbedded(ctx context.Context, dataDir, milvusBin, milvusAddr string) (*stackHandles, error) {
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: filepath.Join(dataDir, "nats"), NoLog: true, NoSigs: true})
-	if err != nil {
-		return nil, fmt.Errorf("nats: %w", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, errors.New("in-process nats did not start")
-	}
-	h := &stackHandles{ns: ns}
-	nc, js, err := bus.Connect(bus.Config{URL: ns.ClientURL(), Name: "embedfleet-embedded"})
-	if err != nil {
-		h.stop()
-		return nil, err
-	}
-	h.nc, h.js = nc, js
-	if err := h.topo.Ensure(ctx, js, bus.StreamOptions{}); err != nil {
-		h.stop()
-		return nil, err
-	}
-	addr := milvusAddr
-	if addr == "" {
-		var stopMilvus func()
-		addr, stopMilvus, err = startMilvusLite(milvusBin, dataDir)
-		if err != nil {
-			h.stop()
-			return nil, err
-		}
-		h.stopMilvus = stopMilvus
-	}
-	if h.store, err = vecstore.Connect(ctx, vecstore.Config{Address: addr}); err != nil {
-		h.stop()
-		return nil, err
-	}
-	return h, nil
-}
-
-func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e engine.ImageEncoder, queryDir string, truth map[string]string, batch int, decOpts []imageprep.DecoderOption, progress io.Writer) (cdResult, map[string][]scored, error) {
+func copyDetect(ctx context.Context, st *stack.Stack, src objstore.Source, e engine.ImageEncoder, queryDir string, truth map[string]string, batch int, decOpts []imageprep.DecoderOption, progress io.Writer) (cdResult, map[string][]scored, error) {
 	name := e.Spec().Name
 	res := cdResult{Pipeline: "embedfleet", Model: name}
-	cons, err := st.topo.WorkerConsumer(ctx, st.js, bus.ConsumerOptions{})
+	cons, err := st.Topology.WorkerConsumer(ctx, st.JS, bus.ConsumerOptions{})
 	if err != nil {
 		return res, nil, err
 	}
 	reg := prometheus.NewRegistry()
-	w, err := worker.New(ctx, worker.Config{JS: st.js, Topology: st.topo, Consumer: cons, Models: []engine.ImageEncoder{e},
-		Store: st.store, OpenSource: func(uri string) (objstore.Source, error) {
+	w, err := worker.New(ctx, worker.Config{JS: st.JS, Topology: st.Topology, Consumer: cons, Models: []engine.ImageEncoder{e},
+		Store: st.Store, OpenSource: func(uri string) (objstore.Source, error) {
 			return objstore.Open(uri, objstore.S3Config{}, objstore.Filter{})
 		},
 		BatchSize: batch, Prefetch: 2, Metrics: worker.NewMetrics(reg), DecoderOptions: decOpts})
@@ -254,11 +186,11 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e en
 	// Index while the worker runs; a worker that fails ends the indexing
 	// with its error.
 	err = supervise(ctx, func(ctx context.Context) error {
-		rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.js, Topology: st.topo, Source: src, Models: []string{name}, JobSize: 2 * batch})
+		rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.JS, Topology: st.Topology, Source: src, Models: []string{name}, JobSize: 2 * batch})
 		if err != nil {
 			return err
 		}
-		sum, err = coordinator.Wait(ctx, st.js, st.topo, rec, func(s coordinator.Summary) {
+		sum, err = coordinator.Wait(ctx, st.JS, st.Topology, rec, func(s coordinator.Summary) {
 			if time.Since(lastNote) >= 5*time.Second {
 				lastNote = time.Now()
 				fmt.Fprintf(progress, "bench %s: indexed %d/%d references, %.1f img/s\n", name, s.Stored, rec.Listed, float64(s.Stored)/s.Elapsed.Seconds())
@@ -290,7 +222,7 @@ func copyDetect(ctx context.Context, st *stackHandles, src objstore.Source, e en
 		return res, nil, err
 	}
 	defer eng.Close()
-	s := search.New(st.store, eng)
+	s := search.New(st.Store, eng)
 	results := map[string][]scored{}
 	var queryEmbed, searchTime time.Duration
 	start = time.Now()

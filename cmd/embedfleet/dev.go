@@ -4,14 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,6 +14,7 @@ import (
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/search"
+	"github.com/embedfleet/embedfleet/shared/stack"
 	"github.com/embedfleet/embedfleet/worker"
 )
 
@@ -95,12 +91,12 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 			}
 			defer eng.Close()
 
-			st, err := startEmbedded(ctx, dataDir, milvusBin, milvusAddr)
+			st, err := stack.Start(ctx, stack.Config{DataDir: dataDir, MilvusBin: milvusBin, MilvusAddr: milvusAddr})
 			if err != nil {
 				return err
 			}
-			defer st.stop()
-			js, topo, store := st.js, st.topo, st.store
+			defer st.Close()
+			js, topo, store := st.JS, st.Topology, st.Store
 
 			cons, err := topo.WorkerConsumer(ctx, js, bus.ConsumerOptions{Workers: workers})
 			if err != nil {
@@ -193,70 +189,4 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 	f.StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
 	f.StringVar(&serveAddr, "serve", "", "after indexing, serve the HTTP query API here, e.g. 127.0.0.1:8080, until Ctrl-C")
 	return cmd
-}
-
-// startMilvusLite runs the milvus-lite server on a free loopback port with
-// its database in dir, and returns its address and a stop function.
-func startMilvusLite(bin, dir string) (string, func(), error) {
-	if _, err := os.Stat(bin); err != nil {
-		return "", nil, fmt.Errorf("dev: milvus-lite server %s: %v (run `make deps`, or pass --milvus-bin or --milvus-addr)", bin, err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	addr := l.Addr().String()
-	l.Close()
-	logf, err := os.Create(filepath.Join(dir, "milvus.log"))
-	if err != nil {
-		return "", nil, err
-	}
-	c := exec.Command(bin, filepath.Join(dir, "milvus.db"), addr, "ERROR")
-	c.Env = milvusLiteEnv(os.Environ(), filepath.Dir(bin))
-	c.Stdout, c.Stderr = logf, logf
-	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := c.Start(); err != nil {
-		logf.Close()
-		return "", nil, fmt.Errorf("dev: start milvus-lite: %w", err)
-	}
-	stop := func() {
-		_ = c.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = c.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = c.Process.Kill()
-			<-done
-		}
-		logf.Close()
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if conn, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			conn.Close()
-			return addr, stop, nil
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", nil, fmt.Errorf("dev: milvus-lite did not listen on %s within 30 s (log: %s)", addr, logf.Name())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// milvusLiteEnv is the environment of the embedded milvus-lite server. It
-// shares the machine with inference, and its OpenMP and OpenBLAS pools
-// would otherwise take a thread per core and spin between searches, so they
-// get two threads and a passive wait unless the caller's environment says
-// otherwise.
-func milvusLiteEnv(env []string, libDir string) []string {
-	out := append(slices.Clone(env), "LD_LIBRARY_PATH="+libDir)
-	for _, kv := range []string{"OMP_NUM_THREADS=2", "OPENBLAS_NUM_THREADS=1", "OMP_WAIT_POLICY=PASSIVE"} {
-		key := kv[:strings.IndexByte(kv, '=')+1]
-		if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, key) }) {
-			out = append(out, kv)
-		}
-	}
-	return out
 }

@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/milvus-io/milvus/client/v2/entity"
 	"github.com/milvus-io/milvus/client/v2/milvusclient"
+
+	"github.com/embedfleet/embedfleet/shared/stack"
 )
 
 // Milvus is a milvus-lite server process: Milvus's own engine behind its
@@ -21,7 +21,7 @@ type Milvus struct {
 	Addr   string // host:port of the gRPC API
 	Client *milvusclient.Client
 
-	proc *process
+	proc *stack.Process
 	bin  string
 	dir  string
 }
@@ -33,8 +33,8 @@ func StartMilvus(t testing.TB) *Milvus {
 	t.Helper()
 	skipShort(t, "milvus-lite")
 	m := &Milvus{bin: Binary(t, EnvMilvusBin), dir: t.TempDir()}
-	err := startOnFreePort(func(port int) error {
-		m.Addr = hostPort(port)
+	err := stack.StartOnFreePort(func(port int) error {
+		m.Addr = stack.HostPort(port)
 		return m.start()
 	})
 	if err != nil {
@@ -44,45 +44,27 @@ func StartMilvus(t testing.TB) *Milvus {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = m.Client.Close(ctx)
-		m.proc.stop(5 * time.Second)
+		m.proc.Stop(5 * time.Second)
 	})
 	return m
 }
 
 func (m *Milvus) start() error {
-	p, err := startProcess("milvus", m.dir, []string{"LD_LIBRARY_PATH=" + filepath.Dir(m.bin)},
-		m.bin, filepath.Join(m.dir, "milvus.db"), m.Addr, "ERROR")
+	ml, err := stack.StartMilvusLite(m.bin, m.dir, m.Addr)
 	if err != nil {
 		return err
 	}
-	ready := p.waitReady(60*time.Second, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		c, err := milvusclient.New(ctx, &milvusclient.ClientConfig{Address: m.Addr})
-		if err != nil {
-			return err
-		}
-		// Answering is not being ready: milvus-lite can accept calls
-		// before its storage engine is initialised ("Mmap manager has not
-		// been init"). Create and drop a collection to be sure.
-		if err := probeCollection(ctx, c); err != nil {
-			_ = c.Close(ctx)
-			return err
-		}
-		if m.Client != nil {
-			_ = m.Client.Close(ctx)
-		}
-		m.Client = c
-		return nil
-	})
-	if ready != nil {
-		p.kill()
-		if portTakenIn(p.logTail(20)) {
-			return errPortTaken
-		}
-		return ready
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := milvusclient.New(ctx, &milvusclient.ClientConfig{Address: m.Addr})
+	if err != nil {
+		ml.Kill()
+		return err
 	}
-	m.proc = p
+	if m.Client != nil {
+		_ = m.Client.Close(ctx)
+	}
+	m.Client, m.proc = c, ml.Process
 	return nil
 }
 
@@ -90,7 +72,7 @@ func (m *Milvus) start() error {
 // database file, as an outage that ends would.
 func (m *Milvus) Restart(t testing.TB) {
 	t.Helper()
-	if !m.proc.exited() {
+	if !m.proc.Exited() {
 		t.Fatal("testenv: Restart of a milvus that is still running")
 	}
 	if err := m.start(); err != nil {
@@ -101,7 +83,7 @@ func (m *Milvus) Restart(t testing.TB) {
 // Ping checks that the server answers an API call. Its error names the
 // server.
 func (m *Milvus) Ping(ctx context.Context) error {
-	if err := dialCheck(m.Addr); err != nil {
+	if err := stack.DialCheck(m.Addr); err != nil {
 		return fmt.Errorf("milvus at %s: %w", m.Addr, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -113,18 +95,7 @@ func (m *Milvus) Ping(ctx context.Context) error {
 }
 
 // Stop ends the server now, as an outage would; later calls fail.
-func (m *Milvus) Stop() { m.proc.stop(5 * time.Second) }
-
-func probeCollection(ctx context.Context, c *milvusclient.Client) error {
-	const name = "testenv_ready_probe"
-	schema := entity.NewSchema().WithName(name).
-		WithField(entity.NewField().WithName("id").WithDataType(entity.FieldTypeInt64).WithIsPrimaryKey(true)).
-		WithField(entity.NewField().WithName("v").WithDataType(entity.FieldTypeFloatVector).WithDim(2))
-	if err := c.CreateCollection(ctx, milvusclient.NewCreateCollectionOption(name, schema)); err != nil {
-		return err
-	}
-	return c.DropCollection(ctx, milvusclient.NewDropCollectionOption(name))
-}
+func (m *Milvus) Stop() { m.proc.Stop(5 * time.Second) }
 
 // TLSFront serves TLS on a new loopback port with a certificate from ca and
 // forwards each connection, decrypted, to the milvus-lite server: Milvus as

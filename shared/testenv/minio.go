@@ -13,6 +13,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/embedfleet/embedfleet/shared/stack"
 )
 
 // MinIO is a MinIO server process with a bucket made for the test.
@@ -24,7 +26,7 @@ type MinIO struct {
 	Client    *minio.Client
 	TLS       bool // serving HTTPS with a certificate from the CA given to WithMinIOTLS
 
-	proc      *process
+	proc      *stack.Process
 	transport *http.Transport
 }
 
@@ -88,25 +90,25 @@ func StartMinIO(t testing.TB, opts ...MinIOOption) *MinIO {
 			t.Fatalf("testenv: minio: %v", err)
 		}
 	}
-	err := startOnFreePort(func(port int) error {
-		console, err := freePort()
+	err := stack.StartOnFreePort(func(port int) error {
+		console, err := stack.FreePort()
 		if err != nil {
 			return err
 		}
-		m.Endpoint = hostPort(port)
-		p, err := startProcess("minio", dir, []string{
+		m.Endpoint = stack.HostPort(port)
+		p, err := stack.StartProcess("minio", dir, []string{
 			"MINIO_ROOT_USER=" + m.AccessKey,
 			"MINIO_ROOT_PASSWORD=" + m.SecretKey,
 			"MINIO_BROWSER=off",
 			"MINIO_UPDATE=off",
-		}, bin, "server", dir+"/data", "--quiet", "--certs-dir", certs, "--address", m.Endpoint, "--console-address", hostPort(console))
+		}, bin, "server", dir+"/data", "--quiet", "--certs-dir", certs, "--address", m.Endpoint, "--console-address", stack.HostPort(console))
 		if err != nil {
 			return err
 		}
-		if err := p.waitReady(60*time.Second, func() error { return m.ping(context.Background()) }); err != nil {
-			p.kill()
-			if portTakenIn(p.logTail(20)) {
-				return errPortTaken
+		if err := p.WaitReady(60*time.Second, func() error { return m.ping(context.Background()) }); err != nil {
+			p.Kill()
+			if stack.PortTakenIn(p.LogTail(20)) {
+				return stack.ErrPortTaken
 			}
 			return err
 		}
@@ -116,7 +118,7 @@ func StartMinIO(t testing.TB, opts ...MinIOOption) *MinIO {
 	if err != nil {
 		t.Fatalf("testenv: minio: %v", err)
 	}
-	t.Cleanup(func() { m.proc.stop(5 * time.Second) })
+	t.Cleanup(func() { m.proc.Stop(5 * time.Second) })
 
 	mopts := &minio.Options{Creds: credentials.NewStaticV4(m.AccessKey, m.SecretKey, ""), Secure: m.TLS}
 	if m.transport != nil {
@@ -144,7 +146,7 @@ func (m *MinIO) NewBucket(t testing.TB) string {
 
 // Ping checks that the server is alive. Its error names the server.
 func (m *MinIO) Ping(ctx context.Context) error {
-	if err := dialCheck(m.Endpoint); err != nil {
+	if err := stack.DialCheck(m.Endpoint); err != nil {
 		return fmt.Errorf("minio at %s: %w", m.Endpoint, err)
 	}
 	if err := m.ping(ctx); err != nil {
@@ -172,4 +174,4 @@ func (m *MinIO) ping(ctx context.Context) error {
 }
 
 // Stop ends the server now, as an outage would; later calls fail.
-func (m *MinIO) Stop() { m.proc.stop(5 * time.Second) }
+func (m *MinIO) Stop() { m.proc.Stop(5 * time.Second) }

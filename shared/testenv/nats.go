@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/embedfleet/embedfleet/shared/stack"
 )
 
 // NATS is a NATS server with JetStream enabled, either inside the test
@@ -23,7 +25,7 @@ type NATS struct {
 	JS   jetstream.JetStream
 
 	srv  *server.Server // in-process mode
-	proc *process       // process mode
+	proc *stack.Process // process mode
 	bin  string
 	conf string
 	opts natsOptions
@@ -64,21 +66,9 @@ func (n *NATS) clientOptions() []nats.Option {
 func StartNATS(t testing.TB) *NATS {
 	t.Helper()
 	skipShort(t, "NATS JetStream")
-	srv, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
-		JetStream: true,
-		StoreDir:  t.TempDir(),
-		NoLog:     true,
-		NoSigs:    true,
-	})
+	srv, err := stack.StartNATS(t.TempDir())
 	if err != nil {
-		t.Fatalf("testenv: nats: %v", err)
-	}
-	srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		t.Fatalf("testenv: nats: in-process server not ready after 10s")
+		t.Fatalf("testenv: %v", err)
 	}
 	n := &NATS{URL: srv.ClientURL(), srv: srv}
 	t.Cleanup(func() {
@@ -100,16 +90,16 @@ func StartNATSProcess(t testing.TB, opts ...NATSOption) *NATS {
 		o(&n.opts)
 	}
 	dir := t.TempDir()
-	err := startOnFreePort(func(port int) error {
-		n.URL = "nats://" + hostPort(port)
+	err := stack.StartOnFreePort(func(port int) error {
+		n.URL = "nats://" + stack.HostPort(port)
 		n.conf = filepath.Join(dir, "nats.conf")
 		conf := fmt.Sprintf("listen: %q\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n",
-			hostPort(port), filepath.Join(dir, "js"))
+			stack.HostPort(port), filepath.Join(dir, "js"))
 		if n.opts.user != "" {
 			conf += fmt.Sprintf("authorization {\n  user: %q\n  password: %q\n}\n", n.opts.user, n.opts.password)
 		}
 		if n.opts.cert != "" {
-			n.URL = "tls://" + hostPort(port)
+			n.URL = "tls://" + stack.HostPort(port)
 			conf += fmt.Sprintf("tls {\n  cert_file: %q\n  key_file: %q\n}\n", n.opts.cert, n.opts.key)
 		}
 		if err := os.WriteFile(n.conf, []byte(conf), 0o644); err != nil {
@@ -120,17 +110,17 @@ func StartNATSProcess(t testing.TB, opts ...NATSOption) *NATS {
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}
-	t.Cleanup(func() { n.proc.stop(5 * time.Second) })
+	t.Cleanup(func() { n.proc.Stop(5 * time.Second) })
 	n.connect(t)
 	return n
 }
 
 func (n *NATS) startProcess() error {
-	p, err := startProcess("nats-server", filepath.Dir(n.conf), nil, n.bin, "-c", n.conf)
+	p, err := stack.StartProcess("nats-server", filepath.Dir(n.conf), nil, n.bin, "-c", n.conf)
 	if err != nil {
 		return err
 	}
-	err = p.waitReady(30*time.Second, func() error {
+	err = p.WaitReady(30*time.Second, func() error {
 		nc, err := nats.Connect(n.URL, append(n.clientOptions(), nats.Timeout(time.Second))...)
 		if err != nil {
 			return err
@@ -139,9 +129,9 @@ func (n *NATS) startProcess() error {
 		return nil
 	})
 	if err != nil {
-		p.kill()
-		if portTakenIn(p.logTail(20)) {
-			return errPortTaken
+		p.Kill()
+		if stack.PortTakenIn(p.LogTail(20)) {
+			return stack.ErrPortTaken
 		}
 		return err
 	}
@@ -169,7 +159,7 @@ func (n *NATS) connect(t testing.TB) {
 
 // Ping checks that JetStream answers. Its error names the server.
 func (n *NATS) Ping(ctx context.Context) error {
-	if err := dialCheck(strings.TrimPrefix(strings.TrimPrefix(n.URL, "nats://"), "tls://")); err != nil {
+	if err := stack.DialCheck(strings.TrimPrefix(strings.TrimPrefix(n.URL, "nats://"), "tls://")); err != nil {
 		return fmt.Errorf("nats at %s: %w", n.URL, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -187,7 +177,7 @@ func (n *NATS) Kill(t testing.TB) {
 	if n.proc == nil {
 		t.Fatal("testenv: Kill needs a server from StartNATSProcess")
 	}
-	n.proc.kill()
+	n.proc.Kill()
 }
 
 // Restart starts the nats-server process again on the same port and store
@@ -197,7 +187,7 @@ func (n *NATS) Restart(t testing.TB) {
 	if n.proc == nil {
 		t.Fatal("testenv: Restart needs a server from StartNATSProcess")
 	}
-	if !n.proc.exited() {
+	if !n.proc.Exited() {
 		t.Fatal("testenv: Restart of a nats-server that is still running")
 	}
 	if err := n.startProcess(); err != nil {
@@ -212,5 +202,5 @@ func (n *NATS) Stop() {
 		n.srv.WaitForShutdown()
 		return
 	}
-	n.proc.stop(5 * time.Second)
+	n.proc.Stop(5 * time.Second)
 }

@@ -1,0 +1,51 @@
+package stack_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/embedfleet/embedfleet/shared/stack"
+	"github.com/embedfleet/embedfleet/shared/testenv"
+)
+
+func TestMilvusLiteEnvCapsThreadsUnlessSet(t *testing.T) {
+	got := stack.MilvusLiteEnv([]string{"PATH=/bin", "OMP_NUM_THREADS=8"}, "/opt/milvus/lib")
+	want := []string{"PATH=/bin", "OMP_NUM_THREADS=8", "LD_LIBRARY_PATH=/opt/milvus/lib", "OPENBLAS_NUM_THREADS=1", "OMP_WAIT_POLICY=PASSIVE"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("MilvusLiteEnv = %q, want %q", got, want)
+	}
+}
+
+// TestStartAndClose stands the whole stack up (in-process NATS with the
+// topology made, real milvus-lite), checks both answer, and takes it down:
+// milvus-lite's process is gone afterwards.
+func TestStartAndClose(t *testing.T) {
+	bin := testenv.Binary(t, testenv.EnvMilvusBin)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := stack.Start(ctx, stack.Config{DataDir: t.TempDir(), MilvusBin: bin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.JS.Stream(ctx, st.Topology.JobsStream()); err != nil {
+		t.Errorf("jobs stream: %v", err)
+	}
+	if err := st.Store.Ping(ctx); err != nil {
+		t.Errorf("milvus: %v", err)
+	}
+	addr := st.Milvus.Addr
+	st.Close()
+	if !st.Milvus.Exited() {
+		t.Fatal("milvus-lite still runs after Close")
+	}
+	if err := stack.DialCheck(addr); err == nil {
+		t.Fatal("something still listens at milvus-lite's address after Close")
+	}
+	// A binary that is not there: a clear error, nothing left running.
+	if _, err := stack.Start(ctx, stack.Config{DataDir: t.TempDir(), MilvusBin: "/nonexistent/milvus"}); err == nil ||
+		!strings.Contains(err.Error(), "deps.sh milvus-lite") {
+		t.Fatalf("a missing milvus-lite: %v", err)
+	}
+}
