@@ -95,4 +95,3 @@ func TestBenchCopyDetect(t *testing.T) {
 		t.Fatalf("results.png: %+v %v", cfg, err)
 	}
 }
-
