@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,13 +9,13 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/embedfleet/embedfleet/coordinator"
+	"github.com/embedfleet/embedfleet/deploy/bench/copydetect"
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
@@ -31,26 +29,6 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "bench", Short: "Benchmarks that run the real pipeline"}
 	cmd.AddCommand(newCopyDetectCmd(g))
 	return cmd
-}
-
-// cdResult is one model's copy-detection figures.
-type cdResult struct {
-	Pipeline  string  `json:"pipeline"`
-	Model     string  `json:"model"`
-	Top1      float64 `json:"top1"`
-	Top3      float64 `json:"top3"`
-	Recall10  float64 `json:"recall10"`
-	MicroAP   float64 `json:"micro_ap"`
-	ImgPerSec float64 `json:"img_s"`
-	IndexImgS float64 `json:"index_img_s"`
-	QueryImgS float64 `json:"query_img_s"`
-	// Stages: images per second of time spent in each stage. prepare
-	// (fetch, decode, preprocess) is per goroutine: it runs on every core
-	// at once. embed and upsert are the worker's model calls and Milvus
-	// writes while indexing; query_embed and search are the query phase's.
-	Stages  map[string]float64 `json:"stage_img_s"`
-	Refs    int                `json:"refs"`
-	Queries int                `json:"queries"`
 }
 
 func newCopyDetectCmd(g *globalFlags) *cobra.Command {
@@ -82,7 +60,7 @@ model and, with --out, writes results.json, results.md and results.png
 			if refs == "" || queries == "" || truthFile == "" || len(ms) == 0 {
 				return errors.New("--refs, --queries, --truth and --models are required")
 			}
-			truth, err := readTruth(truthFile)
+			truth, err := copydetect.ReadTruth(truthFile)
 			if err != nil {
 				return err
 			}
@@ -109,15 +87,15 @@ model and, with --out, writes results.json, results.md and results.png
 			if err != nil {
 				return err
 			}
-			var results []cdResult
-			var curves [][2][]float64
+			var results []copydetect.Result
+			var curves []copydetect.Curve
 			for _, e := range opened.images {
 				r, preds, err := copyDetect(ctx, st, src, e, queries, truth, batch, g.decoderOptions(), cmd.ErrOrStderr())
 				if err != nil {
 					return err
 				}
-				rec, prec := prCurve(truth, preds)
-				curves = append(curves, [2][]float64{rec, prec})
+				rec, prec := copydetect.PRCurve(truth, preds)
+				curves = append(curves, copydetect.Curve{Recall: rec, Precision: prec})
 				fmt.Fprintf(cmd.OutOrStdout(), "embedfleet %s top1=%.4f top3=%.4f recall10=%.4f micro_ap=%.4f img_s=%.2f index_img_s=%.2f query_img_s=%.2f refs=%d queries=%d\n",
 					r.Model, r.Top1, r.Top3, r.Recall10, r.MicroAP, r.ImgPerSec, r.IndexImgS, r.QueryImgS, r.Refs, r.Queries)
 				fmt.Fprintf(cmd.OutOrStdout(), "stages %s prepare_img_s=%.1f embed_img_s=%.1f upsert_img_s=%.1f query_embed_img_s=%.1f search_img_s=%.1f\n",
@@ -125,10 +103,10 @@ model and, with --out, writes results.json, results.md and results.png
 				results = append(results, r)
 			}
 			if outDir != "" {
-				if err := writeCDResults(outDir, results); err != nil {
+				if err := copydetect.WriteResults(outDir, results); err != nil {
 					return err
 				}
-				return writeChart(filepath.Join(outDir, "results.png"), results, curves)
+				return copydetect.WriteChart(filepath.Join(outDir, "results.png"), results, curves)
 			}
 			return nil
 		},
@@ -144,29 +122,9 @@ model and, with --out, writes results.json, results.md and results.png
 	return cmd
 }
 
-func readTruth(p string) (map[string]string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	rows, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	if len(rows) < 2 || len(rows[0]) != 2 {
-		return nil, fmt.Errorf("%s: want a header and rows of query,reference", p)
-	}
-	t := map[string]string{}
-	for _, r := range rows[1:] {
-		t[r[0]] = r[1]
-	}
-	return t, nil
-}
-
-func copyDetect(ctx context.Context, st *stack.Stack, src objstore.Source, e engine.ImageEncoder, queryDir string, truth map[string]string, batch int, decOpts []imageprep.DecoderOption, progress io.Writer) (cdResult, map[string][]scored, error) {
+func copyDetect(ctx context.Context, st *stack.Stack, src objstore.Source, e engine.ImageEncoder, queryDir string, truth map[string]string, batch int, decOpts []imageprep.DecoderOption, progress io.Writer) (copydetect.Result, map[string][]copydetect.Scored, error) {
 	name := e.Spec().Name
-	res := cdResult{Pipeline: "embedfleet", Model: name}
+	res := copydetect.Result{Pipeline: "embedfleet", Model: name}
 	cons, err := st.Topology.WorkerConsumer(ctx, st.JS, bus.ConsumerOptions{})
 	if err != nil {
 		return res, nil, err
@@ -223,7 +181,7 @@ func copyDetect(ctx context.Context, st *stack.Stack, src objstore.Source, e eng
 	}
 	defer eng.Close()
 	s := search.New(st.Store, eng)
-	results := map[string][]scored{}
+	results := map[string][]copydetect.Scored{}
 	var queryEmbed, searchTime time.Duration
 	start = time.Now()
 	qStart := start
@@ -254,7 +212,7 @@ func copyDetect(ctx context.Context, st *stack.Stack, src objstore.Source, e eng
 		}
 		for i, q := range chunk {
 			for _, h := range hits[i] {
-				results[q] = append(results[q], scored{ref: path.Base(filepath.ToSlash(h.URI)), score: h.Cosine})
+				results[q] = append(results[q], copydetect.Scored{Ref: path.Base(filepath.ToSlash(h.URI)), Score: h.Cosine})
 			}
 		}
 		if time.Since(lastNote) >= 5*time.Second {
@@ -273,7 +231,7 @@ func copyDetect(ctx context.Context, st *stack.Stack, src objstore.Source, e eng
 		res.Stages["search"] = float64(len(qs)) / searchTime.Seconds()
 	}
 	res.ImgPerSec = float64(res.Refs+res.Queries) / (indexTime + queryTime).Seconds()
-	res.Top1, res.Top3, res.Recall10, res.MicroAP = cdMetrics(truth, results)
+	res.Top1, res.Top3, res.Recall10, res.MicroAP = copydetect.Metrics(truth, results)
 	return res, results, nil
 }
 
@@ -298,76 +256,4 @@ func stageSeconds(reg *prometheus.Registry) map[string]float64 {
 		}
 	}
 	return out
-}
-
-type scored struct {
-	ref   string
-	score float64
-}
-
-// cdMetrics computes accuracy@1, top-3 accuracy and recall@10 over the
-// queries that have a reference, and micro average precision over every
-// (query, reference, score) prediction pooled and ranked by score.
-func cdMetrics(truth map[string]string, results map[string][]scored) (top1, top3, rec10, microAP float64) {
-	type pred struct {
-		q, r  string
-		score float64
-	}
-	var preds []pred
-	positives := 0
-	for q, want := range truth {
-		rs := results[q]
-		for i, r := range rs {
-			preds = append(preds, pred{q, r.ref, r.score})
-			if want != "" && r.ref == want {
-				if i == 0 {
-					top1++
-				}
-				if i < 3 {
-					top3++
-				}
-				rec10++
-			}
-		}
-		if want != "" {
-			positives++
-		}
-	}
-	if positives == 0 {
-		return 0, 0, 0, 0
-	}
-	sort.Slice(preds, func(i, j int) bool { return preds[i].score > preds[j].score })
-	hits := 0
-	for i, p := range preds {
-		if truth[p.q] != "" && truth[p.q] == p.r {
-			hits++
-			microAP += float64(hits) / float64(i+1)
-		}
-	}
-	n := float64(positives)
-	return top1 / n, top3 / n, rec10 / n, microAP / n
-}
-
-func writeCDResults(dir string, rs []cdResult) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	b, _ := json.MarshalIndent(rs, "", " ")
-	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	var md strings.Builder
-	md.WriteString("| pipeline | model | accuracy@1 | top-3 | recall@10 | micro AP | img/s | index img/s | query img/s |\n")
-	md.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
-	for _, r := range rs {
-		fmt.Fprintf(&md, "| %s | %s | %.2f%% | %.2f%% | %.2f%% | %.4f | %.2f | %.2f | %.2f |\n", r.Pipeline, r.Model,
-			100*r.Top1, 100*r.Top3, 100*r.Recall10, r.MicroAP, r.ImgPerSec, r.IndexImgS, r.QueryImgS)
-	}
-	md.WriteString("\nImages per second of time spent in each stage (prepare = fetch, decode and preprocess, per goroutine; it runs on every core at once):\n\n")
-	md.WriteString("| model | prepare | embed | upsert | query embed | search |\n| --- | --- | --- | --- | --- | --- |\n")
-	for _, r := range rs {
-		fmt.Fprintf(&md, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f |\n", r.Model,
-			r.Stages["prepare"], r.Stages["embed"], r.Stages["upsert"], r.Stages["query_embed"], r.Stages["search"])
-	}
-	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(md.String()), 0o644)
 }

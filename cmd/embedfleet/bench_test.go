@@ -4,32 +4,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"image/png"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/embedfleet/embedfleet/deploy/bench/copydetect"
 	"github.com/embedfleet/embedfleet/shared/testenv"
 	"github.com/embedfleet/embedfleet/shared/testimages"
 )
-
-func TestCopyDetectMetrics(t *testing.T) {
-	truth := map[string]string{"q1": "a", "q2": "b", "q3": "c", "q4": ""}
-	results := map[string][]scored{
-		"q1": {{"a", 0.9}, {"b", 0.5}},             // top-1 hit
-		"q2": {{"a", 0.8}, {"c", 0.4}, {"b", 0.3}}, // top-3 hit
-		"q3": {{"a", 0.7}},                         // miss
-		"q4": {{"a", 0.95}},                        // a distractor, confidently wrong
-	}
-	top1, top3, rec10, ap := cdMetrics(truth, results)
-	// Pooled by score: q4a(x) q1a(hit 1/2) q2a(x) q3a(x) q1b(x) q2c(x) q2b(hit 2/7).
-	want := (1.0/2 + 2.0/7) / 3
-	if math.Abs(top1-1.0/3) > 1e-9 || math.Abs(top3-2.0/3) > 1e-9 || math.Abs(rec10-2.0/3) > 1e-9 || math.Abs(ap-want) > 1e-9 {
-		t.Fatalf("top1 %v top3 %v recall10 %v micro AP %v; want 1/3, 2/3, 2/3, %v", top1, top3, rec10, ap, want)
-	}
-}
 
 // TestBenchCopyDetect runs `embedfleet bench copydetect` with the tiny models
 // on generated references and edited copies.
@@ -63,7 +47,7 @@ func TestBenchCopyDetect(t *testing.T) {
 	if err != nil || !strings.Contains(out, "embedfleet dinov2-base top1=") {
 		t.Fatalf("bench copydetect: %v\n%s", err, out)
 	}
-	var rs []cdResult
+	var rs []copydetect.Result
 	b, _ := os.ReadFile(filepath.Join(dir, "out", "results.json"))
 	if err := json.Unmarshal(b, &rs); err != nil || len(rs) != 1 {
 		t.Fatalf("results.json: %v\n%s", err, b)
