@@ -1,4 +1,4 @@
-package cliptok
+package cliptok_test
 
 import (
 	"encoding/json"
@@ -7,15 +7,16 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/embedfleet/embedfleet/shared/cliptok"
 	"github.com/embedfleet/embedfleet/shared/testenv"
 )
 
 // testTokenizer loads the vocabulary deploy/install/deps.sh clip-vocab
 // installs.
-func testTokenizer(t testing.TB) *Tokenizer {
+func testTokenizer(t testing.TB) *cliptok.Tokenizer {
 	t.Helper()
 	dir := testenv.CLIPVocab(t)
-	tok, err := Load(filepath.Join(dir, "vocab.json"), filepath.Join(dir, "merges.txt"))
+	tok, err := cliptok.Load(filepath.Join(dir, "vocab.json"), filepath.Join(dir, "merges.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,14 +44,14 @@ func TestParity(t *testing.T) {
 	if err := json.Unmarshal(b, &pf); err != nil {
 		t.Fatal(err)
 	}
-	if pf.Context != ContextLength || len(pf.Cases) < 2000 {
-		t.Fatalf("fixture: context %d, %d cases; want %d and at least 2000", pf.Context, len(pf.Cases), ContextLength)
+	if pf.Context != cliptok.ContextLength || len(pf.Cases) < 2000 {
+		t.Fatalf("fixture: context %d, %d cases; want %d and at least 2000", pf.Context, len(pf.Cases), cliptok.ContextLength)
 	}
-	got := make([]int64, ContextLength)
+	got := make([]int64, cliptok.ContextLength)
 	bad := 0
 	for i, c := range pf.Cases {
 		want := slices.Clone(c.IDs)
-		for len(want) < ContextLength {
+		for len(want) < cliptok.ContextLength {
 			want = append(want, tok.EndID())
 		}
 		if err := tok.Encode(c.Text, got); err != nil {
@@ -78,8 +79,8 @@ func trim(ids []int64, end int64) []int64 {
 	return ids[:n]
 }
 
-// FuzzEncode: any text gives ContextLength valid ids, starting with the
-// start token and ending with the end token, or ErrInvalidText for bytes
+// FuzzEncode: any text gives cliptok.ContextLength valid ids, starting with the
+// start token and ending with the end token, or cliptok.ErrInvalidText for bytes
 // that are not UTF-8; nothing panics.
 func FuzzEncode(f *testing.F) {
 	tok := testTokenizer(f)
@@ -87,14 +88,14 @@ func FuzzEncode(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, text string) {
-		ids := make([]int64, ContextLength)
+		ids := make([]int64, cliptok.ContextLength)
 		if err := tok.Encode(text, ids); err != nil {
-			if err != ErrInvalidText {
+			if err != cliptok.ErrInvalidText {
 				t.Fatalf("%q: %v", text, err)
 			}
 			return
 		}
-		if ids[0] != tok.StartID() || ids[ContextLength-1] != tok.EndID() {
+		if ids[0] != tok.StartID() || ids[cliptok.ContextLength-1] != tok.EndID() {
 			t.Fatalf("%q: ids %v do not start with %d and end with %d", text, ids, tok.StartID(), tok.EndID())
 		}
 		for _, id := range ids {
@@ -107,8 +108,8 @@ func FuzzEncode(f *testing.F) {
 
 func TestEncodeErrors(t *testing.T) {
 	tok := testTokenizer(t)
-	if err := tok.Encode("\xff", make([]int64, ContextLength)); err != ErrInvalidText {
-		t.Errorf("invalid UTF-8: %v, want ErrInvalidText", err)
+	if err := tok.Encode("\xff", make([]int64, cliptok.ContextLength)); err != cliptok.ErrInvalidText {
+		t.Errorf("invalid UTF-8: %v, want cliptok.ErrInvalidText", err)
 	}
 	if err := tok.Encode("x", make([]int64, 1)); err == nil {
 		t.Error("a context of 1 id was accepted")
@@ -118,11 +119,11 @@ func TestEncodeErrors(t *testing.T) {
 	for i := range long {
 		long[i] = "ab "[i%3]
 	}
-	ids := make([]int64, ContextLength)
+	ids := make([]int64, cliptok.ContextLength)
 	if err := tok.Encode(string(long), ids); err != nil {
 		t.Fatal(err)
 	}
-	if ids[ContextLength-1] != tok.EndID() || ids[ContextLength-2] == tok.EndID() {
+	if ids[cliptok.ContextLength-1] != tok.EndID() || ids[cliptok.ContextLength-2] == tok.EndID() {
 		t.Errorf("a long text is not truncated to a full context: %v", ids)
 	}
 }
@@ -135,7 +136,7 @@ func TestNewRejects(t *testing.T) {
 		"no merges":     {[]byte(`{"<|startoftext|>":0,"<|endoftext|>":1}`), nil},
 		"duplicate ids": {[]byte(`{"a":0,"b":0}`), nil},
 	} {
-		if _, err := New(c[0], c[1]); err == nil {
+		if _, err := cliptok.New(c[0], c[1]); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -143,7 +144,7 @@ func TestNewRejects(t *testing.T) {
 
 func BenchmarkEncode(b *testing.B) {
 	tok := testTokenizer(b)
-	ids := make([]int64, ContextLength)
+	ids := make([]int64, cliptok.ContextLength)
 	texts := []string{"a photo of a dog playing in the snow", "Ein Foto von einer Katze auf dem Tisch", "一只猫坐在桌子上 🐱"}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
