@@ -78,11 +78,11 @@ model and, with --out, writes results.json, results.md and results.png
 			if err := opened.imagesOnly("bench copy-detection"); err != nil {
 				return err
 			}
-			st, err := stack.Start(ctx, stack.Config{DataDir: dataDir, MilvusBin: milvusBin})
+			st, err := startEmbedded(ctx, stack.Config{DataDir: dataDir, MilvusBin: milvusBin})
 			if err != nil {
 				return err
 			}
-			defer st.Close()
+			defer st.close()
 			src, err := objstore.Open(refs, objstore.S3Config{}, objstore.Filter{})
 			if err != nil {
 				return err
@@ -122,16 +122,16 @@ model and, with --out, writes results.json, results.md and results.png
 	return cmd
 }
 
-func copyDetect(ctx context.Context, st *stack.Stack, src objstore.Source, e engine.ImageEncoder, queryDir string, truth map[string]string, batch int, decOpts []imageprep.DecoderOption, progress io.Writer) (copydetect.Result, map[string][]copydetect.Scored, error) {
+func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine.ImageEncoder, queryDir string, truth map[string]string, batch int, decOpts []imageprep.DecoderOption, progress io.Writer) (copydetect.Result, map[string][]copydetect.Scored, error) {
 	name := e.Spec().Name
 	res := copydetect.Result{Pipeline: "embedfleet", Model: name}
-	cons, err := st.Topology.WorkerConsumer(ctx, st.JS, bus.ConsumerOptions{})
+	cons, err := st.topo.WorkerConsumer(ctx, st.js, bus.ConsumerOptions{})
 	if err != nil {
 		return res, nil, err
 	}
 	reg := prometheus.NewRegistry()
-	w, err := worker.New(ctx, worker.Config{JS: st.JS, Topology: st.Topology, Consumer: cons, Models: []engine.ImageEncoder{e},
-		Store: st.Store, OpenSource: func(uri string) (objstore.Source, error) {
+	w, err := worker.New(ctx, worker.Config{JS: st.js, Topology: st.topo, Consumer: cons, Models: []engine.ImageEncoder{e},
+		Store: st.store, OpenSource: func(uri string) (objstore.Source, error) {
 			return objstore.Open(uri, objstore.S3Config{}, objstore.Filter{})
 		},
 		BatchSize: batch, Prefetch: 2, Metrics: worker.NewMetrics(reg), DecoderOptions: decOpts})
@@ -144,11 +144,11 @@ func copyDetect(ctx context.Context, st *stack.Stack, src objstore.Source, e eng
 	// Index while the worker runs; a worker that fails ends the indexing
 	// with its error.
 	err = supervise(ctx, func(ctx context.Context) error {
-		rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.JS, Topology: st.Topology, Source: src, Models: []string{name}, JobSize: 2 * batch})
+		rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.js, Topology: st.topo, Source: src, Models: []string{name}, JobSize: 2 * batch})
 		if err != nil {
 			return err
 		}
-		sum, err = coordinator.Wait(ctx, st.JS, st.Topology, rec, func(s coordinator.Summary) {
+		sum, err = coordinator.Wait(ctx, st.js, st.topo, rec, func(s coordinator.Summary) {
 			if time.Since(lastNote) >= 5*time.Second {
 				lastNote = time.Now()
 				fmt.Fprintf(progress, "bench %s: indexed %d/%d references, %.1f img/s\n", name, s.Stored, rec.Listed, float64(s.Stored)/s.Elapsed.Seconds())
@@ -180,7 +180,7 @@ func copyDetect(ctx context.Context, st *stack.Stack, src objstore.Source, e eng
 		return res, nil, err
 	}
 	defer eng.Close()
-	s := search.New(st.Store, eng)
+	s := search.New(st.store, eng)
 	results := map[string][]copydetect.Scored{}
 	var queryEmbed, searchTime time.Duration
 	start = time.Now()

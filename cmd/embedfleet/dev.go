@@ -91,12 +91,12 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 			}
 			defer eng.Close()
 
-			st, err := stack.Start(ctx, stack.Config{DataDir: dataDir, MilvusBin: milvusBin, MilvusAddr: milvusAddr})
+			st, err := startEmbedded(ctx, stack.Config{DataDir: dataDir, MilvusBin: milvusBin, MilvusAddr: milvusAddr})
 			if err != nil {
 				return err
 			}
-			defer st.Close()
-			js, topo, store := st.JS, st.Topology, st.Store
+			defer st.close()
+			js, topo, store := st.js, st.topo, st.store
 
 			cons, err := topo.WorkerConsumer(ctx, js, bus.ConsumerOptions{Workers: workers})
 			if err != nil {

@@ -5,7 +5,10 @@
 // [Start]; shared/testenv starts the same servers for the tests with
 // [StartNATS], [StartMilvusLite] and [StartProcess].
 //
-//	st, err := stack.Start(ctx, stack.Config{DataDir: dir, MilvusBin: bin})
+//	st, err := stack.Start(stack.Config{DataDir: dir, MilvusBin: bin})
 //	defer st.Close()
-//	// st.JS, st.Topology, st.Store are ready
+//	// NATS JetStream at st.NATSURL, Milvus at st.MilvusAddr
+//
+// It imports no embedfleet package, so that any package's tests may start
+// servers through shared/testenv.
 package stack

@@ -1,18 +1,12 @@
 package stack
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/embedfleet/embedfleet/shared/bus"
-	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
 // StartNATS starts a NATS server with JetStream in this process, on a free
@@ -36,62 +30,41 @@ type Config struct {
 	DataDir    string // NATS's streams and milvus-lite's database go here
 	MilvusBin  string // the milvus-lite server binary
 	MilvusAddr string // use this Milvus instead of starting milvus-lite
-	Streams    bus.StreamOptions
 }
 
-// Stack is the whole system's servers in one machine: an in-process NATS
-// JetStream with embedfleet's topology made, and milvus-lite (or the Milvus
-// at Config.MilvusAddr), with clients connected.
+// Stack is the servers of the whole system in one machine: an in-process
+// NATS JetStream and milvus-lite (or the Milvus at Config.MilvusAddr).
+// Clients connect to NATSURL and MilvusAddr (cmd/embedfleet's dev and bench
+// then make the topology and open the store).
 type Stack struct {
-	NATS     *server.Server
-	Conn     *nats.Conn
-	JS       jetstream.JetStream
-	Topology bus.Topology
-	Store    *vecstore.Store
-	Milvus   *MilvusLite // nil when Config.MilvusAddr was given
+	NATS       *server.Server
+	NATSURL    string
+	Milvus     *MilvusLite // nil when Config.MilvusAddr was given
+	MilvusAddr string
 }
 
-// Start stands the stack up; Close takes it down. On error nothing is left
-// running.
-func Start(ctx context.Context, cfg Config) (*Stack, error) {
+// Start stands the servers up; Close takes them down. On error nothing is
+// left running.
+func Start(cfg Config) (*Stack, error) {
 	ns, err := StartNATS(filepath.Join(cfg.DataDir, "nats"))
 	if err != nil {
 		return nil, err
 	}
-	s := &Stack{NATS: ns}
-	if s.Conn, s.JS, err = bus.Connect(bus.Config{URL: ns.ClientURL(), Name: "embedfleet-embedded"}); err != nil {
-		s.Close()
-		return nil, err
-	}
-	if err := s.Topology.Ensure(ctx, s.JS, cfg.Streams); err != nil {
-		s.Close()
-		return nil, err
-	}
-	addr := cfg.MilvusAddr
-	if addr == "" {
+	s := &Stack{NATS: ns, NATSURL: ns.ClientURL(), MilvusAddr: cfg.MilvusAddr}
+	if s.MilvusAddr == "" {
 		if s.Milvus, err = StartMilvusLite(cfg.MilvusBin, cfg.DataDir, ""); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("%w (or give the address of a running Milvus)", err)
 		}
-		addr = s.Milvus.Addr
-	}
-	if s.Store, err = vecstore.Connect(ctx, vecstore.Config{Address: addr}); err != nil {
-		s.Close()
-		return nil, err
+		s.MilvusAddr = s.Milvus.Addr
 	}
 	return s, nil
 }
 
-// Close disconnects and stops what Start started, milvus-lite within 5 s.
+// Close stops what Start started, milvus-lite within 5 s.
 func (s *Stack) Close() {
-	if s.Store != nil {
-		_ = s.Store.Close(context.Background())
-	}
 	if s.Milvus != nil {
 		s.Milvus.Stop(5 * time.Second)
-	}
-	if s.Conn != nil {
-		s.Conn.Close()
 	}
 	s.NATS.Shutdown()
 	s.NATS.WaitForShutdown()

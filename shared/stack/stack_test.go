@@ -6,6 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/milvus-io/milvus/client/v2/milvusclient"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/embedfleet/embedfleet/shared/stack"
 	"github.com/embedfleet/embedfleet/shared/testenv"
 )
@@ -25,16 +29,27 @@ func TestStartAndClose(t *testing.T) {
 	bin := testenv.Binary(t, testenv.EnvMilvusBin)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	st, err := stack.Start(ctx, stack.Config{DataDir: t.TempDir(), MilvusBin: bin})
+	st, err := stack.Start(stack.Config{DataDir: t.TempDir(), MilvusBin: bin})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.JS.Stream(ctx, st.Topology.JobsStream()); err != nil {
-		t.Errorf("jobs stream: %v", err)
+	nc, err := nats.Connect(st.NATSURL)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := st.Store.Ping(ctx); err != nil {
+	js, _ := jetstream.New(nc)
+	if _, err := js.AccountInfo(ctx); err != nil {
+		t.Errorf("jetstream: %v", err)
+	}
+	nc.Close()
+	c, err := milvusclient.New(ctx, &milvusclient.ClientConfig{Address: st.MilvusAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListCollections(ctx, milvusclient.NewListCollectionOption()); err != nil {
 		t.Errorf("milvus: %v", err)
 	}
+	c.Close(ctx)
 	addr := st.Milvus.Addr
 	st.Close()
 	if !st.Milvus.Exited() {
@@ -44,7 +59,7 @@ func TestStartAndClose(t *testing.T) {
 		t.Fatal("something still listens at milvus-lite's address after Close")
 	}
 	// A binary that is not there: a clear error, nothing left running.
-	if _, err := stack.Start(ctx, stack.Config{DataDir: t.TempDir(), MilvusBin: "/nonexistent/milvus"}); err == nil ||
+	if _, err := stack.Start(stack.Config{DataDir: t.TempDir(), MilvusBin: "/nonexistent/milvus"}); err == nil ||
 		!strings.Contains(err.Error(), "deps.sh milvus-lite") {
 		t.Fatalf("a missing milvus-lite: %v", err)
 	}
