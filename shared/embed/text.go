@@ -58,7 +58,8 @@ func OpenText(dir string, opts Options) (*TextModel, error) {
 	// The empty text through the model: the output's real shape must be the
 	// spec's, and the first query does not pay for the warm-up.
 	ids := make([]int64, m.ctx)
-	if err := m.Tokenize("", ids); err == nil {
+	err = m.Tokenize("", ids)
+	if err == nil {
 		err = m.Embed(ids, 1, make([]float32, spec.Dim))
 	}
 	if err != nil {
