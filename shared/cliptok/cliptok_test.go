@@ -3,19 +3,22 @@ package cliptok_test
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/embedfleet/embedfleet/shared/cliptok"
-	"github.com/embedfleet/embedfleet/shared/testenv"
 )
 
 // testTokenizer loads the vocabulary deploy/install/deps.sh clip-vocab
-// installs.
+// installs (EMBEDFLEET_CLIP_VOCAB, or where deps.sh --env says). Not
+// through shared/testenv: this package's tests, fuzzing included, should
+// not build the servers' client libraries.
 func testTokenizer(t testing.TB) *cliptok.Tokenizer {
 	t.Helper()
-	dir := testenv.CLIPVocab(t)
+	dir := vocabDir(t)
 	tok, err := cliptok.Load(filepath.Join(dir, "vocab.json"), filepath.Join(dir, "merges.txt"))
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +72,29 @@ func TestParity(t *testing.T) {
 	if bad > 0 {
 		t.Errorf("%d of %d texts differ from CLIPTokenizerFast", bad, len(pf.Cases))
 	}
+}
+
+func vocabDir(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("EMBEDFLEET_CLIP_VOCAB")
+	if dir == "" {
+		out, err := exec.Command("bash", "../../deploy/install/deps.sh", "--env").Output()
+		if err == nil {
+			for _, line := range strings.Split(string(out), "\n") {
+				if v, ok := strings.CutPrefix(line, "export EMBEDFLEET_CLIP_VOCAB="); ok {
+					dir = v
+				}
+			}
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "vocab.json")); dir == "" || err != nil {
+		msg := "CLIP's vocabulary is not installed: run `deploy/install/deps.sh clip-vocab` (make test does)"
+		if testing.Short() {
+			t.Skip(msg)
+		}
+		t.Fatal(msg)
+	}
+	return dir
 }
 
 func trim(ids []int64, end int64) []int64 {

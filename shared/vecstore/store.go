@@ -229,15 +229,14 @@ func (s *Store) Ensure(ctx context.Context, spec embed.Spec) (*Collection, error
 			return s.c.CreateCollection(ctx, milvusclient.NewCreateCollectionOption(name, schema).
 				WithProperty(propModelVersion, spec.Version).WithConsistencyLevel(entity.ClBounded))
 		}
-		err := create()
-		// A milvus-lite that has just started can refuse with "Mmap manager
-		// has not been init" for a moment; give it a few seconds.
-		for i := 0; err != nil && strings.Contains(err.Error(), "has not been init") && i < 20; i++ {
-			time.Sleep(250 * time.Millisecond)
-			err = create()
-		}
-		if err != nil && !strings.Contains(strings.ToLower(err.Error()), "already exist") {
-			return nil, s.wrap("create collection "+name, err)
+		if err := create(); err != nil {
+			// Another worker may have made it between the check and the
+			// create: then it is there now, and is checked below like any
+			// existing collection. (shared/stack waits for a milvus-lite it
+			// starts to be ready, so a refusal at start-up is an error too.)
+			if has, herr := s.c.HasCollection(ctx, milvusclient.NewHasCollectionOption(name)); herr != nil || !has {
+				return nil, s.wrap("create collection "+name, err)
+			}
 		}
 	}
 	desc, err := s.c.DescribeCollection(ctx, milvusclient.NewDescribeCollectionOption(name))
@@ -313,8 +312,11 @@ func (s *Store) ensureIndexLoaded(ctx context.Context, name string) error {
 		if err == nil {
 			err = task.Await(ctx)
 		}
-		if err != nil && !strings.Contains(strings.ToLower(err.Error()), "already exist") {
-			return fmt.Errorf("vecstore: create %s index on %s: %w", s.cfg.IndexType, name, err)
+		if err != nil {
+			// An index another worker made meanwhile is as good as ours.
+			if again, lerr := s.c.ListIndexes(ctx, milvusclient.NewListIndexOption(name)); lerr != nil || len(again) == 0 {
+				return fmt.Errorf("vecstore: create %s index on %s: %w", s.cfg.IndexType, name, err)
+			}
 		}
 	}
 	state, err := s.c.GetLoadState(ctx, milvusclient.NewGetLoadStateOption(name))
