@@ -9,8 +9,9 @@
 // checkpoint and re-forms the same jobs with the same message ids, so the
 // stream's deduplication drops any job published twice.
 //
-//	rec, err := coordinator.Run(ctx, coordinator.Config{JS: js, Source: src, Models: []string{"clip-vit-b32"}})
-//	sum, err := coordinator.Wait(ctx, js, topo, rec, progress)
+//	c := coordinator.New(js, topo)
+//	rec, err := c.Run(ctx, coordinator.Config{Source: src, Models: []string{"clip-vit-b32"}})
+//	sum, err := c.Wait(ctx, rec, progress)
 package coordinator
 
 import (
@@ -33,7 +34,26 @@ import (
 	"github.com/embedfleet/embedfleet/shared/objstore"
 )
 
-// Config of one run. JS, Source and Models are required.
+// Coordinator is one deployment's JetStream context and topology: every
+// operation on runs (start, follow, inspect, verify) goes through one.
+type Coordinator struct {
+	JS       jetstream.JetStream
+	Topology bus.Topology
+}
+
+// New returns the Coordinator of js and t.
+func New(js jetstream.JetStream, t bus.Topology) *Coordinator {
+	return &Coordinator{JS: js, Topology: t}
+}
+
+// Run is the package's Run with the Coordinator's JetStream and topology.
+func (c *Coordinator) Run(ctx context.Context, cfg Config) (jobs.Run, error) {
+	cfg.JS, cfg.Topology = c.JS, c.Topology
+	return Run(ctx, cfg)
+}
+
+// Config of one run. JS, Source and Models are required (a Coordinator's
+// Run fills in JS and Topology).
 type Config struct {
 	JS       jetstream.JetStream
 	Topology bus.Topology

@@ -34,6 +34,6 @@ func Example() {
 		fmt.Println(err) // bus.ErrLeaseHeld when another run of the source is going on
 		return
 	}
-	sum, err := coordinator.Wait(ctx, js, topo, rec, func(s coordinator.Summary) { fmt.Println(s.Done, "of", s.Jobs, "jobs") })
+	sum, err := coordinator.New(js, topo).Wait(ctx, rec, func(s coordinator.Summary) { fmt.Println(s.Done, "of", s.Jobs, "jobs") })
 	fmt.Println(sum.Stored, "stored,", len(sum.Failed), "failed", err)
 }

@@ -11,12 +11,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/jobs"
 )
 
 // Runs returns the run records kept in the runs bucket, newest first.
-func Runs(ctx context.Context, js jetstream.JetStream, t bus.Topology) ([]jobs.Run, error) {
+func (c *Coordinator) Runs(ctx context.Context) ([]jobs.Run, error) {
+	js, t := c.JS, c.Topology
 	kv, err := js.KeyValue(ctx, t.RunsBucket())
 	if err != nil {
 		return nil, fmt.Errorf("runs bucket %s: %w", t.RunsBucket(), err)
@@ -45,7 +45,8 @@ func Runs(ctx context.Context, js jetstream.JetStream, t bus.Topology) ([]jobs.R
 }
 
 // GetRun returns the record of run id.
-func GetRun(ctx context.Context, js jetstream.JetStream, t bus.Topology, id string) (jobs.Run, error) {
+func (c *Coordinator) GetRun(ctx context.Context, id string) (jobs.Run, error) {
+	js, t := c.JS, c.Topology
 	kv, err := js.KeyValue(ctx, t.RunsBucket())
 	if err != nil {
 		return jobs.Run{}, err
@@ -62,7 +63,8 @@ func GetRun(ctx context.Context, js jetstream.JetStream, t bus.Topology, id stri
 
 // Status reads the results and dead letters of rec received so far, without
 // waiting for more.
-func Status(ctx context.Context, js jetstream.JetStream, t bus.Topology, rec jobs.Run) (Summary, error) {
+func (c *Coordinator) Status(ctx context.Context, rec jobs.Run) (Summary, error) {
+	js, t := c.JS, c.Topology
 	sum := Summary{Run: rec.ID, Listed: rec.Listed, Jobs: rec.Jobs, Elapsed: time.Since(rec.Started)}
 	seen := map[int64]bool{}
 	// drain reads the messages on subject that the stream holds now.

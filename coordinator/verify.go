@@ -272,7 +272,7 @@ func Repair(ctx context.Context, cfg RepairConfig, rep VerifyReport) (VerifyRepo
 			return rep, sum, err
 		}
 		fmt.Fprintf(out, "repair run %s: %d objects to embed\n", rec.ID, rec.Listed)
-		sum, err = WaitWith(ctx, cfg.JS, cfg.Topology, rec, WaitOptions{Journal: journal})
+		sum, err = New(cfg.JS, cfg.Topology).WaitWith(ctx, rec, WaitOptions{Journal: journal})
 		if err != nil {
 			return rep, sum, err
 		}

@@ -44,12 +44,13 @@ type WaitOptions struct {
 // Wait follows the results of run rec (an enumerated run) until every job
 // has a result or was dead-lettered, or ctx ends. Results delivered twice
 // (a job redelivered after its result was sent) count once.
-func Wait(ctx context.Context, js jetstream.JetStream, t bus.Topology, rec jobs.Run, progress Progress) (Summary, error) {
-	return WaitWith(ctx, js, t, rec, WaitOptions{Progress: progress})
+func (c *Coordinator) Wait(ctx context.Context, rec jobs.Run, progress Progress) (Summary, error) {
+	return c.WaitWith(ctx, rec, WaitOptions{Progress: progress})
 }
 
 // WaitWith is Wait with options: it also recovers lost jobs.
-func WaitWith(ctx context.Context, js jetstream.JetStream, t bus.Topology, rec jobs.Run, o WaitOptions) (Summary, error) {
+func (c *Coordinator) WaitWith(ctx context.Context, rec jobs.Run, o WaitOptions) (Summary, error) {
+	js, t := c.JS, c.Topology
 	if o.LostAfter <= 0 {
 		o.LostAfter = 30 * time.Second
 	}

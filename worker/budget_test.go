@@ -105,7 +105,7 @@ func TestFetchBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, rec, nil)
+	sum, err := coordinator.New(st.nats.JS, st.topo).Wait(ctx, rec, nil)
 	if err != nil || !sum.Complete || sum.Stored != 24 || len(sum.Failed) != 1 {
 		t.Fatalf("run: %v %+v", err, sum)
 	}

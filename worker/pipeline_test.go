@@ -174,7 +174,7 @@ func TestPipelineEndToEnd(t *testing.T) {
 	if rec.Listed != 305 || rec.Jobs != 20 || !rec.Enumerated {
 		t.Fatalf("run record %+v: want 305 listed in 20 jobs, enumerated", rec)
 	}
-	sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, rec, nil)
+	sum, err := coordinator.New(st.nats.JS, st.topo).Wait(ctx, rec, nil)
 	if err != nil {
 		t.Fatalf("wait: %v (%+v)", err, sum)
 	}
@@ -242,7 +242,7 @@ func TestDecoderOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, rec, nil); err != nil || sum.Stored != 1 {
+	if sum, err := coordinator.New(st.nats.JS, st.topo).Wait(ctx, rec, nil); err != nil || sum.Stored != 1 {
 		t.Fatalf("run: %+v, %v", sum, err)
 	}
 	top := func(s *search.Searcher) float64 {
@@ -305,7 +305,7 @@ func TestMilvusOutage(t *testing.T) {
 	time.Sleep(20 * time.Second)
 	st.milvus.Restart(t)
 
-	sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, rec, nil)
+	sum, err := coordinator.New(st.nats.JS, st.topo).Wait(ctx, rec, nil)
 	if err != nil || !sum.Complete || sum.Stored != 120 || len(sum.Failed) != 0 || sum.Dead != 0 {
 		t.Fatalf("after the outage: %+v (%v)", sum, err)
 	}
@@ -378,7 +378,7 @@ func TestBatchesSpanJobs(t *testing.T) {
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = w.Run(wctx) }()
-	sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, run, nil)
+	sum, err := coordinator.New(st.nats.JS, st.topo).Wait(ctx, run, nil)
 	stop()
 	<-done
 	if err != nil || sum.Stored != 48 {
@@ -410,7 +410,7 @@ func (st *stack) incremental(t *testing.T, ctx context.Context, models []string,
 		t.Fatalf("incremental run: %v", err)
 	}
 	defer inc.Close()
-	sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, inc.Run, nil)
+	sum, err := coordinator.New(st.nats.JS, st.topo).Wait(ctx, inc.Run, nil)
 	if err != nil || !sum.Complete || len(sum.Failed) != 0 {
 		t.Fatalf("wait: %+v (%v)", sum, err)
 	}
@@ -573,7 +573,7 @@ func TestIncrementalModelUpgrade(t *testing.T) {
 	wctx, stopWorkers = context.WithCancel(ctx)
 	wg = st.startWorkers(t, wctx, 1)
 	defer func() { stopWorkers(); wg.Wait() }()
-	sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, inc.Run, nil)
+	sum, err := coordinator.New(st.nats.JS, st.topo).Wait(ctx, inc.Run, nil)
 	if err != nil || !sum.Complete || sum.Stored != 40 {
 		t.Fatalf("upgrade run: %+v (%v)", sum, err)
 	}
@@ -629,7 +629,7 @@ func TestLostJobsRecovered(t *testing.T) {
 	wctx, stopWorkers := context.WithCancel(ctx)
 	wg := st.startWorkers(t, wctx, 1)
 	defer func() { stopWorkers(); wg.Wait() }()
-	sum, err := coordinator.WaitWith(ctx, st.nats.JS, st.topo, rec, coordinator.WaitOptions{Journal: journal, LostAfter: 2 * time.Second})
+	sum, err := coordinator.New(st.nats.JS, st.topo).WaitWith(ctx, rec, coordinator.WaitOptions{Journal: journal, LostAfter: 2 * time.Second})
 	if err != nil || !sum.Complete || sum.Stored != 64 || len(sum.Failed) != 0 {
 		t.Fatalf("after losing 3 jobs: %+v (%v)", sum, err)
 	}
@@ -655,7 +655,7 @@ func TestLostJobsRecovered(t *testing.T) {
 	wctx, stopWorkers = context.WithCancel(ctx)
 	defer stopWorkers()
 	wg = st.startWorkers(t, wctx, 1)
-	sum, err = coordinator.WaitWith(ctx, st.nats.JS, st.topo, rec2, coordinator.WaitOptions{LostAfter: 2 * time.Second})
+	sum, err = coordinator.New(st.nats.JS, st.topo).WaitWith(ctx, rec2, coordinator.WaitOptions{LostAfter: 2 * time.Second})
 	if err != nil || !sum.Complete || sum.Stored != 32 || len(sum.Failed) != 1 || !strings.Contains(sum.Failed[0].Reason, "lost") {
 		t.Fatalf("a lost job without a journal: %+v (%v)", sum, err)
 	}
@@ -682,7 +682,7 @@ func TestVerifyAndRepair(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, rec, nil); err != nil || sum.Stored != 30 {
+	if sum, err := coordinator.New(st.nats.JS, st.topo).Wait(ctx, rec, nil); err != nil || sum.Stored != 30 {
 		t.Fatalf("index: %+v %v", sum, err)
 	}
 	cfg := coordinator.VerifyConfig{Source: src, Models: models, Store: st.store}
@@ -722,7 +722,7 @@ func TestVerifyAndRepair(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum, err := coordinator.Wait(ctx, st.nats.JS, st.topo, rec, nil); err != nil || sum.Stored != 3 {
+	if sum, err := coordinator.New(st.nats.JS, st.topo).Wait(ctx, rec, nil); err != nil || sum.Stored != 3 {
 		t.Fatalf("repair run: %+v %v", sum, err)
 	}
 	for m, uris := range rep.ExtraURIs {

@@ -144,11 +144,12 @@ func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine
 	// Index while the worker runs; a worker that fails ends the indexing
 	// with its error.
 	err = supervise(ctx, func(ctx context.Context) error {
-		rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.js, Topology: st.topo, Source: src, Models: []string{name}, JobSize: 2 * batch})
+		coord := coordinator.New(st.js, st.topo)
+		rec, err := coord.Run(ctx, coordinator.Config{Source: src, Models: []string{name}, JobSize: 2 * batch})
 		if err != nil {
 			return err
 		}
-		sum, err = coordinator.Wait(ctx, st.js, st.topo, rec, func(s coordinator.Summary) {
+		sum, err = coord.Wait(ctx, rec, func(s coordinator.Summary) {
 			if time.Since(lastNote) >= 5*time.Second {
 				lastNote = time.Now()
 				fmt.Fprintf(progress, "bench %s: indexed %d/%d references, %.1f img/s\n", name, s.Stored, rec.Listed, float64(s.Stored)/s.Elapsed.Seconds())

@@ -115,12 +115,13 @@ State lives in --data-dir (a temporary folder, removed at exit, by default).`,
 			// Index (and query) while the workers run; a worker that fails
 			// ends the run with its error. The workers stop before serving.
 			err = supervise(ctx, func(ctx context.Context) error {
-				rec, err := coordinator.Run(ctx, coordinator.Config{JS: js, Topology: topo, Source: src, Models: eng.ImageModels(), JobSize: jobSize, Log: log})
+				coord := coordinator.New(js, topo)
+				rec, err := coord.Run(ctx, coordinator.Config{Source: src, Models: eng.ImageModels(), JobSize: jobSize, Log: log})
 				if err != nil {
 					return err
 				}
 				fmt.Fprintf(out, "dev: run %s: %d images in %d jobs from %s\n", rec.ID, rec.Listed, rec.Jobs, src.URI())
-				sum, err := coordinator.Wait(ctx, js, topo, rec, func(s coordinator.Summary) {
+				sum, err := coord.Wait(ctx, rec, func(s coordinator.Summary) {
 					fmt.Fprintf(cmd.ErrOrStderr(), "dev: %d/%d jobs, %d stored, %d failed, %.1f img/s\n",
 						s.Done, s.Jobs, s.Stored, len(s.Failed), float64(s.Stored)/s.Elapsed.Seconds())
 				})

@@ -19,6 +19,7 @@ import (
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/jobs"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/telemetry"
@@ -170,7 +171,16 @@ func runCoordinator(ctx context.Context, cmd *cobra.Command, g *globalFlags, mf 
 	if !o.wait {
 		return nil
 	}
-	sum, err := coordinator.WaitWith(ctx, js, topo, rec, coordinator.WaitOptions{Journal: ccfg.Journal, Progress: func(s coordinator.Summary) {
+	return followRun(ctx, cmd, coordinator.New(js, topo), rec, ccfg.Journal, o.maxFailed, nil)
+}
+
+// followRun is the sequence every command that waits for a run shares:
+// follow rec to its end (republishing lost jobs from journal), print
+// progress and the summary, let finish (if set) act on the summary, and
+// fail with exit status 2 when more than maxFailed of the items failed.
+func followRun(ctx context.Context, cmd *cobra.Command, coord *coordinator.Coordinator, rec jobs.Run, journal *coordinator.Journal,
+	maxFailed float64, finish func(coordinator.Summary) error) error {
+	sum, err := coord.WaitWith(ctx, rec, coordinator.WaitOptions{Journal: journal, Progress: func(s coordinator.Summary) {
 		fmt.Fprintf(cmd.ErrOrStderr(), "run %s: %d/%d jobs, %d stored, %d failed, %.1f img/s\n",
 			s.Run, s.Done, s.Jobs, s.Stored, len(s.Failed), float64(s.Stored)/s.Elapsed.Seconds())
 	}})
@@ -178,8 +188,13 @@ func runCoordinator(ctx context.Context, cmd *cobra.Command, g *globalFlags, mf 
 	if err != nil {
 		return err
 	}
-	if sum.Listed > 0 && float64(len(sum.Failed))/float64(sum.Listed) > o.maxFailed {
-		return exitError{exitFailures, fmt.Errorf("%d of %d items failed, more than --max-failed %.3f", len(sum.Failed), sum.Listed, o.maxFailed)}
+	if finish != nil {
+		if err := finish(sum); err != nil {
+			return err
+		}
+	}
+	if sum.Listed > 0 && float64(len(sum.Failed))/float64(sum.Listed) > maxFailed {
+		return exitError{exitFailures, fmt.Errorf("%d of %d items failed, more than --max-failed %.3f", len(sum.Failed), sum.Listed, maxFailed)}
 	}
 	return nil
 }
@@ -221,20 +236,8 @@ func runIncremental(ctx context.Context, cmd *cobra.Command, g *globalFlags, cfg
 		return nil
 	}
 	fmt.Fprintf(out, "run %s: %d objects to embed in %d jobs published\n", inc.Run.ID, inc.Run.Listed, inc.Run.Jobs)
-	sum, err := coordinator.WaitWith(ctx, cfg.JS, cfg.Topology, inc.Run, coordinator.WaitOptions{Journal: cfg.Journal, Progress: func(s coordinator.Summary) {
-		fmt.Fprintf(cmd.ErrOrStderr(), "run %s: %d/%d jobs, %d stored, %d failed\n", s.Run, s.Done, s.Jobs, s.Stored, len(s.Failed))
-	}})
-	printSummary(out, sum)
-	if err != nil {
-		return err
-	}
-	if err := inc.Finish(ctx, sum); err != nil {
-		return err
-	}
-	if sum.Listed > 0 && float64(len(sum.Failed))/float64(sum.Listed) > maxFailed {
-		return exitError{exitFailures, fmt.Errorf("%d of %d items failed, more than --max-failed %.3f", len(sum.Failed), sum.Listed, maxFailed)}
-	}
-	return nil
+	return followRun(ctx, cmd, coordinator.New(cfg.JS, cfg.Topology), inc.Run, cfg.Journal, maxFailed,
+		func(sum coordinator.Summary) error { return inc.Finish(ctx, sum) })
 }
 
 // withTimeout bounds ctx by d; d <= 0 means no bound.

@@ -147,7 +147,7 @@ func (c *cluster) wait(t *testing.T, ctx context.Context, s coordinator.Summary)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum, err := coordinator.Wait(ctx, c.nats.JS, topo, rec, nil)
+	sum, err := coordinator.New(c.nats.JS, topo).Wait(ctx, rec, nil)
 	if err != nil {
 		t.Fatalf("wait: %v (%+v)", err, sum)
 	}

@@ -79,7 +79,7 @@ prints once). Output is JSON when stdout is not a terminal, or with --json.`,
 				return err
 			}
 			defer nc.Close()
-			topo := nf.topology()
+			coord := coordinator.New(js, nf.topology())
 			out := cmd.OutOrStdout()
 			tty := isTerminal(out)
 			if !tty {
@@ -87,11 +87,11 @@ prints once). Output is JSON when stdout is not a terminal, or with --json.`,
 			}
 			if len(args) == 1 {
 				for {
-					rec, err := coordinator.GetRun(ctx, js, topo, args[0])
+					rec, err := coord.GetRun(ctx, args[0])
 					if err != nil {
 						return err
 					}
-					sum, err := coordinator.Status(ctx, js, topo, rec)
+					sum, err := coord.Status(ctx, rec)
 					if err != nil {
 						return err
 					}
@@ -112,7 +112,7 @@ prints once). Output is JSON when stdout is not a terminal, or with --json.`,
 					}
 				}
 			}
-			runs, err := coordinator.Runs(ctx, js, topo)
+			runs, err := coord.Runs(ctx)
 			if err != nil {
 				return err
 			}
@@ -121,7 +121,7 @@ prints once). Output is JSON when stdout is not a terminal, or with --json.`,
 			}
 			var sts []runStatus
 			for _, rec := range runs {
-				sum, err := coordinator.Status(ctx, js, topo, rec)
+				sum, err := coord.Status(ctx, rec)
 				if err != nil {
 					return err
 				}

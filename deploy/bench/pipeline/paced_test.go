@@ -116,7 +116,7 @@ func BenchmarkWorkerPaced(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sum, err := coordinator.Wait(ctx, ns.JS, topo, run, nil)
+	sum, err := coordinator.New(ns.JS, topo).Wait(ctx, run, nil)
 	el := time.Since(start)
 	if err != nil || sum.Stored != int64(n) {
 		b.Fatalf("run: %+v (%v)", sum, err)
