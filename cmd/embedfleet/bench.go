@@ -31,13 +31,18 @@ func newBenchCmd(g *globalFlags) *cobra.Command {
 	return cmd
 }
 
+// copyDetectConfig is the flags of the command, and where it writes.
+type copyDetectConfig struct {
+	g                        *globalFlags
+	stdout, stderr           io.Writer
+	refs, queries, truthFile string
+	models, outDir           string
+	milvusBin                string
+	batch                    int
+}
+
 func newCopyDetectCmd(g *globalFlags) *cobra.Command {
-	var (
-		refs, queries, truthFile string
-		models, outDir           string
-		milvusBin                string
-		batch                    int
-	)
+	cfg := &copyDetectConfig{g: g}
 	cmd := &cobra.Command{
 		Use:   "copydetect --refs DIR --queries DIR --truth truth.csv --models M[,M...]",
 		Short: "Copy-detection accuracy and speed: index references through the pipeline, search every query",
@@ -56,70 +61,75 @@ model and, with --out, writes results.json, results.md and results.png
 (precision-recall curves and images/s bars) there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ms := splitList(models)
-			if refs == "" || queries == "" || truthFile == "" || len(ms) == 0 {
-				return errors.New("--refs, --queries, --truth and --models are required")
-			}
-			truth, err := copydetect.ReadTruth(truthFile)
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			dataDir, err := os.MkdirTemp("", "embedfleet-bench-")
-			if err != nil {
-				return err
-			}
-			defer os.RemoveAll(dataDir)
-			opened, err := openModels(g, ms)
-			if err != nil {
-				return err
-			}
-			defer opened.close()
-			if err := opened.imagesOnly("bench copy-detection"); err != nil {
-				return err
-			}
-			st, err := startEmbedded(ctx, stack.Config{DataDir: dataDir, MilvusBin: milvusBin})
-			if err != nil {
-				return err
-			}
-			defer st.close()
-			src, err := objstore.Open(refs, objstore.S3Config{}, objstore.Filter{})
-			if err != nil {
-				return err
-			}
-			var results []copydetect.Result
-			var curves []copydetect.Curve
-			for _, e := range opened.images {
-				r, preds, err := copyDetect(ctx, st, src, e, queries, truth, batch, g.decoderOptions(), cmd.ErrOrStderr())
-				if err != nil {
-					return err
-				}
-				rec, prec := copydetect.PRCurve(truth, preds)
-				curves = append(curves, copydetect.Curve{Recall: rec, Precision: prec})
-				fmt.Fprintf(cmd.OutOrStdout(), "embedfleet %s top1=%.4f top3=%.4f recall10=%.4f micro_ap=%.4f img_s=%.2f index_img_s=%.2f query_img_s=%.2f refs=%d queries=%d\n",
-					r.Model, r.Top1, r.Top3, r.Recall10, r.MicroAP, r.ImgPerSec, r.IndexImgS, r.QueryImgS, r.Refs, r.Queries)
-				fmt.Fprintf(cmd.OutOrStdout(), "stages %s prepare_img_s=%.1f embed_img_s=%.1f upsert_img_s=%.1f query_embed_img_s=%.1f search_img_s=%.1f\n",
-					r.Model, r.Stages["prepare"], r.Stages["embed"], r.Stages["upsert"], r.Stages["query_embed"], r.Stages["search"])
-				results = append(results, r)
-			}
-			if outDir != "" {
-				if err := copydetect.WriteResults(outDir, results); err != nil {
-					return err
-				}
-				return copydetect.WriteChart(filepath.Join(outDir, "results.png"), results, curves)
-			}
-			return nil
+			cfg.stdout, cfg.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			return runCopyDetect(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&refs, "refs", "", "folder of reference images (required)")
-	f.StringVar(&queries, "queries", "", "folder of query images (required)")
-	f.StringVar(&truthFile, "truth", "", "truth.csv: query,reference (required)")
-	f.StringVar(&models, "models", "clip-vit-b32,dinov2-base", "models, comma-separated")
-	f.StringVar(&outDir, "out", "", "write results.json and results.md here")
-	f.IntVar(&batch, "batch-size", 32, "images per inference batch")
-	f.StringVar(&milvusBin, "milvus-bin", envOr("EMBEDFLEET_MILVUS_BIN", defaultMilvusBin()), "milvus-lite server binary (env EMBEDFLEET_MILVUS_BIN)")
+	f.StringVar(&cfg.refs, "refs", "", "folder of reference images (required)")
+	f.StringVar(&cfg.queries, "queries", "", "folder of query images (required)")
+	f.StringVar(&cfg.truthFile, "truth", "", "truth.csv: query,reference (required)")
+	f.StringVar(&cfg.models, "models", "clip-vit-b32,dinov2-base", "models, comma-separated")
+	f.StringVar(&cfg.outDir, "out", "", "write results.json and results.md here")
+	f.IntVar(&cfg.batch, "batch-size", 32, "images per inference batch")
+	f.StringVar(&cfg.milvusBin, "milvus-bin", envOr("EMBEDFLEET_MILVUS_BIN", defaultMilvusBin()), "milvus-lite server binary (env EMBEDFLEET_MILVUS_BIN)")
 	return cmd
+}
+
+func runCopyDetect(ctx context.Context, cfg *copyDetectConfig) error {
+	g := cfg.g
+	ms := splitList(cfg.models)
+	if cfg.refs == "" || cfg.queries == "" || cfg.truthFile == "" || len(ms) == 0 {
+		return errors.New("--refs, --queries, --truth and --models are required")
+	}
+	truth, err := copydetect.ReadTruth(cfg.truthFile)
+	if err != nil {
+		return err
+	}
+	dataDir, err := os.MkdirTemp("", "embedfleet-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dataDir)
+	opened, err := openModels(g, ms)
+	if err != nil {
+		return err
+	}
+	defer opened.close()
+	if err := opened.imagesOnly("bench copy-detection"); err != nil {
+		return err
+	}
+	st, err := startEmbedded(ctx, stack.Config{DataDir: dataDir, MilvusBin: cfg.milvusBin})
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	src, err := objstore.Open(cfg.refs, objstore.S3Config{}, objstore.Filter{})
+	if err != nil {
+		return err
+	}
+	var results []copydetect.Result
+	var curves []copydetect.Curve
+	for _, e := range opened.images {
+		r, preds, err := copyDetect(ctx, st, src, e, cfg.queries, truth, cfg.batch, g.decoderOptions(), cfg.stderr)
+		if err != nil {
+			return err
+		}
+		rec, prec := copydetect.PRCurve(truth, preds)
+		curves = append(curves, copydetect.Curve{Recall: rec, Precision: prec})
+		fmt.Fprintf(cfg.stdout, "embedfleet %s top1=%.4f top3=%.4f recall10=%.4f micro_ap=%.4f img_s=%.2f index_img_s=%.2f query_img_s=%.2f refs=%d queries=%d\n",
+			r.Model, r.Top1, r.Top3, r.Recall10, r.MicroAP, r.ImgPerSec, r.IndexImgS, r.QueryImgS, r.Refs, r.Queries)
+		fmt.Fprintf(cfg.stdout, "stages %s prepare_img_s=%.1f embed_img_s=%.1f upsert_img_s=%.1f query_embed_img_s=%.1f search_img_s=%.1f\n",
+			r.Model, r.Stages["prepare"], r.Stages["embed"], r.Stages["upsert"], r.Stages["query_embed"], r.Stages["search"])
+		results = append(results, r)
+	}
+	if cfg.outDir != "" {
+		if err := copydetect.WriteResults(cfg.outDir, results); err != nil {
+			return err
+		}
+		return copydetect.WriteChart(filepath.Join(cfg.outDir, "results.png"), results, curves)
+	}
+	return nil
 }
 
 func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine.ImageEncoder, queryDir string, truth map[string]string, batch int, decOpts []imageprep.DecoderOption, progress io.Writer) (copydetect.Result, map[string][]copydetect.Scored, error) {

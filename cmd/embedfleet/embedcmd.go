@@ -24,12 +24,18 @@ import (
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 )
 
+// embedConfig is the flags of the command, and where it writes.
+type embedConfig struct {
+	g                      *globalFlags
+	stdin                  io.Reader
+	stdout, stderr         io.Writer
+	model, format, outPath string
+	textFile               string
+	batchSize, workers     int
+}
+
 func newEmbedCmd(g *globalFlags) *cobra.Command {
-	var (
-		model, format, outPath string
-		textFile               string
-		batchSize, workers     int
-	)
+	cfg := &embedConfig{g: g}
 	cmd := &cobra.Command{
 		Use:   "embed --model MODEL [--format jsonl|npy] [--out FILE] (IMAGE... | --text-file FILE)",
 		Short: "Embed image files (or texts, with a text model) and write the vectors as JSON lines or a .npy matrix",
@@ -58,60 +64,66 @@ Every file (or text) is tried; the command exits with status 1 when any failed.`
 			return cobra.MinimumNArgs(1)(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if format != "jsonl" && format != "npy" {
-				return fmt.Errorf("--format %q: want jsonl or npy", format)
-			}
-			if format == "npy" && outPath == "" {
-				return errors.New("--format npy needs --out FILE")
-			}
-			if batchSize < 1 || workers < 1 {
-				return fmt.Errorf("--batch and --workers must be at least 1")
-			}
-			if textFile != "" {
-				return embedTextFile(cmd, g, model, textFile, format, outPath, batchSize)
-			}
-			m, err := openModel(g, model)
-			if err != nil {
-				return err
-			}
-			defer m.Close()
-			var w io.Writer = cmd.OutOrStdout()
-			if outPath != "" {
-				f, err := os.Create(outPath)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				w = f
-			}
-			sink, err := newSink(format, w, outPath, m.Spec())
-			if err != nil {
-				return err
-			}
-			stats, err := embedFiles(cmd.Context(), g, m, args, batchSize, workers, sink, cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			if err := sink.close(); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "embed %s: %d files, %d embedded, %d failed, %.1f img/s\n",
-				m.Spec().Name, len(args), stats.ok, stats.failed, float64(stats.ok)/stats.elapsed.Seconds())
-			if stats.failed > 0 {
-				return fmt.Errorf("%d of %d files failed", stats.failed, len(args))
-			}
-			return nil
+			cfg.stdin, cfg.stdout, cfg.stderr = cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+			return runEmbed(cmd.Context(), cfg, args)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&model, "model", "", "model name in --models-dir, or a model folder (required)")
-	f.StringVar(&format, "format", "jsonl", "jsonl or npy")
-	f.StringVarP(&outPath, "out", "o", "", "output file (default stdout for jsonl)")
-	f.StringVar(&textFile, "text-file", "", "with a text model: texts to embed, one per line (- for stdin)")
-	f.IntVar(&batchSize, "batch", 32, "images (or texts) per inference batch")
-	f.IntVar(&workers, "workers", runtime.NumCPU(), "goroutines that decode and preprocess")
+	f.StringVar(&cfg.model, "model", "", "model name in --models-dir, or a model folder (required)")
+	f.StringVar(&cfg.format, "format", "jsonl", "jsonl or npy")
+	f.StringVarP(&cfg.outPath, "out", "o", "", "output file (default stdout for jsonl)")
+	f.StringVar(&cfg.textFile, "text-file", "", "with a text model: texts to embed, one per line (- for stdin)")
+	f.IntVar(&cfg.batchSize, "batch", 32, "images (or texts) per inference batch")
+	f.IntVar(&cfg.workers, "workers", runtime.NumCPU(), "goroutines that decode and preprocess")
 	_ = cmd.MarkFlagRequired("model")
 	return cmd
+}
+
+func runEmbed(ctx context.Context, cfg *embedConfig, args []string) error {
+	g := cfg.g
+	if cfg.format != "jsonl" && cfg.format != "npy" {
+		return fmt.Errorf("--format %q: want jsonl or npy", cfg.format)
+	}
+	if cfg.format == "npy" && cfg.outPath == "" {
+		return errors.New("--format npy needs --out FILE")
+	}
+	if cfg.batchSize < 1 || cfg.workers < 1 {
+		return fmt.Errorf("--batch and --workers must be at least 1")
+	}
+	if cfg.textFile != "" {
+		return embedTextFile(ctx, cfg)
+	}
+	m, err := openModel(g, cfg.model)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	var w io.Writer = cfg.stdout
+	if cfg.outPath != "" {
+		f, err := os.Create(cfg.outPath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	sink, err := newSink(cfg.format, w, cfg.outPath, m.Spec())
+	if err != nil {
+		return err
+	}
+	stats, err := embedFiles(ctx, g, m, args, cfg.batchSize, cfg.workers, sink, cfg.stderr)
+	if err != nil {
+		return err
+	}
+	if err := sink.close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(cfg.stderr, "embed %s: %d files, %d embedded, %d failed, %.1f img/s\n",
+		m.Spec().Name, len(args), stats.ok, stats.failed, float64(stats.ok)/stats.elapsed.Seconds())
+	if stats.failed > 0 {
+		return fmt.Errorf("%d of %d files failed", stats.failed, len(args))
+	}
+	return nil
 }
 
 type embedStats struct {
@@ -159,8 +171,9 @@ func embedFiles(ctx context.Context, g *globalFlags, m *embed.Model, files []str
 }
 
 // embedTextFile embeds the lines of path with text model ref.
-func embedTextFile(cmd *cobra.Command, g *globalFlags, ref, path, format, outPath string, batchSize int) error {
-	var r io.Reader = cmd.InOrStdin()
+func embedTextFile(ctx context.Context, cfg *embedConfig) error {
+	g, ref, path, format, outPath, batchSize := cfg.g, cfg.model, cfg.textFile, cfg.format, cfg.outPath, cfg.batchSize
+	r := cfg.stdin
 	if path != "-" {
 		f, err := os.Open(path)
 		if err != nil {
@@ -187,7 +200,7 @@ func embedTextFile(cmd *cobra.Command, g *globalFlags, ref, path, format, outPat
 		return err
 	}
 	defer eng.Close()
-	var w io.Writer = cmd.OutOrStdout()
+	w := cfg.stdout
 	if outPath != "" {
 		f, err := os.Create(outPath)
 		if err != nil {
@@ -212,7 +225,7 @@ func embedTextFile(cmd *cobra.Command, g *globalFlags, ref, path, format, outPat
 				ok = append(ok, t)
 			}
 		}
-		vecs, err := eng.EmbedTexts(cmd.Context(), m.Spec().Name, ok)
+		vecs, err := eng.EmbedTexts(ctx, m.Spec().Name, ok)
 		if err != nil {
 			return err
 		}
@@ -234,7 +247,7 @@ func embedTextFile(cmd *cobra.Command, g *globalFlags, ref, path, format, outPat
 	if err := sk.close(); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "embed %s: %d texts, %d embedded, %d failed, %.1f texts/s\n",
+	fmt.Fprintf(cfg.stderr, "embed %s: %d texts, %d embedded, %d failed, %.1f texts/s\n",
 		m.Spec().Name, len(texts), len(texts)-failed, failed, float64(len(texts)-failed)/time.Since(start).Seconds())
 	if failed > 0 {
 		return fmt.Errorf("%d of %d texts failed", failed, len(texts))

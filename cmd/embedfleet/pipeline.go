@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
@@ -20,7 +19,6 @@ import (
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/jobs"
-	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/telemetry"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
@@ -47,24 +45,29 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
 }
 
+// coordinatorRunConfig is the flags of the command, and where it writes.
+type coordinatorRunConfig struct {
+	g              *globalFlags
+	stdout, stderr io.Writer
+	nf             natsFlags
+	mf             milvusFlags
+	incremental    bool
+	dryRun         bool
+	metricsAddr    string
+	sf             s3Flags
+	source         string
+	models         string
+	jobSize        int
+	wait           bool
+	maxFailed      float64
+	timeout        time.Duration
+	replicas       int
+	logLevel       string
+}
+
 func newCoordinatorCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{Use: "coordinator", Short: "Enumerate a source into jobs on NATS JetStream"}
-	var (
-		nf          natsFlags
-		mf          milvusFlags
-		incremental bool
-		dryRun      bool
-		metricsAddr string
-		sf          s3Flags
-		source      string
-		models      string
-		jobSize     int
-		wait        bool
-		maxFailed   float64
-		timeout     time.Duration
-		replicas    int
-		logLevel    string
-	)
+	cfg := &coordinatorRunConfig{g: g}
 	run := &cobra.Command{
 		Use:   "run --source s3://bucket/prefix|DIR --models MODEL[,MODEL...] [--wait]",
 		Short: "List the source, publish its jobs, and (with --wait) follow them to completion",
@@ -87,68 +90,63 @@ then writes the new manifests; an incomplete run keeps the old ones, so the
 next run redoes what is missing. --dry-run prints the diff and changes nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ms := splitList(models)
-			if source == "" || len(ms) == 0 {
-				return errors.New("--source and --models are required")
-			}
-			ctx, cancel := withTimeout(cmd.Context(), timeout)
-			defer cancel()
-			log := newLogger(cmd.ErrOrStderr(), logLevel)
-			src, err := sf.open(source)
-			if err != nil {
-				return err
-			}
-			nc, js, topo, err := nf.connect(ctx, "embedfleet-coordinator", bus.StreamOptions{Replicas: replicas})
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			var comps []component
-			if metricsAddr != "" {
-				c, err := telemetryServer(metricsAddr, telemetry.NewRegistry(), natsReady(nc), log)
-				if err != nil {
-					return err
-				}
-				comps = append(comps, c)
-			}
-			return supervise(ctx, func(ctx context.Context) error {
-				return runCoordinator(ctx, cmd, g, mf, js, topo, src, ms, log, coordinatorOptions{
-					jobSize: jobSize, wait: wait, incremental: incremental, dryRun: dryRun, maxFailed: maxFailed})
-			}, comps...)
+			cfg.stdout, cfg.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			return runCoordinatorCmd(cmd.Context(), cfg)
 		},
 	}
 	f := run.Flags()
-	nf.bind(f)
-	sf.bind(f)
-	f.StringVar(&source, "source", "", "s3://bucket/prefix or a local folder (required)")
-	f.StringVar(&models, "models", envOr("EMBEDFLEET_MODELS", ""), "models to embed with, comma-separated (env EMBEDFLEET_MODELS; required)")
-	f.IntVar(&jobSize, "job-size", 64, "items per job")
-	f.BoolVar(&wait, "wait", false, "follow the run to completion and print a summary")
-	f.Float64Var(&maxFailed, "max-failed", 0.01, "with --wait: fraction of failed items above which the exit status is 2")
-	f.DurationVar(&timeout, "timeout", 0, "give up after this long (0: never)")
-	f.IntVar(&replicas, "replicas", 1, "replicas of streams and buckets when they are created (3 in a NATS cluster)")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.BoolVar(&incremental, "incremental", false, "embed only new and changed objects, delete vanished ones (implies --wait)")
-	f.BoolVar(&dryRun, "dry-run", false, "with --incremental: print the diff counts and change nothing")
-	f.StringVar(&metricsAddr, "metrics-addr", os.Getenv("EMBEDFLEET_METRICS_ADDR"), "serve /metrics, /healthz and /readyz here, e.g. :9090 (env EMBEDFLEET_METRICS_ADDR; empty: off)")
-	mf.bind(f)
+	cfg.nf.bind(f)
+	cfg.sf.bind(f)
+	f.StringVar(&cfg.source, "source", "", "s3://bucket/prefix or a local folder (required)")
+	f.StringVar(&cfg.models, "models", envOr("EMBEDFLEET_MODELS", ""), "models to embed with, comma-separated (env EMBEDFLEET_MODELS; required)")
+	f.IntVar(&cfg.jobSize, "job-size", 64, "items per job")
+	f.BoolVar(&cfg.wait, "wait", false, "follow the run to completion and print a summary")
+	f.Float64Var(&cfg.maxFailed, "max-failed", 0.01, "with --wait: fraction of failed items above which the exit status is 2")
+	f.DurationVar(&cfg.timeout, "timeout", 0, "give up after this long (0: never)")
+	f.IntVar(&cfg.replicas, "replicas", 1, "replicas of streams and buckets when they are created (3 in a NATS cluster)")
+	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&cfg.incremental, "incremental", false, "embed only new and changed objects, delete vanished ones (implies --wait)")
+	f.BoolVar(&cfg.dryRun, "dry-run", false, "with --incremental: print the diff counts and change nothing")
+	f.StringVar(&cfg.metricsAddr, "metrics-addr", os.Getenv("EMBEDFLEET_METRICS_ADDR"), "serve /metrics, /healthz and /readyz here, e.g. :9090 (env EMBEDFLEET_METRICS_ADDR; empty: off)")
+	cfg.mf.bind(f)
 	cmd.AddCommand(run)
 	return cmd
 }
 
-// coordinatorOptions are the flags of `coordinator run` that shape the run.
-type coordinatorOptions struct {
-	jobSize                   int
-	wait, incremental, dryRun bool
-	maxFailed                 float64
+func runCoordinatorCmd(ctx context.Context, cfg *coordinatorRunConfig) error {
+	ms := splitList(cfg.models)
+	if cfg.source == "" || len(ms) == 0 {
+		return errors.New("--source and --models are required")
+	}
+	ctx, cancel := withTimeout(ctx, cfg.timeout)
+	defer cancel()
+	log := newLogger(cfg.stderr, cfg.logLevel)
+	src, err := cfg.sf.open(cfg.source)
+	if err != nil {
+		return err
+	}
+	nc, js, topo, err := cfg.nf.connect(ctx, "embedfleet-coordinator", bus.StreamOptions{Replicas: cfg.replicas})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	var comps []component
+	if cfg.metricsAddr != "" {
+		c, err := telemetryServer(cfg.metricsAddr, telemetry.NewRegistry(), natsReady(nc), log)
+		if err != nil {
+			return err
+		}
+		comps = append(comps, c)
+	}
+	return supervise(ctx, func(ctx context.Context) error {
+		return runCoordinator(ctx, cfg, coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: cfg.jobSize, Log: log})
+	}, comps...)
 }
 
-// runCoordinator publishes (and with o.wait or o.incremental follows) one
-// run of src.
-func runCoordinator(ctx context.Context, cmd *cobra.Command, g *globalFlags, mf milvusFlags, js jetstream.JetStream, topo bus.Topology,
-	src objstore.Source, ms []string, log *slog.Logger, o coordinatorOptions) error {
-	ccfg := coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: o.jobSize, Log: log}
-	if o.wait || o.incremental {
+// runCoordinator publishes (and with --wait or --incremental follows) the
+// run that ccfg describes.
+func runCoordinator(ctx context.Context, cfg *coordinatorRunConfig, ccfg coordinator.Config) error {
+	if cfg.wait || cfg.incremental {
 		// Keep the published jobs, so that lost ones can be published again.
 		journal, err := coordinator.NewJournal()
 		if err != nil {
@@ -157,8 +155,8 @@ func runCoordinator(ctx context.Context, cmd *cobra.Command, g *globalFlags, mf 
 		defer journal.Close()
 		ccfg.Journal = journal
 	}
-	if o.incremental || o.dryRun {
-		return runIncremental(ctx, cmd, g, ccfg, mf, o.dryRun, o.maxFailed)
+	if cfg.incremental || cfg.dryRun {
+		return runIncremental(ctx, cfg, ccfg)
 	}
 	rec, err := coordinator.Run(ctx, ccfg)
 	if errors.Is(err, bus.ErrLeaseHeld) {
@@ -167,24 +165,24 @@ func runCoordinator(ctx context.Context, cmd *cobra.Command, g *globalFlags, mf 
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "run %s: %d objects in %d jobs published\n", rec.ID, rec.Listed, rec.Jobs)
-	if !o.wait {
+	fmt.Fprintf(cfg.stdout, "run %s: %d objects in %d jobs published\n", rec.ID, rec.Listed, rec.Jobs)
+	if !cfg.wait {
 		return nil
 	}
-	return followRun(ctx, cmd, coordinator.New(js, topo), rec, ccfg.Journal, o.maxFailed, nil)
+	return followRun(ctx, cfg.stdout, cfg.stderr, coordinator.New(ccfg.JS, ccfg.Topology), rec, ccfg.Journal, cfg.maxFailed, nil)
 }
 
 // followRun is the sequence every command that waits for a run shares:
 // follow rec to its end (republishing lost jobs from journal), print
 // progress and the summary, let finish (if set) act on the summary, and
 // fail with exit status 2 when more than maxFailed of the items failed.
-func followRun(ctx context.Context, cmd *cobra.Command, coord *coordinator.Coordinator, rec jobs.Run, journal *coordinator.Journal,
+func followRun(ctx context.Context, stdout, stderr io.Writer, coord *coordinator.Coordinator, rec jobs.Run, journal *coordinator.Journal,
 	maxFailed float64, finish func(coordinator.Summary) error) error {
 	sum, err := coord.WaitWith(ctx, rec, coordinator.WaitOptions{Journal: journal, Progress: func(s coordinator.Summary) {
-		fmt.Fprintf(cmd.ErrOrStderr(), "run %s: %d/%d jobs, %d stored, %d failed, %.1f img/s\n",
+		fmt.Fprintf(stderr, "run %s: %d/%d jobs, %d stored, %d failed, %.1f img/s\n",
 			s.Run, s.Done, s.Jobs, s.Stored, len(s.Failed), float64(s.Stored)/s.Elapsed.Seconds())
 	}})
-	printSummary(cmd.OutOrStdout(), sum)
+	printSummary(stdout, sum)
 	if err != nil {
 		return err
 	}
@@ -199,8 +197,8 @@ func followRun(ctx context.Context, cmd *cobra.Command, coord *coordinator.Coord
 	return nil
 }
 
-func runIncremental(ctx context.Context, cmd *cobra.Command, g *globalFlags, cfg coordinator.Config, mf milvusFlags, dryRun bool, maxFailed float64) error {
-	out := cmd.OutOrStdout()
+func runIncremental(ctx context.Context, rc *coordinatorRunConfig, cfg coordinator.Config) error {
+	out, g, mf, dryRun, maxFailed := rc.stdout, rc.g, rc.mf, rc.dryRun, rc.maxFailed
 	versions := modelVersions(g, cfg.Models)
 	for _, m := range cfg.Models {
 		if versions[m] == "" {
@@ -236,7 +234,7 @@ func runIncremental(ctx context.Context, cmd *cobra.Command, g *globalFlags, cfg
 		return nil
 	}
 	fmt.Fprintf(out, "run %s: %d objects to embed in %d jobs published\n", inc.Run.ID, inc.Run.Listed, inc.Run.Jobs)
-	return followRun(ctx, cmd, coordinator.New(cfg.JS, cfg.Topology), inc.Run, cfg.Journal, maxFailed,
+	return followRun(ctx, rc.stdout, rc.stderr, coordinator.New(cfg.JS, cfg.Topology), inc.Run, cfg.Journal, maxFailed,
 		func(sum coordinator.Summary) error { return inc.Finish(ctx, sum) })
 }
 
@@ -301,21 +299,26 @@ func printSummary(w io.Writer, s coordinator.Summary) {
 	}
 }
 
+// workerConfig is the flags of the command, and where it writes.
+type workerConfig struct {
+	g                  *globalFlags
+	stdout, stderr     io.Writer
+	nf                 natsFlags
+	mf                 milvusFlags
+	sf                 s3Flags
+	models             string
+	batch, fetch, prep int
+	fetchMiB           int
+	ackWait, drain     time.Duration
+	linger             time.Duration
+	prefetch           int
+	maxDeliver         int
+	logLevel           string
+	metricsAddr        string
+}
+
 func newWorkerCmd(g *globalFlags) *cobra.Command {
-	var (
-		nf                 natsFlags
-		mf                 milvusFlags
-		sf                 s3Flags
-		models             string
-		batch, fetch, prep int
-		fetchMiB           int
-		ackWait, drain     time.Duration
-		linger             time.Duration
-		prefetch           int
-		maxDeliver         int
-		logLevel           string
-		metricsAddr        string
-	)
+	cfg := &workerConfig{g: g}
 	cmd := &cobra.Command{
 		Use:   "worker --models MODEL[,MODEL...]",
 		Short: "Pull jobs, embed their images with every model, upsert into Milvus",
@@ -333,86 +336,96 @@ The worker refuses to start when a model's collection holds vectors of another
 version of that model.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			log := newLogger(cmd.ErrOrStderr(), logLevel)
-			opened, err := openModelList(g, models)
-			if err != nil {
-				return err
-			}
-			defer opened.close()
-			if err := opened.imagesOnly("the worker"); err != nil {
-				return err
-			}
-			nc, js, topo, err := nf.connect(ctx, "embedfleet-worker", bus.StreamOptions{})
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			cons, err := topo.WorkerConsumer(ctx, js, bus.ConsumerOptions{AckWait: ackWait, MaxDeliver: maxDeliver})
-			if err != nil {
-				return err
-			}
-			store, err := vecstore.Connect(ctx, mf.cfg)
-			if err != nil {
-				return err
-			}
-			defer store.Close(context.Background())
-			var metrics *worker.Metrics
-			var comps []component
-			if metricsAddr != "" {
-				reg := telemetry.NewRegistry()
-				metrics = worker.NewMetrics(reg)
-				c, err := telemetryServer(metricsAddr, reg, natsReady(nc), log)
-				if err != nil {
-					return err
-				}
-				comps = append(comps, c)
-			}
-			w, err := worker.New(ctx, worker.Config{
-				JS: js, Topology: topo, Consumer: cons, Models: opened.images, Store: store, OpenSource: sf.open,
-				BatchSize: batch, Linger: linger, Prefetch: prefetch, FetchConcurrency: fetch, FetchBytes: int64(fetchMiB) << 20, PrepWorkers: prep,
-				Limits:  g.limits(),
-				AckWait: ackWait, MaxDeliver: maxDeliver, DrainTimeout: drain, Log: log, Metrics: metrics,
-				DecoderOptions: g.decoderOptions(),
-			})
-			if err != nil {
-				return err
-			}
-			// The worker is the command's work; the metrics server beside it
-			// stops after it, and its failure ends the worker.
-			return supervise(ctx, w.Run, comps...)
+			cfg.stdout, cfg.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			return runWorker(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
-	nf.bind(f)
-	mf.bind(f)
-	mf.bindIndex(f)
-	sf.bind(f)
-	f.StringVar(&models, "models", envOr("EMBEDFLEET_MODELS", ""), "models this worker serves, comma-separated (env EMBEDFLEET_MODELS; required)")
-	f.IntVar(&batch, "batch-size", envInt("EMBEDFLEET_BATCH_SIZE", 32), "images per inference batch (env EMBEDFLEET_BATCH_SIZE)")
-	f.IntVar(&fetch, "fetch-concurrency", 16, "objects fetched at once")
-	f.IntVar(&fetchMiB, "fetch-mib", envInt("EMBEDFLEET_FETCH_MIB", 256),
+	cfg.nf.bind(f)
+	cfg.mf.bind(f)
+	cfg.mf.bindIndex(f)
+	cfg.sf.bind(f)
+	f.StringVar(&cfg.models, "models", envOr("EMBEDFLEET_MODELS", ""), "models this worker serves, comma-separated (env EMBEDFLEET_MODELS; required)")
+	f.IntVar(&cfg.batch, "batch-size", envInt("EMBEDFLEET_BATCH_SIZE", 32), "images per inference batch (env EMBEDFLEET_BATCH_SIZE)")
+	f.IntVar(&cfg.fetch, "fetch-concurrency", 16, "objects fetched at once")
+	f.IntVar(&cfg.fetchMiB, "fetch-mib", envInt("EMBEDFLEET_FETCH_MIB", 256),
 		"MiB of fetched objects held at once, waiting to be decoded; with --max-object-mib it bounds a worker's memory for encoded images (env EMBEDFLEET_FETCH_MIB)")
-	f.DurationVar(&linger, "linger", 50*time.Millisecond, "a partial batch waits at most this long for more images")
-	f.IntVar(&prefetch, "prefetch", 2, "jobs in hand at once (their images fill batches together)")
-	f.IntVar(&prep, "prep-workers", 0, "goroutines that decode and preprocess (0: one per core)")
-	f.DurationVar(&ackWait, "ack-wait", 2*time.Minute, "JetStream AckWait; progress is signalled every third of it")
-	f.IntVar(&maxDeliver, "max-deliver", 10, "attempts before a job is dead-lettered (with the backoff, about 5 minutes of trouble)")
-	f.DurationVar(&drain, "drain-timeout", 30*time.Second, "on SIGTERM, time to finish the job in hand (keep it below the pod's grace period)")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&metricsAddr, "metrics-addr", os.Getenv("EMBEDFLEET_METRICS_ADDR"), "serve /metrics, /healthz and /readyz here, e.g. :9090 (env EMBEDFLEET_METRICS_ADDR; empty: off)")
+	f.DurationVar(&cfg.linger, "linger", 50*time.Millisecond, "a partial batch waits at most this long for more images")
+	f.IntVar(&cfg.prefetch, "prefetch", 2, "jobs in hand at once (their images fill batches together)")
+	f.IntVar(&cfg.prep, "prep-workers", 0, "goroutines that decode and preprocess (0: one per core)")
+	f.DurationVar(&cfg.ackWait, "ack-wait", 2*time.Minute, "JetStream AckWait; progress is signalled every third of it")
+	f.IntVar(&cfg.maxDeliver, "max-deliver", 10, "attempts before a job is dead-lettered (with the backoff, about 5 minutes of trouble)")
+	f.DurationVar(&cfg.drain, "drain-timeout", 30*time.Second, "on SIGTERM, time to finish the job in hand (keep it below the pod's grace period)")
+	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&cfg.metricsAddr, "metrics-addr", os.Getenv("EMBEDFLEET_METRICS_ADDR"), "serve /metrics, /healthz and /readyz here, e.g. :9090 (env EMBEDFLEET_METRICS_ADDR; empty: off)")
 	return cmd
 }
 
+func runWorker(ctx context.Context, cfg *workerConfig) error {
+	g := cfg.g
+	log := newLogger(cfg.stderr, cfg.logLevel)
+	opened, err := openModelList(g, cfg.models)
+	if err != nil {
+		return err
+	}
+	defer opened.close()
+	if err := opened.imagesOnly("the worker"); err != nil {
+		return err
+	}
+	nc, js, topo, err := cfg.nf.connect(ctx, "embedfleet-worker", bus.StreamOptions{})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cons, err := topo.WorkerConsumer(ctx, js, bus.ConsumerOptions{AckWait: cfg.ackWait, MaxDeliver: cfg.maxDeliver})
+	if err != nil {
+		return err
+	}
+	store, err := vecstore.Connect(ctx, cfg.mf.cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close(context.Background())
+	var metrics *worker.Metrics
+	var comps []component
+	if cfg.metricsAddr != "" {
+		reg := telemetry.NewRegistry()
+		metrics = worker.NewMetrics(reg)
+		c, err := telemetryServer(cfg.metricsAddr, reg, natsReady(nc), log)
+		if err != nil {
+			return err
+		}
+		comps = append(comps, c)
+	}
+	w, err := worker.New(ctx, worker.Config{
+		JS: js, Topology: topo, Consumer: cons, Models: opened.images, Store: store, OpenSource: cfg.sf.open,
+		BatchSize: cfg.batch, Linger: cfg.linger, Prefetch: cfg.prefetch, FetchConcurrency: cfg.fetch, FetchBytes: int64(cfg.fetchMiB) << 20, PrepWorkers: cfg.prep,
+		Limits:  g.limits(),
+		AckWait: cfg.ackWait, MaxDeliver: cfg.maxDeliver, DrainTimeout: cfg.drain, Log: log, Metrics: metrics,
+		DecoderOptions: g.decoderOptions(),
+	})
+	if err != nil {
+		return err
+	}
+	// The worker is the command's work; the metrics server beside it
+	// stops after it, and its failure ends the worker.
+	return supervise(ctx, w.Run, comps...)
+}
+
+// queryConfig is the flags of the command, and where it writes.
+type queryConfig struct {
+	g               *globalFlags
+	stdout, stderr  io.Writer
+	mf              milvusFlags
+	model, img, uri string
+	id, text        string
+	textModel       string
+	topK            int
+	asJSON          bool
+}
+
 func newQueryCmd(g *globalFlags) *cobra.Command {
-	var (
-		mf              milvusFlags
-		model, img, uri string
-		id, text        string
-		textModel       string
-		topK            int
-		asJSON          bool
-	)
+	cfg := &queryConfig{g: g}
 	cmd := &cobra.Command{
 		Use:   "query --model MODEL (--image FILE | --text TEXT | --uri OBJECT_URI | --id ID) [--top-k K] [--json]",
 		Short: "Find the stored images most similar to an image file, a text, or an indexed object",
@@ -432,96 +445,101 @@ Examples:
   embedfleet query --model clip-vit-b32 --text "a dog playing in the snow"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			given := 0
-			for _, v := range []string{img, uri, id, text} {
-				if v != "" {
-					given++
-				}
-			}
-			if model == "" || given != 1 {
-				return errors.New("--model and exactly one of --image, --text, --uri or --id are required")
-			}
-			if cmd.Flags().Changed("text") && strings.TrimSpace(text) == "" {
-				return errors.New("--text is empty: say what to look for")
-			}
-			ctx := cmd.Context()
-			ms := &openedModels{}
-			defer ms.close()
-			switch {
-			case img != "":
-				m, err := openModel(g, model)
-				if err != nil {
-					return err
-				}
-				ms.images, ms.closer = append(ms.images, m), append(ms.closer, m.Close)
-			case text != "":
-				if textModel == "" {
-					textModel = model + "-text"
-					if spec, err := resolveSpec(g, model); err == nil && spec.IsText() {
-						textModel = model
-					}
-				}
-				m, err := openTextModel(g, textModel)
-				if err != nil {
-					return fmt.Errorf("--text needs the text tower that pairs with %s: %w", model, err)
-				}
-				ms.texts, ms.closer = append(ms.texts, m), append(ms.closer, m.Close)
-			}
-			eng, err := newEngine(g, ms, 0)
-			if err != nil {
-				return err
-			}
-			defer eng.Close()
-			store, err := vecstore.Connect(ctx, mf.cfg)
-			if err != nil {
-				return err
-			}
-			defer store.Close(context.Background())
-			s := search.New(store, eng)
-			var hits []search.Hit
-			switch {
-			case img != "":
-				data, err := readFileLimited(img)
-				if err != nil {
-					return err
-				}
-				hits, err = s.ByImage(ctx, ms.images[0].Spec().Name, data, topK)
-				if err != nil {
-					return err
-				}
-			case text != "":
-				hits, err = s.ByText(ctx, ms.texts[0].Spec().Name, text, topK)
-				if err != nil {
-					return err
-				}
-			default:
-				spec, err := resolveSpec(g, model)
-				if err != nil {
-					return err
-				}
-				if uri != "" {
-					hits, err = s.ByObject(ctx, spec.Name, uri, topK)
-				} else {
-					hits, err = s.ByID(ctx, spec.Name, id, topK)
-				}
-				if err != nil {
-					return err
-				}
-			}
-			return printHits(cmd.OutOrStdout(), hits, asJSON)
+			cfg.stdout, cfg.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			return runQuery(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
-	mf.bind(f)
-	f.StringVar(&model, "model", "", "model whose collection to search (required)")
-	f.StringVar(&img, "image", "", "query image file")
-	f.StringVar(&text, "text", "", "query text, embedded by the model's text tower (CLIP)")
-	f.StringVar(&textModel, "text-model", "", "with --text: the text model (default MODEL-text)")
-	f.StringVar(&uri, "uri", "", "an indexed object's URI, whose stored vector is the query")
-	f.StringVar(&id, "id", "", "an indexed object's id (as --json prints it), whose stored vector is the query")
-	f.IntVar(&topK, "top-k", 10, "number of results")
-	f.BoolVar(&asJSON, "json", false, "print JSON")
+	cfg.mf.bind(f)
+	f.StringVar(&cfg.model, "model", "", "model whose collection to search (required)")
+	f.StringVar(&cfg.img, "image", "", "query image file")
+	f.StringVar(&cfg.text, "text", "", "query text, embedded by the model's text tower (CLIP)")
+	f.StringVar(&cfg.textModel, "text-model", "", "with --text: the text model (default MODEL-text)")
+	f.StringVar(&cfg.uri, "uri", "", "an indexed object's URI, whose stored vector is the query")
+	f.StringVar(&cfg.id, "id", "", "an indexed object's id (as --json prints it), whose stored vector is the query")
+	f.IntVar(&cfg.topK, "top-k", 10, "number of results")
+	f.BoolVar(&cfg.asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+func runQuery(ctx context.Context, cfg *queryConfig) error {
+	g := cfg.g
+	given := 0
+	for _, v := range []string{cfg.img, cfg.uri, cfg.id, cfg.text} {
+		if v != "" {
+			given++
+		}
+	}
+	if cfg.model == "" || given != 1 {
+		return errors.New("--model and exactly one of --image, --text, --uri or --id are required")
+	}
+	if cfg.text != "" && strings.TrimSpace(cfg.text) == "" {
+		return errors.New("--text is empty: say what to look for")
+	}
+	ms := &openedModels{}
+	defer ms.close()
+	switch {
+	case cfg.img != "":
+		m, err := openModel(g, cfg.model)
+		if err != nil {
+			return err
+		}
+		ms.images, ms.closer = append(ms.images, m), append(ms.closer, m.Close)
+	case cfg.text != "":
+		if cfg.textModel == "" {
+			cfg.textModel = cfg.model + "-text"
+			if spec, err := resolveSpec(g, cfg.model); err == nil && spec.IsText() {
+				cfg.textModel = cfg.model
+			}
+		}
+		m, err := openTextModel(g, cfg.textModel)
+		if err != nil {
+			return fmt.Errorf("--text needs the text tower that pairs with %s: %w", cfg.model, err)
+		}
+		ms.texts, ms.closer = append(ms.texts, m), append(ms.closer, m.Close)
+	}
+	eng, err := newEngine(g, ms, 0)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	store, err := vecstore.Connect(ctx, cfg.mf.cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close(context.Background())
+	s := search.New(store, eng)
+	var hits []search.Hit
+	switch {
+	case cfg.img != "":
+		data, err := readFileLimited(cfg.img)
+		if err != nil {
+			return err
+		}
+		hits, err = s.ByImage(ctx, ms.images[0].Spec().Name, data, cfg.topK)
+		if err != nil {
+			return err
+		}
+	case cfg.text != "":
+		hits, err = s.ByText(ctx, ms.texts[0].Spec().Name, cfg.text, cfg.topK)
+		if err != nil {
+			return err
+		}
+	default:
+		spec, err := resolveSpec(g, cfg.model)
+		if err != nil {
+			return err
+		}
+		if cfg.uri != "" {
+			hits, err = s.ByObject(ctx, spec.Name, cfg.uri, cfg.topK)
+		} else {
+			hits, err = s.ByID(ctx, spec.Name, cfg.id, cfg.topK)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return printHits(cfg.stdout, hits, cfg.asJSON)
 }
 
 func printHits(w io.Writer, hits []search.Hit, asJSON bool) error {

@@ -21,19 +21,24 @@ import (
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
+// serveConfig is the flags of the command, and where it writes.
+type serveConfig struct {
+	g                *globalFlags
+	stdout, stderr   io.Writer
+	mf               milvusFlags
+	models, listen   string
+	textModels       string
+	logLevel         string
+	maxBodyMiB       int
+	maxBatch, maxTop int
+	maxInFlight      int
+	maxMemoryMiB     int
+	linger, timeout  time.Duration
+	grace            time.Duration
+}
+
 func newServeCmd(g *globalFlags) *cobra.Command {
-	var (
-		mf               milvusFlags
-		models, listen   string
-		textModels       string
-		logLevel         string
-		maxBodyMiB       int
-		maxBatch, maxTop int
-		maxInFlight      int
-		maxMemoryMiB     int
-		linger, timeout  time.Duration
-		grace            time.Duration
-	)
+	cfg := &serveConfig{g: g}
 	cmd := &cobra.Command{
 		Use:   "serve --models MODEL[,MODEL...] [--text-models auto] [--listen :8080]",
 		Short: "Serve searches over HTTP: upload an image, send a text, or name an indexed object",
@@ -71,41 +76,46 @@ Examples:
   curl 'http://localhost:8080/v1/search?model=clip-vit-b32&k=5&text=a+dog+in+the+snow'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			log := newLogger(cmd.ErrOrStderr(), logLevel)
-			opened, err := openModelList(g, withTextModels(g, models, textModels, cmd.ErrOrStderr()))
-			if err != nil {
-				return err
-			}
-			defer opened.close()
-			store, err := vecstore.Connect(ctx, mf.cfg)
-			if err != nil {
-				return err
-			}
-			defer store.Close(context.Background())
-			return serveSearch(ctx, log, store, opened, listen, searchOptions{
-				maxBody: int64(maxBodyMiB) << 20, maxBatch: maxBatch, maxK: maxTop, maxInFlight: maxInFlight,
-				maxMemory: int64(maxMemoryMiB) << 20, linger: linger, timeout: timeout, grace: grace, decoderOptions: g.decoderOptions(),
-			}, nil)
+			cfg.stdout, cfg.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			return runServe(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
-	mf.bind(f)
-	f.StringVar(&models, "models", envOr("EMBEDFLEET_MODELS", "clip-vit-b32,dinov2-base"), "models to serve, comma-separated (env EMBEDFLEET_MODELS)")
-	f.StringVar(&textModels, "text-models", envOr("EMBEDFLEET_TEXT_MODELS", "auto"),
+	cfg.mf.bind(f)
+	f.StringVar(&cfg.models, "models", envOr("EMBEDFLEET_MODELS", "clip-vit-b32,dinov2-base"), "models to serve, comma-separated (env EMBEDFLEET_MODELS)")
+	f.StringVar(&cfg.textModels, "text-models", envOr("EMBEDFLEET_TEXT_MODELS", "auto"),
 		"text towers to serve: auto (MODEL-text for each image model, when installed), none, or a comma-separated list (env EMBEDFLEET_TEXT_MODELS)")
-	f.StringVar(&listen, "listen", envOr("EMBEDFLEET_LISTEN", ":8080"), "address to serve on (env EMBEDFLEET_LISTEN)")
-	f.IntVar(&maxBodyMiB, "max-body-mib", 32, "largest upload, MiB")
-	f.IntVar(&maxBatch, "max-batch", 16, "uploads embedded in one inference call")
-	f.IntVar(&maxInFlight, "max-inflight", 64, "uploads handled at once; more get 503 with Retry-After")
-	f.IntVar(&maxMemoryMiB, "max-memory-mib", envInt("EMBEDFLEET_SERVE_MAX_MEMORY_MIB", 2048),
+	f.StringVar(&cfg.listen, "listen", envOr("EMBEDFLEET_LISTEN", ":8080"), "address to serve on (env EMBEDFLEET_LISTEN)")
+	f.IntVar(&cfg.maxBodyMiB, "max-body-mib", 32, "largest upload, MiB")
+	f.IntVar(&cfg.maxBatch, "max-batch", 16, "uploads embedded in one inference call")
+	f.IntVar(&cfg.maxInFlight, "max-inflight", 64, "uploads handled at once; more get 503 with Retry-After")
+	f.IntVar(&cfg.maxMemoryMiB, "max-memory-mib", envInt("EMBEDFLEET_SERVE_MAX_MEMORY_MIB", 2048),
 		"memory budget of the uploads in flight, MiB: each is admitted by its body size, then by what its header says decoding takes; one that does not fit now gets 503, one that never could 413 (env EMBEDFLEET_SERVE_MAX_MEMORY_MIB; docs/security.md)")
-	f.IntVar(&maxTop, "max-k", 1000, "largest k a request may ask for")
-	f.DurationVar(&linger, "linger", 2*time.Millisecond, "how long a batch waits for more uploads")
-	f.DurationVar(&timeout, "timeout", 30*time.Second, "per-request limit")
-	f.DurationVar(&grace, "grace", 20*time.Second, "on SIGTERM, time for requests in flight (keep it below the pod's grace period)")
-	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.IntVar(&cfg.maxTop, "max-k", 1000, "largest k a request may ask for")
+	f.DurationVar(&cfg.linger, "linger", 2*time.Millisecond, "how long a batch waits for more uploads")
+	f.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "per-request limit")
+	f.DurationVar(&cfg.grace, "grace", 20*time.Second, "on SIGTERM, time for requests in flight (keep it below the pod's grace period)")
+	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
+}
+
+func runServe(ctx context.Context, cfg *serveConfig) error {
+	g := cfg.g
+	log := newLogger(cfg.stderr, cfg.logLevel)
+	opened, err := openModelList(g, withTextModels(g, cfg.models, cfg.textModels, cfg.stderr))
+	if err != nil {
+		return err
+	}
+	defer opened.close()
+	store, err := vecstore.Connect(ctx, cfg.mf.cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close(context.Background())
+	return serveSearch(ctx, log, store, opened, cfg.listen, searchOptions{
+		maxBody: int64(cfg.maxBodyMiB) << 20, maxBatch: cfg.maxBatch, maxK: cfg.maxTop, maxInFlight: cfg.maxInFlight,
+		maxMemory: int64(cfg.maxMemoryMiB) << 20, linger: cfg.linger, timeout: cfg.timeout, grace: cfg.grace, decoderOptions: g.decoderOptions(),
+	}, nil)
 }
 
 // withTextModels adds to the image models of list the text models that

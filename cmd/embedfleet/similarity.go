@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -10,8 +12,16 @@ import (
 	"github.com/embedfleet/embedfleet/shared/embed"
 )
 
+// similarityConfig is the flags of the command, and where it writes.
+type similarityConfig struct {
+	g                       *globalFlags
+	stdout, stderr          io.Writer
+	models, text, textModel string
+	textGiven               bool // --text was given, even empty
+}
+
 func newSimilarityCmd(g *globalFlags) *cobra.Command {
-	var models, text, textModel string
+	cfg := &similarityConfig{g: g}
 	cmd := &cobra.Command{
 		Use:   "similarity --model MODEL[,MODEL...] (IMAGE_A IMAGE_B | --text TEXT IMAGE)",
 		Short: "Print how similar two images (or a text and an image) are: the article's score (cos+1)/2 and the cosine",
@@ -39,57 +49,63 @@ Examples:
 			return cobra.ExactArgs(2)(cmd, args)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cmd.Flags().Changed("text") && strings.TrimSpace(text) == "" {
-				return errors.New("--text is empty: say what to compare the image with")
-			}
-			for _, ref := range splitList(models) {
-				ms := &openedModels{}
-				m, err := openModel(g, ref)
-				if err != nil {
-					return err
-				}
-				ms.images, ms.closer = append(ms.images, m), append(ms.closer, m.Close)
-				tower := ""
-				if cmd.Flags().Changed("text") {
-					tm := textModel
-					if tm == "" {
-						tm = m.Spec().Name + "-text"
-					}
-					t, err := openTextModel(g, tm)
-					if err != nil {
-						ms.close()
-						return fmt.Errorf("--text needs the text tower that pairs with %s: %w", m.Spec().Name, err)
-					}
-					ms.texts, ms.closer = append(ms.texts, t), append(ms.closer, t.Close)
-					tower = " text=" + t.Spec().Name
-				}
-				a, b, err := similarityPair(cmd, g, ms, args, text)
-				ms.close()
-				if err != nil {
-					return err
-				}
-				cos := embed.Cosine(a, b)
-				fmt.Fprintf(cmd.OutOrStdout(), "%s similarity=%.6f cosine=%.6f version=%s%s\n", m.Spec().Name, (cos+1)/2, cos, short(m.Spec().Version), tower)
-			}
-			return nil
+			cfg.stdout, cfg.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			cfg.textGiven = cmd.Flags().Changed("text")
+			return runSimilarity(cmd.Context(), cfg, args)
 		},
 	}
-	cmd.Flags().StringVar(&models, "model", "", "model name(s) in --models-dir, or model folders, comma-separated (required)")
-	cmd.Flags().StringVar(&text, "text", "", "compare this text with the one image given")
-	cmd.Flags().StringVar(&textModel, "text-model", "", "with --text: the text model (default MODEL-text)")
+	cmd.Flags().StringVar(&cfg.models, "model", "", "model name(s) in --models-dir, or model folders, comma-separated (required)")
+	cmd.Flags().StringVar(&cfg.text, "text", "", "compare this text with the one image given")
+	cmd.Flags().StringVar(&cfg.textModel, "text-model", "", "with --text: the text model (default MODEL-text)")
 	_ = cmd.MarkFlagRequired("model")
 	return cmd
 }
 
+func runSimilarity(ctx context.Context, cfg *similarityConfig, args []string) error {
+	g := cfg.g
+	if cfg.textGiven && strings.TrimSpace(cfg.text) == "" {
+		return errors.New("--text is empty: say what to compare the image with")
+	}
+	for _, ref := range splitList(cfg.models) {
+		ms := &openedModels{}
+		m, err := openModel(g, ref)
+		if err != nil {
+			return err
+		}
+		ms.images, ms.closer = append(ms.images, m), append(ms.closer, m.Close)
+		tower := ""
+		if cfg.textGiven {
+			tm := cfg.textModel
+			if tm == "" {
+				tm = m.Spec().Name + "-text"
+			}
+			t, err := openTextModel(g, tm)
+			if err != nil {
+				ms.close()
+				return fmt.Errorf("--text needs the text tower that pairs with %s: %w", m.Spec().Name, err)
+			}
+			ms.texts, ms.closer = append(ms.texts, t), append(ms.closer, t.Close)
+			tower = " text=" + t.Spec().Name
+		}
+		a, b, err := similarityPair(ctx, g, ms, args, cfg.text)
+		ms.close()
+		if err != nil {
+			return err
+		}
+		cos := embed.Cosine(a, b)
+		fmt.Fprintf(cfg.stdout, "%s similarity=%.6f cosine=%.6f version=%s%s\n", m.Spec().Name, (cos+1)/2, cos, short(m.Spec().Version), tower)
+	}
+	return nil
+}
+
 // similarityPair embeds the two things compared: two images, or with ms
 // holding a text tower, the text and one image.
-func similarityPair(cmd *cobra.Command, g *globalFlags, ms *openedModels, args []string, text string) ([]float32, []float32, error) {
+func similarityPair(ctx context.Context, g *globalFlags, ms *openedModels, args []string, text string) ([]float32, []float32, error) {
 	eng, err := newEngine(g, ms, 0)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer eng.Close()
-	ctx := cmd.Context()
 	name := ms.images[0].Spec().Name
 	vecs := make([][]float32, len(args))
 	err = eng.EmbedImages(ctx, name, len(args), func(i int) ([]byte, error) { return readFileLimited(args[i]) },

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -57,13 +58,18 @@ func statusOf(rec jobs.Run, s coordinator.Summary) runStatus {
 	return st
 }
 
-func newStatusCmd() *cobra.Command {
-	var (
-		nf     natsFlags
-		asJSON bool
-		watch  bool
-		limit  int
-	)
+// statusConfig is the flags of the command, and where it writes.
+type statusConfig struct {
+	g              *globalFlags
+	stdout, stderr io.Writer
+	nf             natsFlags
+	asJSON         bool
+	watch          bool
+	limit          int
+}
+
+func newStatusCmd(g *globalFlags) *cobra.Command {
+	cfg := &statusConfig{g: g}
 	cmd := &cobra.Command{
 		Use:   "status [RUN]",
 		Short: "Show runs: listed, embedded, failed, img/s and ETA (a live bar for one run on a terminal)",
@@ -72,87 +78,91 @@ terminal it redraws a progress bar until the run completes (--watch=false
 prints once). Output is JSON when stdout is not a terminal, or with --json.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			nf.cfg.Name = "embedfleet-status"
-			nc, js, err := bus.Connect(nf.cfg)
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			coord := coordinator.New(js, nf.topology())
-			out := cmd.OutOrStdout()
-			tty := isTerminal(out)
-			if !tty {
-				asJSON = true
-			}
-			if len(args) == 1 {
-				for {
-					rec, err := coord.GetRun(ctx, args[0])
-					if err != nil {
-						return err
-					}
-					sum, err := coord.Status(ctx, rec)
-					if err != nil {
-						return err
-					}
-					st := statusOf(rec, sum)
-					if asJSON {
-						return json.NewEncoder(out).Encode(st)
-					}
-					fmt.Fprintf(out, "\r%s", progressLine(st))
-					if !watch || st.State == "complete" {
-						fmt.Fprintln(out)
-						return nil
-					}
-					select {
-					case <-ctx.Done():
-						fmt.Fprintln(out)
-						return nil
-					case <-time.After(2 * time.Second):
-					}
-				}
-			}
-			runs, err := coord.Runs(ctx)
-			if err != nil {
-				return err
-			}
-			if len(runs) > limit {
-				runs = runs[:limit]
-			}
-			var sts []runStatus
-			for _, rec := range runs {
-				sum, err := coord.Status(ctx, rec)
-				if err != nil {
-					return err
-				}
-				sts = append(sts, statusOf(rec, sum))
-			}
-			if asJSON {
-				return json.NewEncoder(out).Encode(sts)
-			}
-			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "RUN\tSTATE\tSOURCE\tMODELS\tLISTED\tEMBEDDED\tFAILED\tIMG/S\tETA\tDIFF (new/changed/deleted)")
-			for _, s := range sts {
-				diff := "full run"
-				if s.Incremental {
-					var parts []string
-					for _, m := range s.Models {
-						d := s.Diff[m]
-						parts = append(parts, fmt.Sprintf("%s %d/%d/%d", m, d.New, d.Changed, d.Deleted))
-					}
-					diff = strings.Join(parts, ", ")
-				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\t%s\n", s.Run, s.State, s.Source,
-					strings.Join(s.Models, ","), s.Listed, s.Embedded, s.Failed, s.ImgPerSec, s.ETA, diff)
-			}
-			return w.Flush()
+			cfg.stdout, cfg.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			return showStatus(cmd.Context(), cfg, args)
 		},
 	}
-	nf.bind(cmd.Flags())
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().BoolVar(&watch, "watch", true, "with RUN on a terminal: redraw until the run completes")
-	cmd.Flags().IntVar(&limit, "limit", 10, "runs to show")
+	cfg.nf.bind(cmd.Flags())
+	cmd.Flags().BoolVar(&cfg.asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&cfg.watch, "watch", true, "with RUN on a terminal: redraw until the run completes")
+	cmd.Flags().IntVar(&cfg.limit, "limit", 10, "runs to show")
 	return cmd
+}
+
+func showStatus(ctx context.Context, cfg *statusConfig, args []string) error {
+	cfg.nf.cfg.Name = "embedfleet-status"
+	nc, js, err := bus.Connect(cfg.nf.cfg)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	coord := coordinator.New(js, cfg.nf.topology())
+	out := cfg.stdout
+	tty := isTerminal(out)
+	if !tty {
+		cfg.asJSON = true
+	}
+	if len(args) == 1 {
+		for {
+			rec, err := coord.GetRun(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			sum, err := coord.Status(ctx, rec)
+			if err != nil {
+				return err
+			}
+			st := statusOf(rec, sum)
+			if cfg.asJSON {
+				return json.NewEncoder(out).Encode(st)
+			}
+			fmt.Fprintf(out, "\r%s", progressLine(st))
+			if !cfg.watch || st.State == "complete" {
+				fmt.Fprintln(out)
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				fmt.Fprintln(out)
+				return nil
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}
+	runs, err := coord.Runs(ctx)
+	if err != nil {
+		return err
+	}
+	if len(runs) > cfg.limit {
+		runs = runs[:cfg.limit]
+	}
+	var sts []runStatus
+	for _, rec := range runs {
+		sum, err := coord.Status(ctx, rec)
+		if err != nil {
+			return err
+		}
+		sts = append(sts, statusOf(rec, sum))
+	}
+	if cfg.asJSON {
+		return json.NewEncoder(out).Encode(sts)
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "RUN\tSTATE\tSOURCE\tMODELS\tLISTED\tEMBEDDED\tFAILED\tIMG/S\tETA\tDIFF (new/changed/deleted)")
+	for _, s := range sts {
+		diff := "full run"
+		if s.Incremental {
+			var parts []string
+			for _, m := range s.Models {
+				d := s.Diff[m]
+				parts = append(parts, fmt.Sprintf("%s %d/%d/%d", m, d.New, d.Changed, d.Deleted))
+			}
+			diff = strings.Join(parts, ", ")
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\t%s\n", s.Run, s.State, s.Source,
+			strings.Join(s.Models, ","), s.Listed, s.Embedded, s.Failed, s.ImgPerSec, s.ETA, diff)
+	}
+	return w.Flush()
 }
 
 func progressLine(s runStatus) string {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,16 +15,21 @@ import (
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
+// verifyConfig is the flags of the command, and where it writes.
+type verifyConfig struct {
+	g              *globalFlags
+	stdout, stderr io.Writer
+	nf             natsFlags
+	mf             milvusFlags
+	sf             s3Flags
+	source, models string
+	repair, asJSON bool
+	retryFailed    bool
+	timeout        time.Duration
+}
+
 func newVerifyCmd(g *globalFlags) *cobra.Command {
-	var (
-		nf             natsFlags
-		mf             milvusFlags
-		sf             s3Flags
-		source, models string
-		repair, asJSON bool
-		retryFailed    bool
-		timeout        time.Duration
-	)
+	cfg := &verifyConfig{g: g}
 	cmd := &cobra.Command{
 		Use:   "verify --source URI --models MODEL[,MODEL...] [--repair]",
 		Short: "Check a source against Milvus: every object stored, current, and nothing left of deleted ones",
@@ -46,75 +52,80 @@ Reads the failure records from NATS, so it needs --nats-url even without
 --repair.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ms := splitList(models)
-			if source == "" || len(ms) == 0 {
-				return errors.New("--source and --models are required")
-			}
-			ctx, cancel := withTimeout(cmd.Context(), timeout)
-			defer cancel()
-			src, err := sf.open(source)
-			if err != nil {
-				return err
-			}
-			store, err := vecstore.Connect(ctx, mf.cfg)
-			if err != nil {
-				return err
-			}
-			defer store.Close(context.Background())
-			nc, js, topo, err := nf.connect(ctx, "embedfleet-verify", bus.StreamOptions{})
-			if err != nil {
-				return err
-			}
-			defer nc.Close()
-			failures, err := js.KeyValue(ctx, topo.FailuresBucket())
-			if err != nil {
-				return fmt.Errorf("failures bucket %s: %w", topo.FailuresBucket(), err)
-			}
-			vcfg := coordinator.VerifyConfig{Source: src, Models: ms, Store: store, Versions: modelVersions(g, ms),
-				Failures: failures, RetryFailed: retryFailed}
-			rep, err := coordinator.Verify(ctx, vcfg)
-			if err != nil {
-				return err
-			}
-			printVerify(cmd, rep, asJSON)
-			if rep.Clean() && !(retryFailed && repair && len(rep.ToEmbed) > 0) {
-				return nil
-			}
-			if !repair {
-				return exitError{exitFailures, errors.New("the index does not match the source (run with --repair to fix it)")}
-			}
-			rep, sum, err := coordinator.Repair(ctx, coordinator.RepairConfig{Verify: vcfg, JS: js, Topology: topo, Out: cmd.OutOrStdout()}, rep)
-			if sum.Run != "" {
-				printSummary(cmd.OutOrStdout(), sum)
-			}
-			if errors.Is(err, bus.ErrLeaseHeld) {
-				return exitError{exitLeaseHeld, err}
-			}
-			if err != nil {
-				return err
-			}
-			printVerify(cmd, rep, asJSON)
-			if !rep.Clean() {
-				return exitError{exitFailures, errors.New("still not clean after the repair (see the failures above)")}
-			}
-			return nil
+			cfg.stdout, cfg.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
+			return runVerify(cmd.Context(), cfg)
 		},
 	}
 	f := cmd.Flags()
-	nf.bind(f)
-	mf.bind(f)
-	sf.bind(f)
-	f.StringVar(&source, "source", "", "s3://bucket/prefix or a folder (required)")
-	f.StringVar(&models, "models", envOr("EMBEDFLEET_MODELS", ""), "models to check, comma-separated (env EMBEDFLEET_MODELS; required)")
-	f.BoolVar(&repair, "repair", false, "re-embed what is missing or stale and delete the rows of objects that are gone")
-	f.BoolVar(&retryFailed, "retry-failed", false, "count objects whose bytes failed for good (corrupt, unsupported, too large) as missing, so --repair tries them again (after raising a limit, say)")
-	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
-	f.DurationVar(&timeout, "timeout", 0, "give up after this long (0: never)")
+	cfg.nf.bind(f)
+	cfg.mf.bind(f)
+	cfg.sf.bind(f)
+	f.StringVar(&cfg.source, "source", "", "s3://bucket/prefix or a folder (required)")
+	f.StringVar(&cfg.models, "models", envOr("EMBEDFLEET_MODELS", ""), "models to check, comma-separated (env EMBEDFLEET_MODELS; required)")
+	f.BoolVar(&cfg.repair, "repair", false, "re-embed what is missing or stale and delete the rows of objects that are gone")
+	f.BoolVar(&cfg.retryFailed, "retry-failed", false, "count objects whose bytes failed for good (corrupt, unsupported, too large) as missing, so --repair tries them again (after raising a limit, say)")
+	f.BoolVar(&cfg.asJSON, "json", false, "print the report as JSON")
+	f.DurationVar(&cfg.timeout, "timeout", 0, "give up after this long (0: never)")
 	return cmd
 }
 
-func printVerify(cmd *cobra.Command, rep coordinator.VerifyReport, asJSON bool) {
-	out := cmd.OutOrStdout()
+func runVerify(ctx context.Context, cfg *verifyConfig) error {
+	g := cfg.g
+	ms := splitList(cfg.models)
+	if cfg.source == "" || len(ms) == 0 {
+		return errors.New("--source and --models are required")
+	}
+	ctx, cancel := withTimeout(ctx, cfg.timeout)
+	defer cancel()
+	src, err := cfg.sf.open(cfg.source)
+	if err != nil {
+		return err
+	}
+	store, err := vecstore.Connect(ctx, cfg.mf.cfg)
+	if err != nil {
+		return err
+	}
+	defer store.Close(context.Background())
+	nc, js, topo, err := cfg.nf.connect(ctx, "embedfleet-verify", bus.StreamOptions{})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	failures, err := js.KeyValue(ctx, topo.FailuresBucket())
+	if err != nil {
+		return fmt.Errorf("failures bucket %s: %w", topo.FailuresBucket(), err)
+	}
+	vcfg := coordinator.VerifyConfig{Source: src, Models: ms, Store: store, Versions: modelVersions(g, ms),
+		Failures: failures, RetryFailed: cfg.retryFailed}
+	rep, err := coordinator.Verify(ctx, vcfg)
+	if err != nil {
+		return err
+	}
+	printVerify(cfg.stdout, rep, cfg.asJSON)
+	if rep.Clean() && !(cfg.retryFailed && cfg.repair && len(rep.ToEmbed) > 0) {
+		return nil
+	}
+	if !cfg.repair {
+		return exitError{exitFailures, errors.New("the index does not match the source (run with --repair to fix it)")}
+	}
+	rep, sum, err := coordinator.Repair(ctx, coordinator.RepairConfig{Verify: vcfg, JS: js, Topology: topo, Out: cfg.stdout}, rep)
+	if sum.Run != "" {
+		printSummary(cfg.stdout, sum)
+	}
+	if errors.Is(err, bus.ErrLeaseHeld) {
+		return exitError{exitLeaseHeld, err}
+	}
+	if err != nil {
+		return err
+	}
+	printVerify(cfg.stdout, rep, cfg.asJSON)
+	if !rep.Clean() {
+		return exitError{exitFailures, errors.New("still not clean after the repair (see the failures above)")}
+	}
+	return nil
+}
+
+func printVerify(out io.Writer, rep coordinator.VerifyReport, asJSON bool) {
 	if asJSON {
 		_ = json.NewEncoder(out).Encode(rep)
 		return
