@@ -60,7 +60,7 @@ test: deps lint ## deps, lint, every test with the race detector against real Mi
 	$(GO) test -run '^$$' -timeout 5m -fuzz FuzzDecodePreprocess -fuzztime 200000x -fuzzminimizetime 1x ./shared/imageprep
 	$(DEPS_ENV); $(GO) test -run '^$$' -timeout 5m -fuzz FuzzEncode -fuzztime 100000x -fuzzminimizetime 1x ./shared/cliptok
 
-test-short: ## the fast layer: every test that needs no server or native library (go test -short), about 25 s
+test-short: ## the fast layer: every test that needs no server or native library (go test -short), about 20 s
 	$(GO) test -short -count=1 ./...
 
 fixtures: ## regenerate the parity fixtures with the Hugging Face reference (installs the Python stack, several GB, once)
