@@ -14,6 +14,7 @@ import (
 
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/stack"
 	"github.com/embedfleet/embedfleet/worker"
@@ -197,7 +198,8 @@ func runDev(ctx context.Context, cfg *devConfig) error {
 	if err != nil || cfg.serveAddr == "" {
 		return err
 	}
-	return serveSearch(ctx, log, store, opened, cfg.serveAddr, searchOptions{grace: 5 * time.Second, decoderOptions: g.decoderOptions()}, func(addr string) {
+	return serveSearch(ctx, log, store, opened, cfg.serveAddr, searchOptions{grace: 5 * time.Second, decoderOptions: g.decoderOptions(),
+		readObject: objstore.NewObjects(cfg.sf.cfg).Get}, func(addr string) {
 		fmt.Fprintf(out, "\ndev: serving searches on http://%s (Ctrl-C stops), e.g.\n"+
 			"  curl --data-binary @photo.jpg 'http://%s/v1/search?model=%s&k=5'\n", addr, addr, ms[0])
 	})

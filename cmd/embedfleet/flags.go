@@ -81,11 +81,20 @@ type s3Flags struct {
 }
 
 func (s *s3Flags) bind(f *pflag.FlagSet) {
+	s.bindConn(f)
+	s.bindFilter(f)
+}
+
+// bindConn binds how S3 is reached, without the listing filters.
+func (s *s3Flags) bindConn(f *pflag.FlagSet) {
 	f.StringVar(&s.cfg.Endpoint, "s3-endpoint", envOr("EMBEDFLEET_S3_ENDPOINT", "s3.amazonaws.com"), "S3 endpoint host:port (env EMBEDFLEET_S3_ENDPOINT); credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials")
 	f.StringVar(&s.cfg.Region, "s3-region", os.Getenv("EMBEDFLEET_S3_REGION"), "S3 region (env EMBEDFLEET_S3_REGION)")
 	f.BoolVar(&s.cfg.Insecure, "s3-insecure", os.Getenv("EMBEDFLEET_S3_INSECURE") == "true", "plain HTTP to S3 (env EMBEDFLEET_S3_INSECURE=true)")
 	f.StringVar(&s.cfg.CAFile, "s3-ca", os.Getenv("EMBEDFLEET_S3_CA"), "CA file to verify the S3 endpoint's TLS certificate (env EMBEDFLEET_S3_CA)")
 	f.BoolVar(&s.cfg.PathStyle, "s3-path-style", os.Getenv("EMBEDFLEET_S3_PATH_STYLE") == "true", "path-style bucket addressing, as MinIO wants (env EMBEDFLEET_S3_PATH_STYLE=true)")
+}
+
+func (s *s3Flags) bindFilter(f *pflag.FlagSet) {
 	f.StringSliceVar(&s.include, "include", nil, "only objects whose base name matches one of these patterns (default: image extensions)")
 	f.StringSliceVar(&s.exclude, "exclude", nil, "skip objects whose base name matches one of these patterns")
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -17,6 +18,7 @@ import (
 	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/httpapi"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
+	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/telemetry"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
@@ -35,6 +37,8 @@ type serveConfig struct {
 	maxMemoryMiB     int
 	linger, timeout  time.Duration
 	grace            time.Duration
+	s3               s3Flags
+	tokenFile        string
 }
 
 func newServeCmd(g *globalFlags) *cobra.Command {
@@ -71,6 +75,12 @@ image, 503 Milvus unavailable, --max-inflight uploads already in hand or the
 answer goes out at the deadline, whatever is still running). On SIGTERM the server stops
 accepting, finishes requests in flight within --grace, and exits 0.
 
+The search page is at / (GET http://HOST:PORT/): choose a model, drop, paste or
+pick an image, or type a text; results show as thumbnails (read from the
+indexed objects with the --s3-* settings, as the worker reads them: only
+objects that have a row in a collection); "More like this" searches by a
+result. With --auth-token-file the page asks for the token once.
+
 Examples:
   curl --data-binary @photo.jpg 'http://localhost:8080/v1/search?model=dinov2-base&k=5'
   curl 'http://localhost:8080/v1/search?model=clip-vit-b32&k=5&text=a+dog+in+the+snow'`,
@@ -96,6 +106,9 @@ Examples:
 	f.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "per-request limit")
 	f.DurationVar(&cfg.grace, "grace", 20*time.Second, "on SIGTERM, time for requests in flight (keep it below the pod's grace period)")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&cfg.tokenFile, "auth-token-file", os.Getenv("EMBEDFLEET_SERVE_TOKEN_FILE"),
+		"file whose first line is the bearer token every request but the page and the health checks must carry (env EMBEDFLEET_SERVE_TOKEN_FILE; empty: none, and a warning when listening beyond loopback)")
+	cfg.s3.bindConn(f)
 	return cmd
 }
 
@@ -112,10 +125,37 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 		return err
 	}
 	defer store.Close(context.Background())
+	token, err := readToken(cfg.tokenFile)
+	if err != nil {
+		return err
+	}
 	return serveSearch(ctx, log, store, opened, cfg.listen, searchOptions{
 		maxBody: int64(cfg.maxBodyMiB) << 20, maxBatch: cfg.maxBatch, maxK: cfg.maxTop, maxInFlight: cfg.maxInFlight,
 		maxMemory: int64(cfg.maxMemoryMiB) << 20, linger: cfg.linger, timeout: cfg.timeout, grace: cfg.grace, decoderOptions: g.decoderOptions(),
+		readObject: objstore.NewObjects(cfg.s3.cfg).Get, authToken: token,
 	}, nil)
+}
+
+// loopback reports whether a listener is reachable from this machine only.
+func loopback(a net.Addr) bool {
+	t, ok := a.(*net.TCPAddr)
+	return ok && t.IP.IsLoopback()
+}
+
+// readToken reads a bearer token from a file (its first line).
+func readToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--auth-token-file: %w", err)
+	}
+	tok := strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0])
+	if len(tok) < 16 {
+		return "", fmt.Errorf("--auth-token-file %s: the token is %d characters; use at least 16 (e.g. openssl rand -hex 32)", path, len(tok))
+	}
+	return tok, nil
 }
 
 // withTextModels adds to the image models of list the text models that
@@ -160,6 +200,8 @@ type searchOptions struct {
 	linger, timeout time.Duration
 	grace           time.Duration
 	decoderOptions  []imageprep.DecoderOption // as the worker decodes
+	readObject      func(ctx context.Context, uri string, max int64) ([]byte, error)
+	authToken       string
 }
 
 // serveSearch serves the HTTP query API (and /metrics) on listen until ctx
@@ -171,7 +213,7 @@ func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, m
 	api, err := httpapi.New(httpapi.Config{
 		Store: store, Models: ms.images, TextModels: ms.texts, Limits: imageprepLimits(), DecoderOptions: opts.decoderOptions, MaxBodyBytes: opts.maxBody,
 		MaxBatch: opts.maxBatch, MaxTopK: opts.maxK, MaxInFlight: opts.maxInFlight, MaxMemoryBytes: opts.maxMemory, Linger: opts.linger, Timeout: opts.timeout,
-		Log: log, Registry: reg,
+		Log: log, Registry: reg, ReadObject: opts.readObject, AuthToken: opts.authToken,
 	})
 	if err != nil {
 		return err
@@ -205,7 +247,10 @@ func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, m
 	for _, m := range ms.texts {
 		texts = append(texts, m.Spec().Name)
 	}
-	log.Info("serving", "addr", l.Addr().String(), "models", names, "text_models", texts)
+	log.Info("serving", "addr", l.Addr().String(), "models", names, "text_models", texts, "page", "http://"+l.Addr().String()+"/")
+	if opts.authToken == "" && !loopback(l.Addr()) {
+		log.Warn("serving beyond loopback with no access token: anyone who reaches this address can search and read the indexed images (--auth-token-file)", "addr", l.Addr().String())
+	}
 	if started != nil {
 		started(l.Addr().String())
 	}

@@ -6,11 +6,11 @@
 # a second run takes about a second (it re-hashes what is cached).
 #
 # Usage: deploy/install/deps.sh [all|build|runtime|servers|tools|PIECE...] [--env]
-#   pieces:  turbojpeg onnxruntime clip-vocab milvus-lite minio nats-server staticcheck helm govulncheck vulndb
+#   pieces:  turbojpeg onnxruntime clip-vocab milvus-lite minio nats-server chromium staticcheck helm govulncheck vulndb
 #   build:   turbojpeg (libjpeg-turbo headers and static library, for cgo)
 #   runtime: onnxruntime clip-vocab (what the embedfleet binary itself needs)
 #   demo:    turbojpeg onnxruntime clip-vocab milvus-lite (what `make demo` needs: NATS runs in-process)
-#   servers: milvus-lite minio nats-server (what the tests start)
+#   servers: milvus-lite minio nats-server chromium (what the tests start; chromium drives the search page's tests)
 #   tools:   staticcheck helm govulncheck vulndb (lint and chart checks)
 #   --env    print shell exports for the installed paths and nothing else
 set -euo pipefail
@@ -56,6 +56,9 @@ VULNDB_VERSION=v0.0.0-20261105234957-e22db6528018
 # package, the libjpeg API's headers (jpeglib.h) with the libjpeg one, both
 # of one libjpeg-turbo release. From the system's packages.
 TURBOJPEG_DEBS="libturbojpeg0-dev libjpeg62-turbo-dev"
+# Chromium, headless, for the search page's browser tests: Debian's package
+# (156 in bookworm's security repository), as root through apt.
+CHROMIUM_DEB=chromium
 TURBOJPEG_HEADER=/usr/include/turbojpeg.h
 JPEGLIB_HEADER=/usr/include/jpeglib.h
 
@@ -117,6 +120,21 @@ install_turbojpeg() {
     return
   fi
   die "turbojpeg: $TURBOJPEG_HEADER, $JPEGLIB_HEADER or libturbojpeg.a is missing; install the packages $TURBOJPEG_DEBS (Debian/Ubuntu, as root) or libjpeg-turbo-devel (Fedora)"
+}
+
+install_chromium() {
+  local bin
+  bin=$(command -v chromium || command -v chromium-browser || true)
+  if [ -n "$bin" ]; then log "chromium: present ($bin, $("$bin" --version 2>/dev/null | head -n 1))"; return; fi
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "chromium: apt-get install $CHROMIUM_DEB (about 100 MB, for the search page's browser tests)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $CHROMIUM_DEB; } >"$CACHE/apt-chromium.log" 2>&1; then
+      die "chromium: apt-get could not install $CHROMIUM_DEB: $(tail -n 3 "$CACHE/apt-chromium.log")"
+    fi
+    log "chromium: installed $(command -v chromium)"
+    return
+  fi
+  die "chromium: not installed; install Debian's chromium package (as root: apt-get install chromium) or set EMBEDFLEET_CHROMIUM_BIN"
 }
 
 install_onnxruntime() {
@@ -240,6 +258,7 @@ export EMBEDFLEET_HELM_BIN=$HELM_DIR/bin/helm
 export EMBEDFLEET_GOVULNCHECK_BIN=$GOVULNCHECK_DIR/bin/govulncheck
 export EMBEDFLEET_VULNDB=$VULNDB_DIR/db
 export EMBEDFLEET_CLIP_VOCAB=$CLIP_VOCAB_DIR
+export EMBEDFLEET_CHROMIUM_BIN=${EMBEDFLEET_CHROMIUM_BIN:-$(command -v chromium || echo /usr/bin/chromium)}
 ENV
 }
 
@@ -248,25 +267,26 @@ main() {
   for a in "$@"; do
     case $a in
       --env) env_only=1 ;;
-      all) pieces+=(turbojpeg onnxruntime clip-vocab milvus-lite minio nats-server staticcheck helm govulncheck vulndb) ;;
+      all) pieces+=(turbojpeg onnxruntime clip-vocab milvus-lite minio nats-server chromium staticcheck helm govulncheck vulndb) ;;
       build) pieces+=(turbojpeg) ;;
       demo) pieces+=(turbojpeg onnxruntime clip-vocab milvus-lite) ;;
       runtime) pieces+=(onnxruntime clip-vocab) ;;
-      servers) pieces+=(milvus-lite minio nats-server) ;;
+      servers) pieces+=(milvus-lite minio nats-server chromium) ;;
       tools) pieces+=(staticcheck helm govulncheck vulndb) ;;
-      turbojpeg|onnxruntime|clip-vocab|milvus-lite|minio|nats-server|staticcheck|helm|govulncheck|vulndb) pieces+=("$a") ;;
+      turbojpeg|onnxruntime|clip-vocab|milvus-lite|minio|nats-server|chromium|staticcheck|helm|govulncheck|vulndb) pieces+=("$a") ;;
       -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-      *) die "unknown piece '$a' (want all, build, demo, runtime, servers, tools, turbojpeg, onnxruntime, clip-vocab, milvus-lite, minio, nats-server, staticcheck, helm, govulncheck, vulndb)" ;;
+      *) die "unknown piece '$a' (want all, build, demo, runtime, servers, tools, turbojpeg, onnxruntime, clip-vocab, milvus-lite, minio, nats-server, chromium, staticcheck, helm, govulncheck, vulndb)" ;;
     esac
   done
   if [ "$env_only" = 1 ]; then print_env; return; fi
-  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime clip-vocab milvus-lite minio nats-server staticcheck helm govulncheck vulndb)
+  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime clip-vocab milvus-lite minio nats-server chromium staticcheck helm govulncheck vulndb)
   mkdir -p "$CACHE"
   for p in "${pieces[@]}"; do
     case $p in
       turbojpeg) install_turbojpeg ;;
       onnxruntime) install_onnxruntime ;;
       clip-vocab) install_clip_vocab ;;
+      chromium) install_chromium ;;
       milvus-lite) install_milvus_lite ;;
       minio) install_minio ;;
       nats-server) install_nats_server ;;

@@ -7,6 +7,9 @@
 //	GET  /v1/search?model=M&uri=U&k=10  the stored vector of indexed object U is the query
 //	GET  /v1/search?model=M&id=ID&k=10  the same by primary key (a hit's id)
 //	GET  /v1/models                     the models served, with their collections
+//	GET  /v1/thumbnail?model=M&id=ID&size=S  a JPEG of an indexed object, at most S px a side
+//	GET  /v1/original?model=M&id=ID     the indexed object's own bytes
+//	GET  /                              the search page (embedded in the binary)
 //	GET  /healthz, /readyz              liveness; readiness (Milvus answers)
 //
 // Uploads are decoded and preprocessed by the engine's decoder pool, then
@@ -71,6 +74,19 @@ type Config struct {
 	Timeout        time.Duration // per request; default 30 s
 	Log            *slog.Logger
 	Registry       prometheus.Registerer // nil: no metrics
+
+	// ReadObject reads an indexed object's bytes for the search page's
+	// thumbnails and originals (objstore.Objects.Get, with the worker's S3
+	// settings); nil: the page shows no images.
+	ReadObject func(ctx context.Context, uri string, max int64) ([]byte, error)
+	// ThumbnailCacheBytes bounds the encoded thumbnails kept in memory;
+	// default 64 MiB. ThumbnailConcurrency bounds the objects read and
+	// decoded for thumbnails at once; default 4.
+	ThumbnailCacheBytes  int64
+	ThumbnailConcurrency int
+	// AuthToken, when set, is the bearer token every request but the page,
+	// its files and the health checks must carry.
+	AuthToken string
 }
 
 // Server is an http.Handler. Close it to stop its batchers.
@@ -88,6 +104,9 @@ type Server struct {
 	batches       *prometheus.HistogramVec
 	inFlight      prometheus.GaugeFunc
 	admittedGauge prometheus.GaugeFunc
+	thumbs        *thumbCache
+	thumbSlots    chan struct{}
+	handler       http.Handler
 }
 
 // New checks cfg and starts the engine: one batcher per model.
@@ -123,10 +142,16 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxTextBytes <= 0 {
 		cfg.MaxTextBytes = 4096
 	}
+	if cfg.ThumbnailCacheBytes <= 0 {
+		cfg.ThumbnailCacheBytes = 64 << 20
+	}
+	if cfg.ThumbnailConcurrency <= 0 {
+		cfg.ThumbnailConcurrency = 4
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(),
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), thumbs: newThumbCache(cfg.ThumbnailCacheBytes), thumbSlots: make(chan struct{}, cfg.ThumbnailConcurrency),
 		uploads: make(chan struct{}, cfg.MaxInFlight), mem: semaphore.NewWeighted(cfg.MaxMemoryBytes)}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "embedfleet_http_requests_total", Help: "HTTP requests by route and status code.",
@@ -172,6 +197,8 @@ func New(cfg Config) (*Server, error) {
 	s.route("POST /v1/search", "search_image", s.searchImage)
 	s.route("GET /v1/search", "search_object", s.searchObject)
 	s.route("GET /v1/models", "models", s.listModels)
+	s.routeWeb()
+	s.handler = s.securityHeaders(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := cfg.Store.Ping(r.Context()); err != nil {
@@ -187,7 +214,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) AdmittedBytes() float64 { return float64(s.admitted.Load()) }
 
 // ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 // Close stops the engine's batchers once what they hold has run; later
 // requests fail.
@@ -372,6 +399,10 @@ func (s *Server) searchImage(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	srch, err := s.searcher(r)
+	if err != nil {
+		return nil, err
+	}
 	// The body is admitted by its declared length (the limit when it has
 	// none), then by what its header says decoding will hold.
 	if r.ContentLength > s.cfg.MaxBodyBytes {
@@ -415,7 +446,7 @@ func (s *Server) searchImage(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	hits, err := s.search.ByVector(r.Context(), model, v, k)
+	hits, err := srch.ByVector(r.Context(), model, v, k)
 	if err != nil {
 		return nil, err
 	}
@@ -461,6 +492,10 @@ func (s *Server) searchObject(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	srch, err := s.searcher(r)
+	if err != nil {
+		return nil, err
+	}
 	q := r.URL.Query()
 	uri, id, text := q.Get("uri"), q.Get("id"), q.Get("text")
 	given := 0
@@ -487,19 +522,32 @@ func (s *Server) searchObject(r *http.Request) (any, error) {
 			return nil, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("no text model that pairs with %q is served here (text models: %s)",
 				model, strings.Join(s.eng.TextModels(), ", "))}
 		}
-		hits, err = s.search.ByText(r.Context(), model, text, k)
+		hits, err = srch.ByText(r.Context(), model, text, k)
 		if ts, ok := s.eng.TextFor(model); ok {
 			model = ts.PairsWith.Name
 		}
 	case uri != "":
-		hits, err = s.search.ByObject(r.Context(), model, uri, k)
+		hits, err = srch.ByObject(r.Context(), model, uri, k)
 	default:
-		hits, err = s.search.ByID(r.Context(), model, id, k)
+		hits, err = srch.ByID(r.Context(), model, id, k)
 	}
 	if err != nil {
 		return nil, err
 	}
 	return Response{Model: model, K: k, TookMS: ms(time.Since(start)), Hits: hits}, nil
+}
+
+// searcher is the Searcher of a request: with prefix=P, only rows whose
+// URI starts with P answer (the filter is built by vecstore, escaped).
+func (s *Server) searcher(r *http.Request) (*search.Searcher, error) {
+	p := r.URL.Query().Get("prefix")
+	if p == "" {
+		return s.search, nil
+	}
+	if len(p) > 1024 || strings.ContainsFunc(p, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
+		return nil, badRequest("prefix must be a URI prefix of at most 1024 characters without control characters")
+	}
+	return s.search.Under(p), nil
 }
 
 // ModelInfo describes one served model. A text model's collection is the

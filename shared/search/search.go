@@ -35,9 +35,10 @@ type Hit struct {
 
 // Searcher runs queries. Safe for concurrent use.
 type Searcher struct {
-	store *vecstore.Store
-	eng   *engine.Engine
-	cols  sync.Map // model -> cachedCol
+	store  *vecstore.Store
+	eng    *engine.Engine
+	cols   *sync.Map // model -> cachedCol
+	prefix string    // only rows whose URI starts with it (Under)
 }
 
 // cachedCol spares a query server one Milvus round trip per request. An
@@ -73,7 +74,16 @@ func (s *Searcher) forget(model string, err error) error {
 // New returns a Searcher over store that embeds queries with eng (nil:
 // queries by stored vector only).
 func New(store *vecstore.Store, eng *engine.Engine) *Searcher {
-	return &Searcher{store: store, eng: eng}
+	return &Searcher{store: store, eng: eng, cols: &sync.Map{}}
+}
+
+// Under returns a Searcher whose searches answer only with rows whose URI
+// starts with uriPrefix (an s3://bucket/folder/ or a folder path; "" for
+// all). It shares s's collection cache.
+func (s *Searcher) Under(uriPrefix string) *Searcher {
+	c := *s
+	c.prefix = uriPrefix
+	return &c
 }
 
 // ByImage finds the k stored images nearest to the image in data.
@@ -175,7 +185,7 @@ func (s *Searcher) ByVectors(ctx context.Context, model string, vs [][]float32, 
 			return nil, s.forget(model, fmt.Errorf("collection %s holds %d-d vectors, the query has %d", col.Name, col.Dim, len(v)))
 		}
 	}
-	raw, err := col.SearchMany(ctx, vs, k)
+	raw, err := col.SearchManyUnder(ctx, vs, k, s.prefix)
 	if err != nil {
 		return nil, s.forget(model, err)
 	}

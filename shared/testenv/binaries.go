@@ -22,6 +22,8 @@ const (
 	EnvHelmBin   = "EMBEDFLEET_HELM_BIN"
 	// EnvCLIPVocab names the folder with CLIP's vocab.json and merges.txt.
 	EnvCLIPVocab = "EMBEDFLEET_CLIP_VOCAB"
+	// EnvChromiumBin names the headless browser of the search page tests.
+	EnvChromiumBin = "EMBEDFLEET_CHROMIUM_BIN"
 )
 
 var (

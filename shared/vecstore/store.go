@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -442,6 +443,14 @@ func (c *Collection) Search(ctx context.Context, vec []float32, k int) ([]Hit, e
 // SearchMany runs several query vectors in one request (Milvus's nq);
 // hits[i] answers vecs[i], best first.
 func (c *Collection) SearchMany(ctx context.Context, vecs [][]float32, k int) ([][]Hit, error) {
+	return c.SearchManyUnder(ctx, vecs, k, "")
+}
+
+// SearchManyUnder is SearchMany among the rows whose URI starts with
+// uriPrefix (all rows when it is empty). The filter is built here, escaped
+// (see expr.go); a prefix holding a LIKE wildcard is matched up to it by
+// Milvus and exactly here, so a search may return fewer than k hits.
+func (c *Collection) SearchManyUnder(ctx context.Context, vecs [][]float32, k int, uriPrefix string) ([][]Hit, error) {
 	if len(vecs) == 0 {
 		return nil, nil
 	}
@@ -451,8 +460,12 @@ func (c *Collection) SearchMany(ctx context.Context, vecs [][]float32, k int) ([
 	for i, v := range vecs {
 		qs[i] = entity.FloatVector(v)
 	}
-	rs, err := c.s.c.Search(ctx, milvusclient.NewSearchOption(c.Name, k, qs).
-		WithANNSField(FieldVector).WithOutputFields(FieldURI).WithConsistencyLevel(entity.ClStrong))
+	opt := milvusclient.NewSearchOption(c.Name, k, qs).
+		WithANNSField(FieldVector).WithOutputFields(FieldURI).WithConsistencyLevel(entity.ClStrong)
+	if uriPrefix != "" {
+		opt = opt.WithFilter(uriPrefixFilter(uriPrefix))
+	}
+	rs, err := c.s.c.Search(ctx, opt)
 	if err != nil {
 		return nil, c.s.wrap("search "+c.Name, err)
 	}
@@ -470,6 +483,9 @@ func (c *Collection) SearchMany(ctx context.Context, vecs [][]float32, k int) ([
 				uri, _ = uriCol.GetAsString(i)
 			}
 			hits[i] = Hit{ID: id, URI: uri, Cosine: float64(r.Scores[i])}
+		}
+		if uriPrefix != "" {
+			hits = slices.DeleteFunc(hits, func(h Hit) bool { return !strings.HasPrefix(h.URI, uriPrefix) })
 		}
 		out[q] = hits
 	}

@@ -1,0 +1,408 @@
+package httpapi_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/minio/minio-go/v7"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/engine"
+	"github.com/embedfleet/embedfleet/shared/httpapi"
+	"github.com/embedfleet/embedfleet/shared/objstore"
+	"github.com/embedfleet/embedfleet/shared/testenv"
+	"github.com/embedfleet/embedfleet/shared/testimages"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
+)
+
+// hostileKey is an object key that would run script if a page pasted it
+// into HTML.
+const hostileKey = `imgs/<script>alert(1)</script>"onerror=alert(2) x.jpg`
+
+// pageFixture: real MinIO holding photos (one under a hostile key), real
+// milvus-lite holding their CLIP vectors, and the server over both.
+type pageFixture struct {
+	srv    *httptest.Server
+	api    *httpapi.Server
+	bucket string
+	photos map[string][]byte // key -> bytes
+	keys   []string
+	reads  atomic.Int64 // objects read by the server
+}
+
+func newPageFixture(t *testing.T, n int, cfg httpapi.Config) *pageFixture {
+	t.Helper()
+	if _, err := embed.Init(testenv.Binary(t, testenv.EnvORTLib)); err != nil {
+		t.Fatal(err)
+	}
+	models := filepath.Join("..", "embed", "testdata", "models")
+	clip, err := embed.Open(filepath.Join(models, "clip-vit-b32"), embed.Options{IntraOpThreads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { clip.Close() })
+	text, err := embed.OpenText(filepath.Join(models, "clip-vit-b32-text"), embed.Options{IntraOpThreads: 1, TokenizerDir: testenv.CLIPVocab(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { text.Close() })
+	mio := testenv.StartMinIO(t)
+	mv := testenv.StartMilvus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f := &pageFixture{bucket: mio.Bucket, photos: map[string][]byte{}}
+	r := rand.New(rand.NewPCG(9, 9))
+	for i := range n {
+		key := fmt.Sprintf("imgs/p%03d.jpg", i)
+		if i == 1 {
+			key = hostileKey
+		}
+		b := testimages.JPEG(testimages.Photo(r, 120, 360), 90)
+		if _, err := mio.Client.PutObject(ctx, mio.Bucket, key, bytes.NewReader(b), int64(len(b)), minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		f.photos[key], f.keys = b, append(f.keys, key)
+	}
+	st, err := vecstore.Connect(ctx, vecstore.Config{Address: mv.Addr, CallTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close(context.Background()) })
+	eng, err := engine.New(engine.Options{}, []engine.ImageEncoder{clip}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	col, err := st.Ensure(ctx, clip.Spec())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []vecstore.Row
+	for _, key := range f.keys {
+		v, err := eng.EmbedImage(ctx, clip.Spec().Name, f.photos[key])
+		if err != nil {
+			t.Fatal(err)
+		}
+		uri := f.uri(key)
+		rows = append(rows, vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: "e", Vector: v})
+	}
+	if err := col.Upsert(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	objects := objstore.NewObjects(objstore.S3Config{Endpoint: mio.Endpoint, Insecure: true, PathStyle: true,
+		AccessKey: mio.AccessKey, SecretKey: mio.SecretKey})
+	cfg.Store, cfg.Models, cfg.TextModels = st, []engine.ImageEncoder{clip}, []engine.TextEncoder{text}
+	cfg.Registry = prometheus.NewRegistry()
+	cfg.ReadObject = func(ctx context.Context, uri string, max int64) ([]byte, error) {
+		f.reads.Add(1)
+		return objects.Get(ctx, uri, max)
+	}
+	f.api, err = httpapi.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = httptest.NewServer(f.api)
+	t.Cleanup(func() { f.srv.Close(); f.api.Close() })
+	return f
+}
+
+func (f *pageFixture) uri(key string) string { return "s3://" + f.bucket + "/" + key }
+
+// browser starts headless Chromium (Debian's) and gathers every JavaScript
+// exception, console error and browser log error but failed network loads
+// (a 4xx the page shows as a message): problems() returns them.
+func browser(t *testing.T) (context.Context, func() []string) {
+	t.Helper()
+	bin := testenv.Binary(t, testenv.EnvChromiumBin)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.WindowSize(1280, 900))
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelA)
+	bctx, cancelB := chromedp.NewContext(actx)
+	t.Cleanup(cancelB)
+	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("chromium %s: %v", bin, err)
+	}
+	return bctx, watchConsole(bctx)
+}
+
+func watchConsole(ctx context.Context) func() []string {
+	var mu sync.Mutex
+	var problems []string
+	messages := chromedp.Console(ctx)
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleException || (m.Type == chromedp.ConsoleError && m.Source != "network") {
+				mu.Lock()
+				problems = append(problems, string(m.Type)+" "+m.Source+": "+m.Text)
+				mu.Unlock()
+			}
+		}
+	}()
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), problems...)
+	}
+}
+
+func poll(expr string) chromedp.Action[chromedp.Void] {
+	return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingTimeout(30*time.Second))
+}
+
+func run[T any](t *testing.T, ctx context.Context, what string, a chromedp.Action[T], problems func() []string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, a)
+	if err != nil {
+		t.Fatalf("%s: %v (page problems: %q)", what, err, problems())
+	}
+	return v
+}
+
+func steps(t *testing.T, ctx context.Context, what string, problems func() []string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatalf("%s: %v (page problems: %q)", what, err, problems())
+	}
+}
+
+const statusHas = `document.getElementById("status").textContent.includes(%q)`
+
+// TestSearchPage drives the page in a real browser: it loads with the
+// models, a resized copy finds its original first, a text search answers,
+// "More like this" searches by a result, a non-image upload is a readable
+// error, a hostile key renders as text, the page fits a phone, 50 loads at
+// once all render, and no JavaScript error happens anywhere.
+func TestSearchPage(t *testing.T) {
+	f := newPageFixture(t, 24, httpapi.Config{})
+	ctx, problems := browser(t)
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	copyPath := filepath.Join(dir, "copy.jpg")
+	r := rand.New(rand.NewPCG(9, 9))
+	orig := testimages.Photo(r, 120, 360) // the first photo, drawn again
+	os.WriteFile(copyPath, testimages.JPEG(testimages.Scale(orig, 0.8), 70), 0o644)
+	notImage := filepath.Join(dir, "notes.txt")
+	os.WriteFile(notImage, []byte("these are not pixels"), 0o644)
+
+	steps(t, ctx, "load the page", problems,
+		chromedp.Navigate(f.srv.URL+"/"),
+		poll(`document.querySelectorAll("#model option").length > 0`),
+		poll(`!document.getElementById("text-form").hidden`), // the CLIP model has a text tower
+		// A resized, re-encoded copy of the first photo.
+		chromedp.SetUploadFiles(chromedp.CSS(`#file`), []string{copyPath}),
+		poll(fmt.Sprintf(statusHas, "copy.jpg")))
+	if first := run(t, ctx, "first result", chromedp.Text(chromedp.CSS(`#results .result .uri`)), problems); first != f.uri(f.keys[0]) {
+		t.Errorf("a copy of %s found %s first", f.uri(f.keys[0]), first)
+	}
+
+	// By text, then "More like this" on the first result.
+	steps(t, ctx, "search by text", problems,
+		chromedp.SetValue(chromedp.CSS(`#text`), "a photo of a cat"),
+		chromedp.Click(chromedp.CSS(`#text-search`)),
+		poll(fmt.Sprintf(statusHas, "a photo of a cat")))
+	if n := run(t, ctx, "count", chromedp.Evaluate[int](`document.querySelectorAll("#results .result").length`), problems); n != 12 {
+		t.Errorf("text search showed %d results, want the default 12", n)
+	}
+	firstID := run(t, ctx, "first id", chromedp.AttributeValue(chromedp.CSS(`#results .result`), "data-id"), problems).Value
+	steps(t, ctx, "more like this", problems,
+		chromedp.Click(chromedp.CSS(`#results .result .more`)),
+		poll(fmt.Sprintf(statusHas, "the result #1")))
+	if again := run(t, ctx, "first id again", chromedp.AttributeValue(chromedp.CSS(`#results .result`), "data-id"), problems).Value; again != firstID {
+		t.Errorf("more like this on %s ranked %s first", firstID, again)
+	}
+
+	// The hostile key: its copy is found, and its name is text.
+	hostileCopy := filepath.Join(dir, "hostile.jpg")
+	os.WriteFile(hostileCopy, f.photos[hostileKey], 0o644)
+	steps(t, ctx, "search by the hostile object", problems,
+		chromedp.SetUploadFiles(chromedp.CSS(`#file`), []string{hostileCopy}),
+		poll(fmt.Sprintf(statusHas, "hostile.jpg")))
+	hostileText := run(t, ctx, "hostile uri", chromedp.Text(chromedp.CSS(`#results .result .uri`)), problems)
+	scripts := run(t, ctx, "scripts", chromedp.Evaluate[int](`document.querySelectorAll("#results script").length`), problems)
+	handlers := run(t, ctx, "handlers", chromedp.Evaluate[int](`[...document.querySelectorAll("#results *")].filter(e => e.hasAttribute("onerror")).length`), problems)
+	if hostileText != f.uri(hostileKey) || scripts != 0 || handlers != 0 {
+		t.Errorf("hostile key shown as %q with %d script elements and %d onerror attributes", hostileText, scripts, handlers)
+	}
+
+	// A file that is not an image: the API's message, as an error.
+	steps(t, ctx, "upload a text file", problems,
+		chromedp.SetUploadFiles(chromedp.CSS(`#file`), []string{notImage}),
+		poll(`document.getElementById("status").className === "error"`))
+	if msg := run(t, ctx, "status", chromedp.Text(chromedp.CSS(`#status`)), problems); !strings.Contains(msg, "not an image") && !strings.Contains(msg, "unsupported") {
+		t.Errorf("non-image upload shows %q", msg)
+	}
+
+	// Thumbnails load; a screenshot; at phone width nothing overflows.
+	steps(t, ctx, "search for the screenshot", problems,
+		chromedp.SetValue(chromedp.CSS(`#text`), "a red car"),
+		chromedp.Click(chromedp.CSS(`#text-search`)),
+		poll(fmt.Sprintf(statusHas, "a red car")),
+		poll(`[...document.querySelectorAll("#results img")].every(i => i.complete && i.naturalWidth > 0)`))
+	shot := run(t, ctx, "screenshot", chromedp.FullScreenshot(85), problems)
+	out := os.Getenv("EMBEDFLEET_SCREENSHOT_DIR")
+	if out == "" {
+		out = t.TempDir()
+	}
+	os.WriteFile(filepath.Join(out, "search-page.jpg"), shot, 0o644)
+	steps(t, ctx, "phone width", problems, chromedp.EmulateViewport(390, 844))
+	if run(t, ctx, "overflow", chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth`), problems) {
+		t.Error("the page scrolls sideways at 390 px")
+	}
+
+	// 50 page loads at once, ten tabs at a time.
+	var ok atomic.Int32
+	sem := make(chan struct{}, 10)
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			tab, cancel := chromedp.NewContext(ctx)
+			defer cancel()
+			tabProblems := watchConsole(tab)
+			err := chromedp.Do(tab, chromedp.Navigate(f.srv.URL+"/"), poll(`document.querySelectorAll("#model option").length > 0`))
+			n, err2 := chromedp.Run(tab, chromedp.Evaluate[int](`document.querySelectorAll("#model option").length`))
+			if err == nil && err2 == nil && n == 1 && len(tabProblems()) == 0 {
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 50 {
+		t.Errorf("%d of 50 concurrent page loads rendered without errors", ok.Load())
+	}
+	if p := problems(); len(p) > 0 {
+		t.Errorf("the page had errors: %q", p)
+	}
+}
+
+// TestThumbnails: 1,000 distinct thumbnails (100 objects, 10 sizes) pass
+// through a cache that never holds more than its limit; a thumbnail is a
+// JPEG no larger than asked, with an ETag that a revalidation honours; an
+// id that is not in the collection is 404 and reads no object.
+func TestThumbnails(t *testing.T) {
+	const limit = 200 << 10
+	f := newPageFixture(t, 100, httpapi.Config{ThumbnailCacheBytes: limit})
+	ids := make([]string, len(f.keys))
+	for i, k := range f.keys {
+		ids[i] = vecstore.ID(f.uri(k))
+	}
+	peak := int64(0)
+	for _, size := range []int{32, 48, 64, 80, 96, 128, 160, 200, 256, 320} {
+		for _, id := range ids {
+			res, err := http.Get(fmt.Sprintf("%s/v1/thumbnail?model=clip-vit-b32&id=%s&size=%d", f.srv.URL, id, size))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body bytes.Buffer
+			body.ReadFrom(res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 || res.Header.Get("Content-Type") != "image/jpeg" || res.Header.Get("ETag") == "" {
+				t.Fatalf("thumbnail %s@%d: %d %s %q", id, size, res.StatusCode, res.Header.Get("Content-Type"), body.String())
+			}
+			peak = max(peak, f.api.ThumbnailCacheBytes())
+		}
+	}
+	if peak > limit || peak == 0 {
+		t.Fatalf("the thumbnail cache held %d bytes at most, limit %d", peak, limit)
+	}
+	t.Logf("1000 thumbnails, cache peak %d bytes of %d, %d objects read", peak, limit, f.reads.Load())
+	// Revalidation: 304 without reading the object again.
+	u := fmt.Sprintf("%s/v1/thumbnail?model=clip-vit-b32&id=%s&size=64", f.srv.URL, ids[3])
+	res, _ := http.Get(u)
+	etag := res.Header.Get("ETag")
+	res.Body.Close()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("If-None-Match", etag)
+	before := f.reads.Load()
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != http.StatusNotModified || f.reads.Load() != before {
+		t.Fatalf("revalidation: %v %d, %d reads", err, res.StatusCode, f.reads.Load()-before)
+	}
+	res.Body.Close()
+	// Not in the collection, or not an id at all: 404, no object read.
+	before = f.reads.Load()
+	for _, id := range []string{vecstore.ID("s3://" + f.bucket + "/imgs/never-indexed.jpg"), "../../etc/passwd", "x' or '1'='1"} {
+		res, err := http.Get(f.srv.URL + "/v1/thumbnail?model=clip-vit-b32&size=64&id=" + strings.ReplaceAll(id, " ", "%20"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotFound {
+			t.Errorf("id %q: %d, want 404", id, res.StatusCode)
+		}
+	}
+	if n := f.reads.Load() - before; n != 0 {
+		t.Errorf("unknown ids read %d objects", n)
+	}
+	// The original, under its own type.
+	res, err = http.Get(fmt.Sprintf("%s/v1/original?model=clip-vit-b32&id=%s", f.srv.URL, ids[5]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body bytes.Buffer
+	body.ReadFrom(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "image/jpeg" || !bytes.Equal(body.Bytes(), f.photos[f.keys[5]]) {
+		t.Fatalf("original: %d %s, %d bytes", res.StatusCode, res.Header.Get("Content-Type"), body.Len())
+	}
+}
+
+// TestAuthToken: with a token every API route needs it (compared in
+// constant time), the page and health checks do not, and every answer
+// carries the security headers.
+func TestAuthToken(t *testing.T) {
+	f := newPageFixture(t, 4, httpapi.Config{AuthToken: "s3cret-token-0123456789"})
+	get := func(path, token string) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res
+	}
+	for _, c := range []struct {
+		path, token string
+		want        int
+	}{
+		{"/", "", 200}, {"/static/app.js", "", 200}, {"/healthz", "", 200},
+		{"/v1/models", "", 401}, {"/v1/models", "wrong", 401}, {"/v1/models", "s3cret-token-0123456789", 200},
+		{"/v1/search?model=clip-vit-b32&text=cat", "", 401},
+		{"/v1/thumbnail?model=clip-vit-b32&id=" + vecstore.ID(f.uri(f.keys[0])), "", 401},
+	} {
+		res := get(c.path, c.token)
+		if res.StatusCode != c.want {
+			t.Errorf("%s with %q: %d, want %d", c.path, c.token, res.StatusCode, c.want)
+		}
+		if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") {
+			t.Errorf("%s: CSP %q", c.path, csp)
+		}
+		if res.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("%s: no nosniff", c.path)
+		}
+	}
+}
