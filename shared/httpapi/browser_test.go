@@ -3,10 +3,12 @@ package httpapi_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -251,9 +253,10 @@ func TestSearchPage(t *testing.T) {
 	}
 
 	// Thumbnails load; a screenshot; at phone width nothing overflows.
+	// With the keyboard alone: type into the text box and press Enter.
 	steps(t, ctx, "search for the screenshot", problems,
-		chromedp.SetValue(chromedp.CSS(`#text`), "a red car"),
-		chromedp.Click(chromedp.CSS(`#text-search`)),
+		chromedp.Evaluate[chromedp.Void](`document.getElementById("text").value = ""`),
+		chromedp.SendKeys(chromedp.CSS(`#text`), "a red car\r"),
 		poll(fmt.Sprintf(statusHas, "a red car")),
 		poll(`[...document.querySelectorAll("#results img")].every(i => i.complete && i.naturalWidth > 0)`))
 	shot := run(t, ctx, "screenshot", chromedp.FullScreenshot(85), problems)
@@ -403,6 +406,44 @@ func TestAuthToken(t *testing.T) {
 		}
 		if res.Header.Get("X-Content-Type-Options") != "nosniff" {
 			t.Errorf("%s: no nosniff", c.path)
+		}
+	}
+}
+
+// TestSearchPrefix: ?prefix= answers only with rows under it, matched
+// exactly even when it holds LIKE wildcards or quotes.
+func TestSearchPrefix(t *testing.T) {
+	f := newPageFixture(t, 12, httpapi.Config{})
+	for _, c := range []struct {
+		prefix string
+		want   int // hits under it
+	}{
+		{f.uri("imgs/p00"), 9}, // p000, p002..p009 (p001 is the hostile key)
+		{f.uri("imgs/p01"), 2},
+		{f.uri("imgs/p0%"), 0},
+		{f.uri("imgs/p00_"), 0},
+		{f.uri("imgs/<script>"), 1},
+		{f.uri(`imgs/p00' || uri like '%`), 0},
+	} {
+		res, err := http.Get(f.srv.URL + "/v1/search?model=clip-vit-b32&k=50&text=cat&prefix=" + url.QueryEscape(c.prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body struct {
+			Hits []struct{ URI string } `json:"hits"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&body)
+		res.Body.Close()
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("prefix %q: %d %v", c.prefix, res.StatusCode, err)
+		}
+		for _, h := range body.Hits {
+			if !strings.HasPrefix(h.URI, c.prefix) {
+				t.Errorf("prefix %q answered %s", c.prefix, h.URI)
+			}
+		}
+		if len(body.Hits) != c.want {
+			t.Errorf("prefix %q: %d hits, want %d", c.prefix, len(body.Hits), c.want)
 		}
 	}
 }
