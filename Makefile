@@ -23,7 +23,7 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random-2
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps deps-demo build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text demo
+.PHONY: help deps deps-demo build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text bench-decode demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -102,7 +102,16 @@ bench-article: deps build random-models ## copy detection on BSDS500 queries mad
 	$$py deploy/bench/make_queries.py --images $(BENCHDIR) --out $(BENCH_OUT)/data --refs $(BENCH_REFS) --queries $(BENCH_QUERIES) --distractors $(BENCH_DISTRACTORS); \
 	$(DEPS_ENV); PY=$$py BIN=bin/embedfleet MODELS="$(RANDOM_MODELS)" deploy/bench/article.sh $(BENCH_OUT)/data $(BENCH_OUT)
 
-bench: bench-embed bench-pipeline bench-manifest bench-article bench-hostile bench-text ## every benchmark
+bench: bench-embed bench-decode bench-pipeline bench-manifest bench-article bench-hostile bench-text ## every benchmark
+
+FULLSIZE_DIR ?= bin/fullsize
+
+bench-decode: deps ## decode + preprocess on one core, full-size photos (12 MP and 3 MP, made from BENCHDIR): exact against --decode fast, with their tensors' cosine
+	$(GO) run ./deploy/bench/fullsize --src $(BENCHDIR) --out $(FULLSIZE_DIR) --n 60
+	$(GO) build -o bin/prepbench ./deploy/bench/prepbench
+	@for s in 4000x3000 2000x1500; do for m in clip-vit-b32 dinov2-base; do \
+	  taskset -c 0 bin/prepbench --compare --rounds 2 --dir $(FULLSIZE_DIR)/$$s --model $$m; done; done
+	@for m in clip-vit-b32 dinov2-base; do taskset -c 0 bin/prepbench --compare --rounds 3 --dir $(BENCHDIR) --model $$m; done
 
 bench-text: deps random-models ## CLIP's tokenizer (ns per text), and 32 concurrent text queries through the engine with the full-size text tower at batch 1, 8 and 32 (texts/s)
 	$(DEPS_ENV); $(GO) test -run '^$$' -bench Encode -benchtime 20000x ./shared/cliptok | grep -E '^Benchmark'

@@ -73,6 +73,10 @@ type Config struct {
 	// DecoderOptions: how images are decoded, e.g.
 	// imageprep.WithoutEXIFOrientation(). Queries should decode the same way.
 	DecoderOptions []imageprep.DecoderOption
+	// FastDecode decodes JPEGs at a DCT scaling fitted to the largest of
+	// the models' resize targets (engine.Draft); queries should decode the
+	// same way.
+	FastDecode bool
 }
 
 // Worker pulls and processes jobs. Build it with New.
@@ -145,7 +149,11 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	for i, m := range cfg.Models {
 		params[i] = m.Params()
 	}
-	w.prep, err = engine.NewPreparer(cfg.PrepWorkers, cfg.Limits, cfg.DecoderOptions, params...)
+	decOpts := cfg.DecoderOptions
+	if cfg.FastDecode {
+		decOpts = append(append([]imageprep.DecoderOption(nil), decOpts...), engine.Draft(params...))
+	}
+	w.prep, err = engine.NewPreparer(cfg.PrepWorkers, cfg.Limits, decOpts, params...)
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/embedfleet/embedfleet/deploy/bench/copydetect"
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/engine"
-	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/stack"
@@ -111,7 +110,7 @@ func runCopyDetect(ctx context.Context, cfg *copyDetectConfig) error {
 	var results []copydetect.Result
 	var curves []copydetect.Curve
 	for _, e := range opened.images {
-		r, preds, err := copyDetect(ctx, st, src, e, cfg.queries, truth, cfg.batch, g.decoderOptions(), cfg.stderr)
+		r, preds, err := copyDetect(ctx, st, src, e, cfg.queries, truth, cfg.batch, g, cfg.stderr)
 		if err != nil {
 			return err
 		}
@@ -132,7 +131,7 @@ func runCopyDetect(ctx context.Context, cfg *copyDetectConfig) error {
 	return nil
 }
 
-func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine.ImageEncoder, queryDir string, truth map[string]string, batch int, decOpts []imageprep.DecoderOption, progress io.Writer) (copydetect.Result, map[string][]copydetect.Scored, error) {
+func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine.ImageEncoder, queryDir string, truth map[string]string, batch int, g *globalFlags, progress io.Writer) (copydetect.Result, map[string][]copydetect.Scored, error) {
 	name := e.Spec().Name
 	res := copydetect.Result{Pipeline: "embedfleet", Model: name}
 	cons, err := st.topo.WorkerConsumer(ctx, st.js, bus.ConsumerOptions{})
@@ -144,7 +143,7 @@ func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine
 		Store: st.store, OpenSource: func(uri string) (objstore.Source, error) {
 			return objstore.Open(uri, objstore.S3Config{}, objstore.Filter{})
 		},
-		BatchSize: batch, Prefetch: 2, Metrics: worker.NewMetrics(reg), DecoderOptions: decOpts})
+		BatchSize: batch, Prefetch: 2, Metrics: worker.NewMetrics(reg), DecoderOptions: g.decoderOptions(), FastDecode: g.fastDecode()})
 	if err != nil {
 		return res, nil, err
 	}
@@ -185,7 +184,7 @@ func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine
 		qs = append(qs, q)
 	}
 	sort.Strings(qs)
-	eng, err := engine.New(engine.Options{Batch: engine.BatchConfig{MaxBatch: batch}, Limits: imageprepLimits(), DecoderOptions: decOpts},
+	eng, err := engine.New(engine.Options{Batch: engine.BatchConfig{MaxBatch: batch}, Limits: imageprepLimits(), DecoderOptions: g.decoderOptions(), FastDecode: g.fastDecode()},
 		[]engine.ImageEncoder{e}, nil)
 	if err != nil {
 		return res, nil, err

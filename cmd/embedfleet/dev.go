@@ -137,7 +137,7 @@ func runDev(ctx context.Context, cfg *devConfig) error {
 	for i := range cfg.workers {
 		w, err := worker.New(ctx, worker.Config{JS: js, Topology: topo, Consumer: cons, Models: opened.images, Store: store,
 			OpenSource: cfg.sf.open, BatchSize: cfg.batch, Name: "dev-worker-" + strconv.Itoa(i), Log: log,
-			DecoderOptions: g.decoderOptions()})
+			DecoderOptions: g.decoderOptions(), FastDecode: g.fastDecode()})
 		if err != nil {
 			return err
 		}
@@ -198,7 +198,7 @@ func runDev(ctx context.Context, cfg *devConfig) error {
 	if err != nil || cfg.serveAddr == "" {
 		return err
 	}
-	return serveSearch(ctx, log, store, opened, cfg.serveAddr, searchOptions{grace: 5 * time.Second, decoderOptions: g.decoderOptions(),
+	return serveSearch(ctx, log, store, opened, cfg.serveAddr, searchOptions{grace: 5 * time.Second, decoderOptions: g.decoderOptions(), fastDecode: g.fastDecode(),
 		readObject: objstore.NewObjects(cfg.sf.cfg).Get}, func(addr string) {
 		fmt.Fprintf(out, "\ndev: serving searches on http://%s (Ctrl-C stops), e.g.\n"+
 			"  curl --data-binary @photo.jpg 'http://%s/v1/search?model=%s&k=5'\n", addr, addr, ms[0])

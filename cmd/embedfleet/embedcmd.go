@@ -137,7 +137,7 @@ type embedStats struct {
 func embedFiles(ctx context.Context, g *globalFlags, m *embed.Model, files []string, batchSize, workers int,
 	sink sink, progress io.Writer) (embedStats, error) {
 	start := time.Now()
-	eng, err := engine.New(engine.Options{Batch: engine.BatchConfig{MaxBatch: batchSize}, PrepWorkers: workers,
+	eng, err := engine.New(engine.Options{Batch: engine.BatchConfig{MaxBatch: batchSize}, PrepWorkers: workers, FastDecode: g.fastDecode(),
 		Limits: imageprepLimits(), DecoderOptions: g.decoderOptions()}, []engine.ImageEncoder{m}, nil)
 	if err != nil {
 		return embedStats{}, err

@@ -117,7 +117,7 @@ func (ms *openedModels) imagesOnly(what string) error {
 // newEngine starts the engine over ms with the command's decoding
 // settings; batch is the most inputs per inference call (0: the default).
 func newEngine(g *globalFlags, ms *openedModels, batch int) (*engine.Engine, error) {
-	return engine.New(engine.Options{Batch: engine.BatchConfig{MaxBatch: batch}, Limits: imageprepLimits(),
+	return engine.New(engine.Options{Batch: engine.BatchConfig{MaxBatch: batch}, Limits: imageprepLimits(), FastDecode: g.fastDecode(),
 		DecoderOptions: g.decoderOptions()}, ms.images, ms.texts)
 }
 

@@ -402,7 +402,7 @@ func runWorker(ctx context.Context, cfg *workerConfig) error {
 		BatchSize: cfg.batch, Linger: cfg.linger, Prefetch: cfg.prefetch, FetchConcurrency: cfg.fetch, FetchBytes: int64(cfg.fetchMiB) << 20, PrepWorkers: cfg.prep,
 		Limits:  g.limits(),
 		AckWait: cfg.ackWait, MaxDeliver: cfg.maxDeliver, DrainTimeout: cfg.drain, Log: log, Metrics: metrics,
-		DecoderOptions: g.decoderOptions(),
+		DecoderOptions: g.decoderOptions(), FastDecode: g.fastDecode(),
 	})
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ type globalFlags struct {
 	device    string // cpu | cuda | cuda:N
 	noEXIF    bool   // keep pixels as stored, ignoring EXIF orientation
 	tokDir    string // where text models' tokenizer files are, when not in their folder
+	decode    string // exact | fast
 
 	// What one image may cost (docs/security.md).
 	maxObjectMiB  int
@@ -34,6 +35,9 @@ func (g *globalFlags) limits() imageprep.Limits {
 	return imageprep.Limits{MaxBytes: int64(g.maxObjectMiB) << 20, MaxPixels: g.maxPixels,
 		MaxScans: g.maxJPEGScans, MaxDecodeTime: g.maxDecodeTime}.WithDefaults()
 }
+
+// fastDecode reports whether --decode fast was asked for.
+func (g *globalFlags) fastDecode() bool { return g.decode == "fast" }
 
 // decoderOptions is how every command decodes images: the worker that
 // indexes and the commands that query must agree.
@@ -63,6 +67,9 @@ in its help, and the flag wins when both are given.`,
 				return fmt.Errorf("--max-object-mib, --max-pixels, --max-jpeg-scans and --max-decode-time must be positive")
 			}
 			decodeLimits = g.limits()
+			if g.decode != "exact" && g.decode != "fast" {
+				return fmt.Errorf("--decode %q: want exact or fast", g.decode)
+			}
 			return nil
 		},
 	}
@@ -72,6 +79,8 @@ in its help, and the flag wins when both are given.`,
 		"folder with one sub-folder per model (spec.json + model.onnx) (env EMBEDFLEET_MODELS_DIR)")
 	root.PersistentFlags().StringVar(&g.tokDir, "tokenizer-dir", os.Getenv("EMBEDFLEET_CLIP_VOCAB"),
 		"folder with CLIP's vocab.json and merges.txt, for a text model whose folder lacks them (env EMBEDFLEET_CLIP_VOCAB, which deploy/install/deps.sh --env sets)")
+	root.PersistentFlags().StringVar(&g.decode, "decode", envOr("EMBEDFLEET_DECODE", "exact"),
+		"exact decodes every image as Pillow does (the article's pixels); fast decodes a JPEG at the smallest DCT scaling that keeps its shorter side at least the models' resize target, as Pillow's draft() does: several times faster on large photos, vectors very close (docs/operations.md); give the worker and the query side the same setting (env EMBEDFLEET_DECODE)")
 	root.PersistentFlags().IntVar(&g.threads, "threads", envInt("EMBEDFLEET_THREADS", 0),
 		"ONNX Runtime threads per inference; 0 = one per core (env EMBEDFLEET_THREADS)")
 	root.PersistentFlags().StringVar(&g.device, "device", envOr("EMBEDFLEET_DEVICE", "cpu"),

@@ -131,7 +131,7 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 	}
 	return serveSearch(ctx, log, store, opened, cfg.listen, searchOptions{
 		maxBody: int64(cfg.maxBodyMiB) << 20, maxBatch: cfg.maxBatch, maxK: cfg.maxTop, maxInFlight: cfg.maxInFlight,
-		maxMemory: int64(cfg.maxMemoryMiB) << 20, linger: cfg.linger, timeout: cfg.timeout, grace: cfg.grace, decoderOptions: g.decoderOptions(),
+		maxMemory: int64(cfg.maxMemoryMiB) << 20, linger: cfg.linger, timeout: cfg.timeout, grace: cfg.grace, decoderOptions: g.decoderOptions(), fastDecode: g.fastDecode(),
 		readObject: objstore.NewObjects(cfg.s3.cfg).Get, authToken: token,
 	}, nil)
 }
@@ -200,6 +200,7 @@ type searchOptions struct {
 	linger, timeout time.Duration
 	grace           time.Duration
 	decoderOptions  []imageprep.DecoderOption // as the worker decodes
+	fastDecode      bool
 	readObject      func(ctx context.Context, uri string, max int64) ([]byte, error)
 	authToken       string
 }
@@ -211,7 +212,7 @@ func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, m
 	opts searchOptions, started func(addr string)) error {
 	reg := telemetry.NewRegistry()
 	api, err := httpapi.New(httpapi.Config{
-		Store: store, Models: ms.images, TextModels: ms.texts, Limits: imageprepLimits(), DecoderOptions: opts.decoderOptions, MaxBodyBytes: opts.maxBody,
+		Store: store, Models: ms.images, TextModels: ms.texts, Limits: imageprepLimits(), DecoderOptions: opts.decoderOptions, FastDecode: opts.fastDecode, MaxBodyBytes: opts.maxBody,
 		MaxBatch: opts.maxBatch, MaxTopK: opts.maxK, MaxInFlight: opts.maxInFlight, MaxMemoryBytes: opts.maxMemory, Linger: opts.linger, Timeout: opts.timeout,
 		Log: log, Registry: reg, ReadObject: opts.readObject, AuthToken: opts.authToken,
 	})

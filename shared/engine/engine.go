@@ -51,6 +51,9 @@ type Options struct {
 	// should decode as the worker indexed.
 	Limits         imageprep.Limits
 	DecoderOptions []imageprep.DecoderOption
+	// FastDecode decodes JPEGs at a DCT scaling fitted to the models'
+	// resize targets (see Draft) instead of exactly as Pillow does.
+	FastDecode bool
 	// Observe, when set, is called after every encoder call with the model
 	// and what BatchConfig.Observe gets.
 	Observe func(model string, n int, took time.Duration, err error)
@@ -109,7 +112,11 @@ func New(opts Options, images []ImageEncoder, texts []TextEncoder) (*Engine, err
 		e.texts[s.Name] = &textModel{enc: m}
 		e.tnames = append(e.tnames, s.Name)
 	}
-	prep, err := NewPreparer(opts.PrepWorkers, opts.Limits, opts.DecoderOptions, params...)
+	decOpts := opts.DecoderOptions
+	if opts.FastDecode && len(params) > 0 {
+		decOpts = append(append([]imageprep.DecoderOption(nil), decOpts...), Draft(params...))
+	}
+	prep, err := NewPreparer(opts.PrepWorkers, opts.Limits, decOpts, params...)
 	if err != nil {
 		return nil, err
 	}

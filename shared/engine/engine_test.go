@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"image"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -168,5 +169,40 @@ func TestPreparerDecodesOnceForEveryModel(t *testing.T) {
 	}
 	if _, _, err := p.Prepare([]byte("junk"), []int{0}, dst[:1], nil); !errors.Is(err, imageprep.ErrUnsupported) {
 		t.Fatalf("junk: %v, want ErrUnsupported", err)
+	}
+}
+
+// TestFastDecodeIsClose: on a 12 MP JPEG, the vectors of --decode fast (a
+// DCT-scaled decode fitted to the models' largest resize target) stay
+// within cosine 0.99 of the exact ones, for both models at once.
+func TestFastDecodeIsClose(t *testing.T) {
+	ms := openModels(t)
+	r := rand.New(rand.NewPCG(12, 12))
+	data := testimages.JPEG(testimages.Scale(testimages.Photo(r, 400, 401).SubImage(image.Rect(0, 0, 400, 300)), 10), 90)
+	encs := []engine.ImageEncoder{ms[0], ms[1]}
+	exact, err := engine.New(engine.Options{}, encs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer exact.Close()
+	fast, err := engine.New(engine.Options{FastDecode: true}, encs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fast.Close()
+	for _, m := range ms {
+		a, err := exact.EmbedImage(context.Background(), m.Spec().Name, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := fast.EmbedImage(context.Background(), m.Spec().Name, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cos := embed.Cosine(a, b)
+		t.Logf("%s: cosine fast vs exact %.6f", m.Spec().Name, cos)
+		if cos < 0.99 {
+			t.Errorf("%s: cosine fast vs exact %.5f, want >= 0.99", m.Spec().Name, cos)
+		}
 	}
 }

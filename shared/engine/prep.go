@@ -42,6 +42,18 @@ func NewPreparer(workers int, lim imageprep.Limits, opts []imageprep.DecoderOpti
 	return p, nil
 }
 
+// Draft is the decoder option of fast decoding for models of params: a
+// JPEG decodes at the smallest DCT scaling that keeps its shorter side at
+// least the largest of their resize targets (imageprep.WithJPEGDraft), so
+// one decode serves every model.
+func Draft(params ...imageprep.Params) imageprep.DecoderOption {
+	short := 0
+	for _, p := range params {
+		short = max(short, p.ShortestEdge, p.CropHeight, p.CropWidth)
+	}
+	return imageprep.WithJPEGDraft(short)
+}
+
 // Size is the number of values Prepare writes for params i.
 func (p *Preparer) Size(i int) int { return 3 * p.params[i].CropHeight * p.params[i].CropWidth }
 

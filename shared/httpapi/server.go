@@ -56,8 +56,10 @@ type Config struct {
 	// only its first 75 tokens anyway).
 	MaxTextBytes int
 	Limits       imageprep.Limits
-	// DecoderOptions: how query images are decoded; should match the worker.
+	// DecoderOptions and FastDecode: how query images are decoded; should
+	// match the worker.
 	DecoderOptions []imageprep.DecoderOption
+	FastDecode     bool
 
 	MaxBodyBytes int64 // largest upload; default 32 MiB
 	DefaultTopK  int   // default 10
@@ -185,7 +187,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	eng, err := engine.New(engine.Options{
 		Batch:  engine.BatchConfig{MaxBatch: cfg.MaxBatch, Linger: cfg.Linger},
-		Limits: cfg.Limits, DecoderOptions: cfg.DecoderOptions,
+		Limits: cfg.Limits, DecoderOptions: cfg.DecoderOptions, FastDecode: cfg.FastDecode,
 		Observe: func(model string, n int, _ time.Duration, _ error) {
 			s.batches.WithLabelValues(model).Observe(float64(n))
 		},

@@ -43,14 +43,18 @@ var (
 // decodeJPEGInto decodes data into dst: w*h*3 bytes of RGB, or w*h*4 of
 // CMYK as stored (before any inversion) when cmyk. It stops past maxScans
 // scans or after timeout (zero: no bound).
-func decodeJPEGInto(data, dst []byte, w, h int, cmyk bool, maxScans int, timeout time.Duration) error {
+//
+// scale (1, 2, 4 or 8) decodes at 1/scale of the stored size, in the DCT
+// domain (libjpeg-turbo's scaling): w and h are then the scaled size,
+// ScaledSize's.
+func decodeJPEGInto(data, dst []byte, w, h int, cmyk bool, scale, maxScans int, timeout time.Duration) error {
 	var r C.ef_jpeg_result
 	c := C.int(0)
 	if cmyk {
 		c = 1
 	}
 	C.ef_jpeg_decode((*C.uchar)(unsafe.Pointer(&data[0])), C.ulong(len(data)), (*C.uchar)(unsafe.Pointer(&dst[0])),
-		C.int(w), C.int(h), c, 1, C.int(maxScans), C.longlong(timeout.Nanoseconds()), &r)
+		C.int(w), C.int(h), c, C.int(scale), C.int(maxScans), C.longlong(timeout.Nanoseconds()), &r)
 	switch r.code {
 	case C.EF_JPEG_OK:
 		return nil
@@ -61,6 +65,25 @@ func decodeJPEGInto(data, dst []byte, w, h int, cmyk bool, maxScans int, timeout
 	}
 	return errors.New(C.GoString(&r.msg[0]))
 }
+
+// jpegScale is the largest of libjpeg-turbo's scalings 1/2, 1/4 and 1/8
+// that keeps the shorter side of a w x h JPEG at least minShort pixels; 1
+// when minShort is 0 or none does.
+func jpegScale(w, h, minShort int) int {
+	if minShort <= 0 {
+		return 1
+	}
+	for _, s := range []int{8, 4, 2} {
+		sw, sh := scaledSize(w, h, s)
+		if min(sw, sh) >= minShort {
+			return s
+		}
+	}
+	return 1
+}
+
+// scaledSize is libjpeg's output size at 1/s: each side rounded up.
+func scaledSize(w, h, s int) (int, int) { return (w + s - 1) / s, (h + s - 1) / s }
 
 // countJPEGScans counts the start-of-scan markers in data, walking the
 // marker segments and skipping entropy-coded data, without decoding

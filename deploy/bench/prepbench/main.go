@@ -4,12 +4,18 @@
 //	taskset -c 0 go run ./deploy/bench/prepbench --dir ../shared/bench/bsds500 --model clip-vit-b32
 //
 // It reads every file into memory first, so only decoding and preprocessing
-// are timed, then prints `prepbench MODEL MODE img_s=X n=N`.
+// are timed, then prints `prepbench MODEL MODE img_s=X n=N`. With --compare
+// it times exact decoding and --decode fast (a JPEG decoded at the DCT
+// scaling fitted to the model's resize target) in alternate passes and
+// prints `prep MODEL size=WxH exact_img_s=.. fast_img_s=.. speedup_x=..
+// min_cosine=..`, the cosine being between the two input tensors of each
+// file (the smallest over the folder).
 package main
 
 import (
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -23,8 +29,15 @@ func main() {
 	dir := flag.String("dir", "", "folder of images (required)")
 	model := flag.String("model", "clip-vit-b32", "clip-vit-b32 or dinov2-base")
 	rounds := flag.Int("rounds", 3, "passes over the folder; the best pass is reported")
+	compare := flag.Bool("compare", false, "time exact against fast decoding, and their tensors' cosine")
 	flag.Parse()
-	if err := run(*dir, *model, *rounds); err != nil {
+	var err error
+	if *compare {
+		err = runCompare(*dir, *model, *rounds)
+	} else {
+		err = run(*dir, *model, *rounds)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "prepbench:", err)
 		os.Exit(1)
 	}
@@ -78,5 +91,84 @@ func run(dir, model string, rounds int) error {
 		best = max(best, float64(len(files))/time.Since(start).Seconds())
 	}
 	fmt.Printf("prepbench %s exact img_s=%.1f n=%d\n", model, best, len(files))
+	return nil
+}
+
+func load(dir string) ([]string, [][]byte, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "*"))
+	if err != nil {
+		return nil, nil, err
+	}
+	sort.Strings(names)
+	var files [][]byte
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			return nil, nil, err
+		}
+		files = append(files, b)
+	}
+	if len(files) == 0 {
+		return nil, nil, fmt.Errorf("no files in %s", dir)
+	}
+	return names, files, nil
+}
+
+func runCompare(dir, model string, rounds int) error {
+	params := map[string]imageprep.Params{"clip-vit-b32": imageprep.CLIP, "dinov2-base": imageprep.DINOv2}
+	p, ok := params[model]
+	if !ok {
+		return fmt.Errorf("unknown model %q (want clip-vit-b32 or dinov2-base)", model)
+	}
+	names, files, err := load(dir)
+	if err != nil {
+		return err
+	}
+	runtime.GOMAXPROCS(1)
+	decs := map[string]*imageprep.Decoder{
+		"exact": imageprep.NewDecoder(imageprep.Limits{}),
+		"fast":  imageprep.NewDecoder(imageprep.Limits{}, imageprep.WithJPEGDraft(p.ShortestEdge)),
+	}
+	pp, err := imageprep.NewPreprocessor(p)
+	if err != nil {
+		return err
+	}
+	best := map[string]float64{}
+	outs := map[string][][]float32{"exact": make([][]float32, len(files)), "fast": make([][]float32, len(files))}
+	size := ""
+	for r := 0; r < rounds; r++ {
+		for _, mode := range []string{"exact", "fast"} {
+			start := time.Now()
+			for i, b := range files {
+				img, info, err := decs[mode].Decode(b)
+				if err != nil {
+					return fmt.Errorf("%s: %w", names[i], err)
+				}
+				if outs[mode][i] == nil {
+					outs[mode][i] = make([]float32, pp.Size())
+				}
+				if err := pp.Run(img, outs[mode][i]); err != nil {
+					return fmt.Errorf("%s: %w", names[i], err)
+				}
+				if i == 0 {
+					size = fmt.Sprintf("%dx%d", max(info.Width, info.Height), min(info.Width, info.Height))
+				}
+			}
+			best[mode] = max(best[mode], float64(len(files))/time.Since(start).Seconds())
+		}
+	}
+	minCos := 1.0
+	for i := range files {
+		a, b := outs["exact"][i], outs["fast"][i]
+		var dot, na, nb float64
+		for j := range a {
+			dot += float64(a[j]) * float64(b[j])
+			na += float64(a[j]) * float64(a[j])
+			nb += float64(b[j]) * float64(b[j])
+		}
+		minCos = min(minCos, dot/math.Sqrt(na*nb))
+	}
+	fmt.Printf("prep %s size=%s exact_img_s=%.1f fast_img_s=%.1f speedup_x=%.2f min_cosine=%.5f n=%d\n",
+		model, size, best["exact"], best["fast"], best["fast"]/best["exact"], minCos, len(files))
 	return nil
 }
