@@ -98,7 +98,9 @@ func WithoutEXIFOrientation() DecoderOption { return func(d *Decoder) { d.noOrie
 // full decode resized (the vectors stay close; docs/benchmarks.md says how
 // close), so it is an option: the default decodes exactly as Pillow does.
 // Other formats decode as without it.
-func WithJPEGDraft(minShort int) DecoderOption { return func(d *Decoder) { d.draft = max(minShort, 0) } }
+func WithJPEGDraft(minShort int) DecoderOption {
+	return func(d *Decoder) { d.draft = max(minShort, 0) }
+}
 
 // NewDecoder returns a Decoder that enforces lim.
 func NewDecoder(lim Limits, opts ...DecoderOption) *Decoder {
