@@ -65,6 +65,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: {{ join "," .Values.models | quote }}
 - name: EMBEDFLEET_NO_EXIF_ORIENTATION
   value: {{ not .Values.exifOrientation | quote }}
+- name: EMBEDFLEET_DECODE
+  value: {{ .Values.decode | quote }}
 - name: EMBEDFLEET_MAX_OBJECT_MIB
   value: {{ .Values.limits.maxObjectMiB | int | quote }}
 - name: EMBEDFLEET_MAX_PIXELS
