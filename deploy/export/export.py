@@ -27,6 +27,13 @@ Its tokenizer files are the checkpoint's (--hf-repo) or, for --random-init,
 the vocabulary deploy/install/deps.sh clip-vocab installs (--vocab-dir,
 default $EMBEDFLEET_CLIP_VOCAB).
 
+--int8 quantises the exported graph with ONNX Runtime (dynamic, int8
+weights per channel, activations quantised at run time: MatMulInteger and
+DynamicQuantizeLinear, which AVX-512 VNNI runs fast) and keeps it only when
+its vectors stay at cosine >= --int8-min-cosine (0.99) to fp32 on held-back
+inputs: the photos of --calib-images (the processor's tensors), else seeded
+random ones. The spec says precision int8.
+
 Usage:
   python deploy/export/export.py --model clip-vit-b32 --random-init --out DIR
   python deploy/export/export.py --model clip-vit-b32-text --random-init --pairs-with DIR --out DIR2
@@ -255,9 +262,49 @@ def spec_for(model_name, dim, onnx_sha, source, fp16):
 OUTPUTS = {"clip-vit-b32": "image_embeds", "clip-vit-b32-text": "text_embeds", "dinov2-base": "last_hidden_state"}
 
 
-def export(model_name, wrapper, source, out, opset=17, fp16=False, extra=None):
+def held_back(model_name, calib_dir, n=16):
+    """Inputs the int8 check runs: processor tensors of photos, or seeded noise."""
+    if model_name == "clip-vit-b32-text":
+        return sample_ids(n, seed=3).numpy()
+    if calib_dir:
+        from make_fixtures import PROCESSORS
+        from PIL import Image
+        files = sorted(os.listdir(calib_dir))[-n:]  # the last ones: not what a calibration would see first
+        imgs = [Image.open(os.path.join(calib_dir, f)).convert("RGB") for f in files]
+        return PROCESSORS[model_name](images=imgs, return_tensors="np")["pixel_values"].astype(np.float32)
+    return torch.randn(n, 3, 224, 224, generator=torch.Generator().manual_seed(3)).numpy()
+
+
+def pooled(model_name, out):
+    v = out.mean(axis=1) if model_name == "dinov2-base" else out
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def quantize(model_name, out, calib_dir, min_cos):
+    """Replace out/model.onnx by its dynamic int8 quantisation, if it agrees with fp32."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    fp32 = os.path.join(out, "model.fp32.onnx")
+    q = os.path.join(out, "model.onnx")
+    os.replace(q, fp32)
+    quantize_dynamic(fp32, q, weight_type=QuantType.QInt8, per_channel=True)
+    x = held_back(model_name, calib_dir)
+    in_name = "input_ids" if model_name == "clip-vit-b32-text" else "pixel_values"
+    out_name = OUTPUTS[model_name]
+    a = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"]).run([out_name], {in_name: x})[0]
+    b = ort.InferenceSession(q, providers=["CPUExecutionProvider"]).run([out_name], {in_name: x})[0]
+    cos = (pooled(model_name, a) * pooled(model_name, b)).sum(1)
+    os.remove(fp32)
+    if cos.min() < min_cos:
+        os.remove(q)
+        sys.exit(f"export: the int8 model's vectors are at cosine {cos.min():.5f} to fp32 (< {min_cos}) on {len(x)} held-back inputs: refused")
+    print(f"export int8 {model_name}: cosine to fp32 min={cos.min():.6f} mean={cos.mean():.6f} over {len(x)} held-back inputs")
+    return cos
+
+
+def export(model_name, wrapper, source, out, opset=17, fp16=False, extra=None, int8=None):
     """Write out/model.onnx and out/spec.json for wrapper; return the spec.
-    extra: fields to add to the spec (a text model's tokenizer and pairs_with)."""
+    extra: fields to add to the spec (a text model's tokenizer and pairs_with).
+    int8: (calib_dir, min_cos) to quantise the graph after the fp32 check."""
     os.makedirs(out, exist_ok=True)
     onnx_path = os.path.join(out, "model.onnx")
     text = model_name == "clip-vit-b32-text"
@@ -288,10 +335,14 @@ def export(model_name, wrapper, source, out, opset=17, fp16=False, extra=None):
     if cos.min() < limit:
         sys.exit(f"export: ONNX Runtime output differs from PyTorch (min cosine {cos.min():.6f} < {limit})")
 
+    if int8 is not None:
+        quantize(model_name, out, *int8)
     sha = sha256_file(onnx_path)
     dim = got.shape[-1]
     spec = spec_for(model_name, int(dim), sha, source, fp16)
     spec.update(extra or {})
+    if int8 is not None:
+        spec["precision"] = "int8"
     with open(os.path.join(out, "spec.json"), "w") as f:
         json.dump(spec, f, indent=1)
         f.write("\n")
@@ -327,6 +378,9 @@ def main():
     ap.add_argument("--opset", type=int, default=17)
     ap.add_argument("--fp16", action="store_true", help="fp16 weights, float32 inputs and outputs")
     ap.add_argument("--pairs-with", help="text towers: the folder of the image tower's export")
+    ap.add_argument("--int8", action="store_true", help="quantise to int8 (dynamic, per-channel weights)")
+    ap.add_argument("--int8-min-cosine", type=float, default=0.99, help="with --int8: the least cosine to fp32 kept")
+    ap.add_argument("--calib-images", help="with --int8: photos to check the int8 vectors on (default: seeded noise)")
     ap.add_argument("--vocab-dir", help="random-init text towers: vocab.json and merges.txt (default $EMBEDFLEET_CLIP_VOCAB)")
     args = ap.parse_args()
     if args.tiny and not args.random_init:
@@ -334,7 +388,10 @@ def main():
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     _, wrapper, source = build(args.model, args)
     extra = text_extra(args, args.out) if args.model == "clip-vit-b32-text" else None
-    export(args.model, wrapper, source, args.out, args.opset, args.fp16, extra)
+    if args.int8 and args.fp16:
+        sys.exit("export: --int8 and --fp16 are exclusive")
+    int8 = (args.calib_images, args.int8_min_cosine) if args.int8 else None
+    export(args.model, wrapper, source, args.out, args.opset, args.fp16, extra, int8)
 
 
 if __name__ == "__main__":

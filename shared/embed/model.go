@@ -75,6 +75,9 @@ func Open(dir string, opts Options) (*Model, error) {
 	if err := checkTensors(spec, params, ins, outs); err != nil {
 		return nil, err
 	}
+	if err := checkPrecision(spec, data); err != nil {
+		return nil, err
+	}
 	sess, err := newSession(data, spec, opts)
 	if err != nil {
 		return nil, err

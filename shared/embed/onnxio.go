@@ -146,3 +146,50 @@ func field(b []byte, num protowire.Number) ([]byte, error) {
 	})
 	return out, err
 }
+
+// graphOps returns the operator types of the nodes of the model's main
+// graph (GraphProto.node 1, NodeProto.op_type 4).
+func graphOps(model []byte) (map[string]bool, error) {
+	graph, err := field(model, 7)
+	if err != nil || graph == nil {
+		return nil, fmt.Errorf("onnx model: no graph (%v)", err)
+	}
+	ops := map[string]bool{}
+	err = each(graph, func(num protowire.Number, node []byte) error {
+		if num != 1 {
+			return nil
+		}
+		op, err := field(node, 4)
+		if err == nil && op != nil {
+			ops[string(op)] = true
+		}
+		return err
+	})
+	return ops, err
+}
+
+// quantizedOps are the operators of an int8 graph (ONNX Runtime's dynamic
+// and static quantisation write them).
+var quantizedOps = []string{"MatMulInteger", "ConvInteger", "DynamicQuantizeLinear", "QLinearMatMul", "QLinearConv", "QuantizeLinear", "DequantizeLinear"}
+
+// checkPrecision compares the spec's precision with the graph: int8 needs
+// quantised operators, and a quantised graph must say int8.
+func checkPrecision(spec Spec, model []byte) error {
+	ops, err := graphOps(model)
+	if err != nil {
+		return nil // a graph this reader does not follow: ONNX Runtime judges it
+	}
+	var found []string
+	for _, op := range quantizedOps {
+		if ops[op] {
+			found = append(found, op)
+		}
+	}
+	switch {
+	case spec.Precision == PrecisionInt8 && len(found) == 0:
+		return fmt.Errorf("%w: %s: the spec says precision int8 but the graph has no quantised operators (%v)", ErrModelMismatch, spec.Name, quantizedOps)
+	case spec.Precision != PrecisionInt8 && len(found) > 0:
+		return fmt.Errorf("%w: %s: the graph is quantised (%v) but the spec says precision %q: say int8", ErrModelMismatch, spec.Name, found, spec.Precision)
+	}
+	return nil
+}

@@ -33,6 +33,13 @@ const (
 // TokenizerCLIP is CLIP's byte-level BPE tokenizer (package cliptok).
 const TokenizerCLIP = "clip-bpe"
 
+// Precisions of a model's weights (inputs and outputs are float32 in all).
+const (
+	PrecisionFP32 = "fp32"
+	PrecisionFP16 = "fp16"
+	PrecisionInt8 = "int8" // ONNX Runtime quantisation: int8 weights, activations quantised at run time
+)
+
 // SpecFile is the name of the spec beside each model's ONNX file.
 const SpecFile = "spec.json"
 
@@ -96,7 +103,7 @@ type Spec struct {
 	Preprocess Preprocess `json:"preprocess,omitzero"`  // image models
 	Tokenizer  *Tokenizer `json:"tokenizer,omitempty"`  // text models
 	PairsWith  *ModelRef  `json:"pairs_with,omitempty"` // text models: the image tower whose collection it searches
-	Precision  string     `json:"precision,omitempty"`  // fp32 | fp16 (weights; inputs and outputs are float32)
+	Precision  string     `json:"precision,omitempty"`  // fp32 | fp16 | int8 (weights; inputs and outputs are float32)
 	Source     any        `json:"source,omitempty"`     // where the weights came from, as recorded by the exporter
 }
 
@@ -133,6 +140,11 @@ func (s Spec) Validate() error {
 	}
 	if s.Version != "" && !strings.HasPrefix(s.Version, "sha256:") {
 		return fmt.Errorf("%w: %s: version %q (want sha256:<hex>)", ErrInvalidSpec, s.Name, s.Version)
+	}
+	switch s.Precision {
+	case "", PrecisionFP32, PrecisionFP16, PrecisionInt8:
+	default:
+		return fmt.Errorf("%w: %s: precision %q (want fp32, fp16 or int8)", ErrInvalidSpec, s.Name, s.Precision)
 	}
 	switch s.Kind {
 	case "", KindImage:

@@ -105,6 +105,9 @@ func Verify(dir string) (Spec, error) {
 	if err != nil {
 		return spec, fmt.Errorf("model %s: read tensors: %w", spec.Name, err)
 	}
+	if err := checkPrecision(spec, data); err != nil {
+		return spec, err
+	}
 	if spec.IsText() {
 		return spec, checkTextTensors(spec, ins, outs)
 	}

@@ -50,6 +50,9 @@ func OpenText(dir string, opts Options) (*TextModel, error) {
 	if err := checkTextTensors(spec, ins, outs); err != nil {
 		return nil, err
 	}
+	if err := checkPrecision(spec, data); err != nil {
+		return nil, err
+	}
 	sess, err := newSession(data, spec, opts)
 	if err != nil {
 		return nil, err
