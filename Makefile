@@ -23,7 +23,7 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random-2
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps deps-demo build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text bench-decode demo
+.PHONY: help deps deps-demo build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text bench-decode bench-int8 demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -102,7 +102,7 @@ bench-article: deps build random-models ## copy detection on BSDS500 queries mad
 	$$py deploy/bench/make_queries.py --images $(BENCHDIR) --out $(BENCH_OUT)/data --refs $(BENCH_REFS) --queries $(BENCH_QUERIES) --distractors $(BENCH_DISTRACTORS); \
 	$(DEPS_ENV); PY=$$py BIN=bin/embedfleet MODELS="$(RANDOM_MODELS)" deploy/bench/article.sh $(BENCH_OUT)/data $(BENCH_OUT)
 
-bench: bench-embed bench-decode bench-pipeline bench-manifest bench-article bench-hostile bench-text ## every benchmark
+bench: bench-embed bench-decode bench-int8 bench-pipeline bench-manifest bench-article bench-hostile bench-text ## every benchmark
 
 FULLSIZE_DIR ?= bin/fullsize
 
@@ -112,6 +112,15 @@ bench-decode: deps ## decode + preprocess on one core, full-size photos (12 MP a
 	@for s in 4000x3000 2000x1500; do for m in clip-vit-b32 dinov2-base; do \
 	  taskset -c 0 bin/prepbench --compare --rounds 2 --dir $(FULLSIZE_DIR)/$$s --model $$m; done; done
 	@for m in clip-vit-b32 dinov2-base; do taskset -c 0 bin/prepbench --compare --rounds 3 --dir $(BENCHDIR) --model $$m; done
+
+bench-int8: deps build random-models ## int8 against fp32 (export.py --int8, once): inference img/s by batch, agreement and copy-detection top-1 on edited BSDS500 copies
+	@py=$(PYENV); cd deploy/export && for m in clip-vit-b32 dinov2-base; do \
+	  [ -f "$(RANDOM_MODELS)/$$m-int8/spec.json" ] || $$py export.py --model $$m --random-init --seed 0 --int8 \
+	    --calib-images ../../$(BENCHDIR) --out "$(RANDOM_MODELS)/$$m-int8"; done
+	$(GO) build -o bin/inferbench ./deploy/bench/inferbench
+	@$(DEPS_ENV); for m in clip-vit-b32 clip-vit-b32-int8 dinov2-base dinov2-base-int8; do \
+	  bin/inferbench --model "$(RANDOM_MODELS)/$$m" --batches 1,8,32 --seconds 8 --threads $$(nproc); done
+	@$(DEPS_ENV); $(PYENV) deploy/bench/int8_agree.py --bin bin/embedfleet --images $(BENCHDIR) --models "$(RANDOM_MODELS)"
 
 bench-text: deps random-models ## CLIP's tokenizer (ns per text), and 32 concurrent text queries through the engine with the full-size text tower at batch 1, 8 and 32 (texts/s)
 	$(DEPS_ENV); $(GO) test -run '^$$' -bench Encode -benchtime 20000x ./shared/cliptok | grep -E '^Benchmark'
