@@ -16,11 +16,18 @@ import (
 
 // modelOptions is how every command runs its models.
 func modelOptions(g *globalFlags) (embed.Options, error) {
-	if _, err := embed.Init(embed.LibraryPath(g.ortLib)); err != nil {
-		return embed.Options{}, err
-	}
 	provider, id, err := parseDevice(g.device)
 	if err != nil {
+		return embed.Options{}, err
+	}
+	lib := embed.LibraryPath(g.ortLib)
+	if provider == embed.ProviderCUDA {
+		lib = embed.GPULibraryPath(g.ortGPULib)
+	}
+	if _, err := embed.Init(lib); err != nil {
+		if provider == embed.ProviderCUDA {
+			return embed.Options{}, fmt.Errorf("--device %s: %w (deploy/install/deps.sh gpu installs ONNX Runtime's GPU build %s; or pass --ort-gpu-lib)", g.device, err, embed.ORTGPUVersion)
+		}
 		return embed.Options{}, err
 	}
 	return embed.Options{IntraOpThreads: g.threads, Provider: provider, DeviceID: id, TokenizerDir: g.tokDir}, nil

@@ -16,6 +16,7 @@ import (
 // globalFlags are the settings every subcommand shares.
 type globalFlags struct {
 	ortLib    string // path of the ONNX Runtime shared library
+	ortGPULib string // the GPU build's, for --device cuda:N
 	modelsDir string // folder of installed models
 	threads   int    // ONNX Runtime intra-op threads
 	device    string // cpu | cuda | cuda:N
@@ -75,6 +76,8 @@ in its help, and the flag wins when both are given.`,
 	}
 	root.PersistentFlags().StringVar(&g.ortLib, "ort-lib", os.Getenv("EMBEDFLEET_ORT_LIB"),
 		"path of the ONNX Runtime shared library (env EMBEDFLEET_ORT_LIB; default: next to the binary, then ~/.cache/embedfleet where make deps installs it)")
+	root.PersistentFlags().StringVar(&g.ortGPULib, "ort-gpu-lib", os.Getenv("EMBEDFLEET_ORT_GPU_LIB"),
+		"with --device cuda:N: path of ONNX Runtime's GPU build (env EMBEDFLEET_ORT_GPU_LIB; default: where deploy/install/deps.sh gpu installs it); its CUDA 13 and cuDNN 9 libraries come from the loader path")
 	root.PersistentFlags().StringVar(&g.modelsDir, "models-dir", envOr("EMBEDFLEET_MODELS_DIR", defaultModelsDir()),
 		"folder with one sub-folder per model (spec.json + model.onnx) (env EMBEDFLEET_MODELS_DIR)")
 	root.PersistentFlags().StringVar(&g.tokDir, "tokenizer-dir", os.Getenv("EMBEDFLEET_CLIP_VOCAB"),

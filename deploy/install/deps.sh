@@ -6,7 +6,8 @@
 # a second run takes about a second (it re-hashes what is cached).
 #
 # Usage: deploy/install/deps.sh [all|build|runtime|servers|tools|PIECE...] [--env]
-#   pieces:  turbojpeg onnxruntime clip-vocab milvus-lite minio nats-server chromium staticcheck helm govulncheck vulndb
+#   gpu:     onnxruntime-gpu (Microsoft's GPU build, for --device cuda:N; CUDA 13 and cuDNN 9 come from the system)
+#   pieces:  turbojpeg onnxruntime onnxruntime-gpu clip-vocab milvus-lite minio nats-server chromium staticcheck helm govulncheck vulndb
 #   build:   turbojpeg (libjpeg-turbo headers and static library, for cgo)
 #   runtime: onnxruntime clip-vocab (what the embedfleet binary itself needs)
 #   demo:    turbojpeg onnxruntime clip-vocab milvus-lite (what `make demo` needs: NATS runs in-process)
@@ -29,6 +30,15 @@ MILVUS_LITE_VERSION=2.5.1
 MILVUS_LITE_WHEEL=milvus_lite-2.5.1-py3-none-manylinux2014_x86_64.whl
 MILVUS_LITE_WHEEL_SHA256=25ce13f4b8d46876dd2b7ac8563d7d8306da7ff3999bb0d14b116b30f71d706c
 MILVUS_LITE_NPM=@lyyyuna/milvus-lite-linux-x64@2.5.102
+# ONNX Runtime's GPU build for CUDA 13: the three libraries of Microsoft's
+# onnxruntime-gpu wheel on PyPI (255 MB). Checksums: the wheel and each
+# library taken from it.
+ORT_GPU_VERSION=1.31.1
+ORT_GPU_WHEEL=onnxruntime_gpu-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
+ORT_GPU_WHEEL_SHA256=e26c475fe361b2015f45b4b824bd13f0bb20204e59b62814e6f0acd5f3d491a6
+ORT_GPU_LIB_SHA256=5104254339ecadae808da771bd0b63b240f0dbd466514234905e54372435c303
+ORT_GPU_CUDA_SHA256=d5290158115fa5569a3fe8f1f4037ee9b0e86658a96e52f852bbb7039aa88137
+ORT_GPU_SHARED_SHA256=086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d
 # CLIP's BPE vocabulary (OpenAI's bpe_simple_vocab_16e6.txt.gz) as open_clip
 # ships it in its PyPI wheel; deploy/install/clipvocab turns it into the
 # vocab.json and merges.txt of openai/clip-vit-base-patch32. Checksums: the
@@ -104,6 +114,7 @@ HELM_DIR=$CACHE/helm-$HELM_VERSION
 GOVULNCHECK_DIR=$CACHE/govulncheck-$GOVULNCHECK_VERSION
 VULNDB_DIR=$CACHE/vulndb-$VULNDB_VERSION
 CLIP_VOCAB_DIR=$CACHE/clip-vocab-open_clip-$OPEN_CLIP_VERSION
+ORT_GPU_DIR=$CACHE/onnxruntime-gpu-$ORT_GPU_VERSION
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 
 install_turbojpeg() {
@@ -183,6 +194,32 @@ install_milvus_lite() {
   log "milvus-lite $MILVUS_LITE_VERSION: installed $dir/$bin"
 }
 
+install_onnxruntime_gpu() {
+  local dir=$ORT_GPU_DIR lib=lib/libonnxruntime.so.$ORT_GPU_VERSION
+  if cached "$dir" "$lib"; then log "onnxruntime-gpu $ORT_GPU_VERSION: cached at $dir/$lib"; return; fi
+  local tmp; tmp=$(mktemp -d "$CACHE/.onnxruntime-gpu.XXXXXX")
+  log "onnxruntime-gpu $ORT_GPU_VERSION: fetching Microsoft's onnxruntime-gpu wheel from PyPI (255 MB)"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux_2_28_x86_64 --python-version 3.11 \
+      "onnxruntime-gpu==$ORT_GPU_VERSION" -d "$tmp/dl" >"$tmp/pip.log" 2>&1 && [ -f "$tmp/dl/$ORT_GPU_WHEEL" ] ||
+    die "onnxruntime-gpu: PyPI refused onnxruntime-gpu==$ORT_GPU_VERSION: $(tail -n 3 "$tmp/pip.log")"
+  check_sha "$tmp/dl/$ORT_GPU_WHEEL" "$ORT_GPU_WHEEL_SHA256" onnxruntime-gpu
+  mkdir -p "$tmp/lib"
+  python3 - "$tmp/dl/$ORT_GPU_WHEEL" "$tmp/lib" <<'PY' || die "onnxruntime-gpu: the wheel lacks its libraries"
+import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+for n in ("libonnxruntime.so.1.31.1", "libonnxruntime_providers_cuda.so", "libonnxruntime_providers_shared.so"):
+    with z.open("onnxruntime/capi/" + n) as src, open(sys.argv[2] + "/" + n, "wb") as dst:
+        dst.write(src.read())
+PY
+  check_sha "$tmp/$lib" "$ORT_GPU_LIB_SHA256" onnxruntime-gpu
+  check_sha "$tmp/lib/libonnxruntime_providers_cuda.so" "$ORT_GPU_CUDA_SHA256" onnxruntime-gpu
+  check_sha "$tmp/lib/libonnxruntime_providers_shared.so" "$ORT_GPU_SHARED_SHA256" onnxruntime-gpu
+  ln -s "libonnxruntime.so.$ORT_GPU_VERSION" "$tmp/lib/libonnxruntime.so"
+  rm -rf "$tmp/dl" "$tmp"/*.log
+  finish "$tmp" "$dir" "$lib"
+  log "onnxruntime-gpu $ORT_GPU_VERSION: installed $dir/lib (CUDA 13 and cuDNN 9 must be on the loader path for --device cuda:N)"
+}
+
 install_clip_vocab() {
   local dir=$CLIP_VOCAB_DIR
   if cached "$dir" vocab.json && [ "$(sha256_of "$dir/merges.txt" 2>/dev/null)" = "$CLIP_MERGES_SHA256" ]; then
@@ -258,6 +295,7 @@ export EMBEDFLEET_HELM_BIN=$HELM_DIR/bin/helm
 export EMBEDFLEET_GOVULNCHECK_BIN=$GOVULNCHECK_DIR/bin/govulncheck
 export EMBEDFLEET_VULNDB=$VULNDB_DIR/db
 export EMBEDFLEET_CLIP_VOCAB=$CLIP_VOCAB_DIR
+export EMBEDFLEET_ORT_GPU_LIB=$ORT_GPU_DIR/lib/libonnxruntime.so.$ORT_GPU_VERSION
 export EMBEDFLEET_CHROMIUM_BIN=${EMBEDFLEET_CHROMIUM_BIN:-$(command -v chromium || echo /usr/bin/chromium)}
 ENV
 }
@@ -267,25 +305,27 @@ main() {
   for a in "$@"; do
     case $a in
       --env) env_only=1 ;;
-      all) pieces+=(turbojpeg onnxruntime clip-vocab milvus-lite minio nats-server chromium staticcheck helm govulncheck vulndb) ;;
+      all) pieces+=(turbojpeg onnxruntime onnxruntime-gpu clip-vocab milvus-lite minio nats-server chromium staticcheck helm govulncheck vulndb) ;;
       build) pieces+=(turbojpeg) ;;
       demo) pieces+=(turbojpeg onnxruntime clip-vocab milvus-lite) ;;
       runtime) pieces+=(onnxruntime clip-vocab) ;;
+      gpu) pieces+=(onnxruntime-gpu) ;;
       servers) pieces+=(milvus-lite minio nats-server chromium) ;;
       tools) pieces+=(staticcheck helm govulncheck vulndb) ;;
-      turbojpeg|onnxruntime|clip-vocab|milvus-lite|minio|nats-server|chromium|staticcheck|helm|govulncheck|vulndb) pieces+=("$a") ;;
+      turbojpeg|onnxruntime|onnxruntime-gpu|clip-vocab|milvus-lite|minio|nats-server|chromium|staticcheck|helm|govulncheck|vulndb) pieces+=("$a") ;;
       -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-      *) die "unknown piece '$a' (want all, build, demo, runtime, servers, tools, turbojpeg, onnxruntime, clip-vocab, milvus-lite, minio, nats-server, chromium, staticcheck, helm, govulncheck, vulndb)" ;;
+      *) die "unknown piece '$a' (want all, build, demo, runtime, gpu, servers, tools, turbojpeg, onnxruntime, onnxruntime-gpu, clip-vocab, milvus-lite, minio, nats-server, chromium, staticcheck, helm, govulncheck, vulndb)" ;;
     esac
   done
   if [ "$env_only" = 1 ]; then print_env; return; fi
-  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime clip-vocab milvus-lite minio nats-server chromium staticcheck helm govulncheck vulndb)
+  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime onnxruntime-gpu clip-vocab milvus-lite minio nats-server chromium staticcheck helm govulncheck vulndb)
   mkdir -p "$CACHE"
   for p in "${pieces[@]}"; do
     case $p in
       turbojpeg) install_turbojpeg ;;
       onnxruntime) install_onnxruntime ;;
       clip-vocab) install_clip_vocab ;;
+      onnxruntime-gpu) install_onnxruntime_gpu ;;
       chromium) install_chromium ;;
       milvus-lite) install_milvus_lite ;;
       minio) install_minio ;;

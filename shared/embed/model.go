@@ -8,7 +8,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 
 	ort "github.com/yalue/onnxruntime_go"
 
@@ -155,8 +157,7 @@ func sessionOptions(opts Options) (*ort.SessionOptions, error) {
 		}
 		if err != nil {
 			so.Destroy()
-			return nil, fmt.Errorf("the CUDA execution provider is not available in the loaded ONNX Runtime library "+
-				"(a CPU build?); use Microsoft's GPU build of ONNX Runtime %s with CUDA and cuDNN installed: %w", ORTVersion, err)
+			return nil, cudaError(err)
 		}
 	default:
 		so.Destroy()
@@ -306,3 +307,22 @@ func Cosine(a, b []float32) float64 {
 
 // Close frees the session.
 func (m *Model) Close() error { return m.sess.Destroy() }
+
+// missingLib finds the library a loader error names.
+var missingLib = regexp.MustCompile(`(lib[\w.+-]+\.so[.\d]*): cannot open shared object file`)
+
+// cudaError says why the CUDA provider could not be added: a CPU build of
+// ONNX Runtime, or a GPU build whose CUDA libraries the loader cannot find.
+func cudaError(err error) error {
+	mu.Lock()
+	path, version := loadedPath, loadedVersion
+	mu.Unlock()
+	if m := missingLib.FindStringSubmatch(err.Error()); m != nil && !strings.Contains(m[1], "onnxruntime_providers") {
+		return fmt.Errorf("the CUDA execution provider is not available: the GPU build of ONNX Runtime at %s (%s) cannot load %s; "+
+			"its CUDA 13 and cuDNN 9 libraries must be on the loader path (LD_LIBRARY_PATH), e.g. the nvidia-* wheels of a "+
+			"PyTorch cu130 environment, or Dockerfile.gpu's CUDA base image: %w", path, version, m[1], err)
+	}
+	return fmt.Errorf("the CUDA execution provider is not available in the ONNX Runtime at %s (%s), a CPU build; "+
+		"install Microsoft's GPU build %s with deploy/install/deps.sh gpu (--ort-gpu-lib, EMBEDFLEET_ORT_GPU_LIB): %w",
+		path, version, ORTGPUVersion, err)
+}

@@ -37,6 +37,26 @@ func DefaultLibraryPaths() []string {
 	return paths
 }
 
+// ORTGPUVersion is the GPU build of ONNX Runtime that
+// deploy/install/deps.sh gpu installs (Microsoft's onnxruntime-gpu wheel,
+// for CUDA 13 and cuDNN 9); a test keeps the two equal.
+const ORTGPUVersion = "1.31.1"
+
+// GPULibraryPath is LibraryPath for --device cuda:N: explicit, else the
+// GPU build deps.sh gpu installs, else the bare library name.
+func GPULibraryPath(explicit string) string {
+	if explicit != "" {
+		return explicit
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		p := filepath.Join(home, ".cache", "embedfleet", "onnxruntime-gpu-"+ORTGPUVersion, "lib", "libonnxruntime.so."+ORTGPUVersion)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "libonnxruntime.so"
+}
+
 // LibraryPath returns explicit when it is not empty, else the first of
 // DefaultLibraryPaths that exists, else the bare library name so that the
 // dynamic loader searches its usual places (LD_LIBRARY_PATH, ld.so.cache).

@@ -19,6 +19,8 @@ const (
 	EnvNATSBin   = "EMBEDFLEET_NATS_BIN"
 	EnvMilvusBin = "EMBEDFLEET_MILVUS_BIN"
 	EnvORTLib    = "EMBEDFLEET_ORT_LIB"
+	// EnvORTGPULib names ONNX Runtime's GPU build (deps.sh gpu).
+	EnvORTGPULib = "EMBEDFLEET_ORT_GPU_LIB"
 	EnvHelmBin   = "EMBEDFLEET_HELM_BIN"
 	// EnvCLIPVocab names the folder with CLIP's vocab.json and merges.txt.
 	EnvCLIPVocab = "EMBEDFLEET_CLIP_VOCAB"
