@@ -23,7 +23,7 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random-2
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps deps-demo deps-gpu build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text bench-decode bench-int8 demo
+.PHONY: help deps deps-demo deps-gpu gpu-check-dry-run build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text bench-decode bench-int8 demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ demo: deps-demo build ## index 200 generated images with the whole system in one
 
 deps-demo: ## install only what `make demo` needs: libjpeg-turbo, ONNX Runtime, CLIP's vocabulary, milvus-lite
 	$(DEPS) demo
+
+gpu-check-dry-run: deps ## rehearse deploy/bench/gpu-check.sh (the H200 measurement) on this CPU machine: pack, parts and checksums, the run stage with --device cpu
+	deploy/bench/gpu-check.sh --dry-run bin/gpu-dry-run
 
 deps-gpu: ## install ONNX Runtime's GPU build (Microsoft's onnxruntime-gpu 1.31.1 wheel, CUDA 13) for --device cuda:N
 	$(DEPS) gpu

@@ -24,21 +24,36 @@ func main() {
 	seconds := flag.Float64("seconds", 20, "time per batch size (after one warm-up run)")
 	threads := flag.Int("threads", 0, "ONNX Runtime intra-op threads; 0 = one per core")
 	ortLib := flag.String("ort-lib", os.Getenv("EMBEDFLEET_ORT_LIB"), "ONNX Runtime library")
+	device := flag.String("device", "cpu", "cpu, or cuda:N (then --ort-lib is the GPU build, default EMBEDFLEET_ORT_GPU_LIB)")
 	flag.Parse()
-	if err := run(*dir, *batches, *seconds, *threads, *ortLib); err != nil {
+	if err := run(*dir, *batches, *seconds, *threads, *ortLib, *device); err != nil {
 		fmt.Fprintln(os.Stderr, "inferbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir, batches string, seconds float64, threads int, ortLib string) error {
+func run(dir, batches string, seconds float64, threads int, ortLib, device string) error {
 	if dir == "" {
 		return fmt.Errorf("--model is required")
 	}
-	if _, err := embed.Init(embed.LibraryPath(ortLib)); err != nil {
+	opts := embed.Options{IntraOpThreads: threads, SkipHashCheck: true}
+	lib := embed.LibraryPath(ortLib)
+	if dev, ok := strings.CutPrefix(device, "cuda:"); ok {
+		id, err := strconv.Atoi(dev)
+		if err != nil {
+			return fmt.Errorf("--device %q: want cpu or cuda:N", device)
+		}
+		opts.Provider, opts.DeviceID = embed.ProviderCUDA, id
+		if ortLib == "" || ortLib == os.Getenv("EMBEDFLEET_ORT_LIB") {
+			lib = embed.GPULibraryPath(os.Getenv("EMBEDFLEET_ORT_GPU_LIB"))
+		}
+	} else if device != "cpu" {
+		return fmt.Errorf("--device %q: want cpu or cuda:N", device)
+	}
+	if _, err := embed.Init(lib); err != nil {
 		return err
 	}
-	m, err := embed.Open(dir, embed.Options{IntraOpThreads: threads, SkipHashCheck: true})
+	m, err := embed.Open(dir, opts)
 	if err != nil {
 		return err
 	}
@@ -65,7 +80,14 @@ func run(dir, batches string, seconds float64, threads int, ortLib string) error
 			runs++
 		}
 		el := time.Since(start).Seconds()
-		fmt.Printf("infer %s batch=%d threads=%d img_s=%.1f runs=%d\n", m.Spec().Name, b, threads, float64(runs*b)/el, runs)
+		fmt.Printf("infer %s precision=%s device=%s batch=%d threads=%d img_s=%.1f runs=%d\n", m.Spec().Name, precision(m.Spec()), device, b, threads, float64(runs*b)/el, runs)
 	}
 	return nil
+}
+
+func precision(s embed.Spec) string {
+	if s.Precision == "" {
+		return embed.PrecisionFP32
+	}
+	return s.Precision
 }
