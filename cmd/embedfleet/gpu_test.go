@@ -59,3 +59,30 @@ func TestORTGPUVersionMatchesInstaller(t *testing.T) {
 		t.Fatalf("deploy/install/deps.sh does not pin ONNX Runtime's GPU build %s, which --device cuda:N looks for", embed.ORTGPUVersion)
 	}
 }
+
+// TestGPUImagePinsTheInstallersWheel: Dockerfile.gpu takes the same
+// onnxruntime-gpu wheel, by the same sha256, as deploy/install/deps.sh gpu.
+func TestGPUImagePinsTheInstallersWheel(t *testing.T) {
+	script, err := os.ReadFile(repoPath(t, "deploy", "install", "deps.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	docker, err := os.ReadFile(repoPath(t, "deploy", "docker", "Dockerfile.gpu"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pin := func(text, key string) string {
+		for _, line := range strings.Split(text, "\n") {
+			line = strings.TrimPrefix(strings.TrimSpace(line), "ARG ")
+			if v, ok := strings.CutPrefix(line, key+"="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	for _, key := range []string{"ORT_GPU_VERSION", "ORT_GPU_WHEEL", "ORT_GPU_WHEEL_SHA256"} {
+		if a, b := pin(string(script), key), pin(string(docker), key); a == "" || a != b {
+			t.Errorf("%s: deps.sh has %q, Dockerfile.gpu %q", key, a, b)
+		}
+	}
+}
