@@ -73,6 +73,26 @@ func (ms *openedModels) close() {
 	}
 }
 
+// addImage opens image model ref into ms.
+func (ms *openedModels) addImage(g *globalFlags, ref string) (*embed.Model, error) {
+	m, err := openModel(g, ref)
+	if err != nil {
+		return nil, err
+	}
+	ms.images, ms.closer = append(ms.images, m), append(ms.closer, m.Close)
+	return m, nil
+}
+
+// addText opens text model ref into ms.
+func (ms *openedModels) addText(g *globalFlags, ref string) (*embed.TextModel, error) {
+	m, err := openTextModel(g, ref)
+	if err != nil {
+		return nil, err
+	}
+	ms.texts, ms.closer = append(ms.texts, m), append(ms.closer, m.Close)
+	return m, nil
+}
+
 // openModels opens every named model, image or text by its spec; close
 // them with close.
 func openModels(g *globalFlags, names []string) (*openedModels, error) {
@@ -84,20 +104,14 @@ func openModels(g *globalFlags, names []string) (*openedModels, error) {
 			return nil, err
 		}
 		if spec.IsText() {
-			m, err := openTextModel(g, name)
-			if err != nil {
-				ms.close()
-				return nil, err
-			}
-			ms.texts, ms.closer = append(ms.texts, m), append(ms.closer, m.Close)
-			continue
+			_, err = ms.addText(g, name)
+		} else {
+			_, err = ms.addImage(g, name)
 		}
-		m, err := openModel(g, name)
 		if err != nil {
 			ms.close()
 			return nil, err
 		}
-		ms.images, ms.closer = append(ms.images, m), append(ms.closer, m.Close)
 	}
 	return ms, nil
 }

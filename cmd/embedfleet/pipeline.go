@@ -480,11 +480,9 @@ func runQuery(ctx context.Context, cfg *queryConfig) error {
 	defer ms.close()
 	switch {
 	case cfg.img != "":
-		m, err := openModel(g, cfg.model)
-		if err != nil {
+		if _, err := ms.addImage(g, cfg.model); err != nil {
 			return err
 		}
-		ms.images, ms.closer = append(ms.images, m), append(ms.closer, m.Close)
 	case cfg.text != "":
 		if cfg.textModel == "" {
 			cfg.textModel = cfg.model + "-text"
@@ -492,11 +490,9 @@ func runQuery(ctx context.Context, cfg *queryConfig) error {
 				cfg.textModel = cfg.model
 			}
 		}
-		m, err := openTextModel(g, cfg.textModel)
-		if err != nil {
+		if _, err := ms.addText(g, cfg.textModel); err != nil {
 			return fmt.Errorf("--text needs the text tower that pairs with %s: %w", cfg.model, err)
 		}
-		ms.texts, ms.closer = append(ms.texts, m), append(ms.closer, m.Close)
 	}
 	eng, err := newEngine(g, ms, 0)
 	if err != nil {

@@ -68,23 +68,21 @@ func runSimilarity(ctx context.Context, cfg *similarityConfig, args []string) er
 	}
 	for _, ref := range splitList(cfg.models) {
 		ms := &openedModels{}
-		m, err := openModel(g, ref)
+		m, err := ms.addImage(g, ref)
 		if err != nil {
 			return err
 		}
-		ms.images, ms.closer = append(ms.images, m), append(ms.closer, m.Close)
 		tower := ""
 		if cfg.textGiven {
 			tm := cfg.textModel
 			if tm == "" {
 				tm = m.Spec().Name + "-text"
 			}
-			t, err := openTextModel(g, tm)
+			t, err := ms.addText(g, tm)
 			if err != nil {
 				ms.close()
 				return fmt.Errorf("--text needs the text tower that pairs with %s: %w", m.Spec().Name, err)
 			}
-			ms.texts, ms.closer = append(ms.texts, t), append(ms.closer, t.Close)
 			tower = " text=" + t.Spec().Name
 		}
 		a, b, err := similarityPair(ctx, g, ms, args, cfg.text)

@@ -220,21 +220,27 @@ func (m *Model) Embed(pixels []float32, n int, out []float32) error {
 	if len(out) != n*dim {
 		return fmt.Errorf("embed %s: output holds %d values, want %d", m.spec.Name, len(out), n*dim)
 	}
-	in, err := ort.NewTensor(ort.NewShape(int64(n), 3, int64(m.height), int64(m.width)), pixels)
+	return runBatch(m.sess, m.spec, ort.NewShape(int64(n), 3, int64(m.height), int64(m.width)), pixels, n, out)
+}
+
+// runBatch runs one batch of n inputs of shape through sess and pools the
+// output into out: the run both kinds of model share.
+func runBatch[E float32 | int64](sess *ort.DynamicAdvancedSession, spec Spec, shape ort.Shape, data []E, n int, out []float32) error {
+	in, err := ort.NewTensor(shape, data)
 	if err != nil {
-		return fmt.Errorf("embed %s: %w", m.spec.Name, err)
+		return fmt.Errorf("embed %s: %w", spec.Name, err)
 	}
 	defer in.Destroy()
 	outputs := []ort.Value{nil}
-	if err := m.sess.Run([]ort.Value{in}, outputs); err != nil {
-		return fmt.Errorf("embed %s: run: %w", m.spec.Name, err)
+	if err := sess.Run([]ort.Value{in}, outputs); err != nil {
+		return fmt.Errorf("embed %s: run: %w", spec.Name, err)
 	}
 	defer outputs[0].Destroy()
 	t, ok := outputs[0].(*ort.Tensor[float32])
 	if !ok {
-		return fmt.Errorf("%w: %s: output is %T, want a float32 tensor", ErrModelMismatch, m.spec.Name, outputs[0])
+		return fmt.Errorf("%w: %s: output is %T, want a float32 tensor", ErrModelMismatch, spec.Name, outputs[0])
 	}
-	return pool(m.spec, t.GetShape(), t.GetData(), n, out)
+	return pool(spec, t.GetShape(), t.GetData(), n, out)
 }
 
 // pool reduces the raw output to one L2-normalised vector per image.

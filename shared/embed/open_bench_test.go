@@ -15,11 +15,7 @@ import (
 //
 //	go test -run '^$' -bench Open -benchtime 3x ./shared/embed
 func BenchmarkOpen(b *testing.B) {
-	dir := os.Getenv("BENCH_MODELS_DIR")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "embedfleet", "models-random-2")
-	}
+	dir := testenv.RandomModelsDir()
 	if _, err := embed.Init(testenv.Binary(b, testenv.EnvORTLib)); err != nil {
 		b.Fatal(err)
 	}

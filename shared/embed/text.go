@@ -192,21 +192,7 @@ func (m *TextModel) Embed(ids []int64, n int, out []float32) error {
 			return fmt.Errorf("embed %s: token id %d outside the vocabulary of %d", m.spec.Name, id, vocab)
 		}
 	}
-	in, err := ort.NewTensor(ort.NewShape(int64(n), int64(m.ctx)), ids)
-	if err != nil {
-		return fmt.Errorf("embed %s: %w", m.spec.Name, err)
-	}
-	defer in.Destroy()
-	outputs := []ort.Value{nil}
-	if err := m.sess.Run([]ort.Value{in}, outputs); err != nil {
-		return fmt.Errorf("embed %s: run: %w", m.spec.Name, err)
-	}
-	defer outputs[0].Destroy()
-	t, ok := outputs[0].(*ort.Tensor[float32])
-	if !ok {
-		return fmt.Errorf("%w: %s: output is %T, want a float32 tensor", ErrModelMismatch, m.spec.Name, outputs[0])
-	}
-	return pool(m.spec, t.GetShape(), t.GetData(), n, out)
+	return runBatch(m.sess, m.spec, ort.NewShape(int64(n), int64(m.ctx)), ids, n, out)
 }
 
 // CheckPair returns nil when text model t pairs with image model image (its

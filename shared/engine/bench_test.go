@@ -21,11 +21,7 @@ import (
 //
 //	go test -run '^$' -bench TextQueries -benchtime 10x ./shared/engine
 func BenchmarkTextQueries(b *testing.B) {
-	dir := os.Getenv("BENCH_MODELS_DIR")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "embedfleet", "models-random-2")
-	}
+	dir := testenv.RandomModelsDir()
 	dir = filepath.Join(dir, "clip-vit-b32-text")
 	if _, err := os.Stat(filepath.Join(dir, "spec.json")); err != nil {
 		b.Skipf("%v (run `make random-models`)", err)

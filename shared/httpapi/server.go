@@ -520,14 +520,13 @@ func (s *Server) searchObject(r *http.Request) (any, error) {
 		if strings.TrimSpace(text) == "" {
 			return nil, badRequest("text is only white space: say what to look for")
 		}
-		if _, ok := s.eng.TextFor(model); !ok {
+		ts, ok := s.eng.TextFor(model)
+		if !ok {
 			return nil, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("no text model that pairs with %q is served here (text models: %s)",
 				model, strings.Join(s.eng.TextModels(), ", "))}
 		}
 		hits, err = srch.ByText(r.Context(), model, text, k)
-		if ts, ok := s.eng.TextFor(model); ok {
-			model = ts.PairsWith.Name
-		}
+		model = ts.PairsWith.Name
 	case uri != "":
 		hits, err = srch.ByObject(r.Context(), model, uri, k)
 	default:

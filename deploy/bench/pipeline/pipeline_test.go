@@ -151,11 +151,7 @@ func BenchmarkWorker(b *testing.B) {
 	if dir == "" {
 		dir = filepath.Join(root, "..", "shared", "bench", "bsds500")
 	}
-	modelsDir := os.Getenv("BENCH_MODELS_DIR")
-	if modelsDir == "" {
-		home, _ := os.UserHomeDir()
-		modelsDir = filepath.Join(home, ".cache", "embedfleet", "models-random-2")
-	}
+	modelsDir := testenv.RandomModelsDir()
 	model := os.Getenv("BENCH_MODEL")
 	if model == "" {
 		model = "clip-vit-b32"
