@@ -112,12 +112,14 @@ bench: bench-embed bench-decode bench-int8 bench-pipeline bench-manifest bench-a
 
 FULLSIZE_DIR ?= bin/fullsize
 
-bench-decode: deps ## decode + preprocess on one core, full-size photos (12 MP and 3 MP, made from BENCHDIR): exact against --decode fast, with their tensors' cosine
+bench-decode: deps ## decode + preprocess on one core, full-size photos (12 MP and 3 MP, made from BENCHDIR): exact against --decode fast, with their tensors' and vectors' cosine
 	$(GO) run ./deploy/bench/fullsize --src $(BENCHDIR) --out $(FULLSIZE_DIR) --n 60
 	$(GO) build -o bin/prepbench ./deploy/bench/prepbench
 	@for s in 4000x3000 2000x1500; do for m in clip-vit-b32 dinov2-base; do \
 	  taskset -c 0 bin/prepbench --compare --rounds 2 --dir $(FULLSIZE_DIR)/$$s --model $$m; done; done
 	@for m in clip-vit-b32 dinov2-base; do taskset -c 0 bin/prepbench --compare --rounds 3 --dir $(BENCHDIR) --model $$m; done
+	$(MAKE) -s build random-models
+	@$(DEPS_ENV); $(PYENV) deploy/bench/decode_agree.py --bin bin/embedfleet --images $(FULLSIZE_DIR)/4000x3000 --models "$(RANDOM_MODELS)"
 
 bench-int8: deps build random-models ## int8 against fp32 (export.py --int8, once): inference img/s by batch, agreement and copy-detection top-1 on edited BSDS500 copies
 	@py=$(PYENV); cd deploy/export && for m in clip-vit-b32 dinov2-base; do \
