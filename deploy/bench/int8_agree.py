@@ -4,7 +4,7 @@ Makes edited copies (a 10% crop each side, 0.6x, JPEG quality 55) of the
 first N photos of --images, embeds photos and copies with `embedfleet embed`
 under each model's fp32 and int8 exports, and prints per model
 
-  int8 MODEL mean_cosine=.. min_cosine=.. top1_agree=.. top1_fp32=.. top1_int8=.. n=N
+  int8 MODEL mean_cosine=.. min_cosine=.. top1_agree=.. top1_fp32=.. top1_int8=.. fp32_img_s=.. int8_img_s=.. n=N
 
 top1: each copy's nearest photo; agree: the same one under both precisions.
 
@@ -13,6 +13,7 @@ Usage: python deploy/bench/int8_agree.py --bin bin/embedfleet --images DIR --mod
 
 import argparse
 import os
+import re
 import subprocess
 import tempfile
 
@@ -21,10 +22,12 @@ from PIL import Image
 
 
 def embed(binary, model, files, out):
-    subprocess.run([binary, "embed", "--model", model, "--format", "npy", "-o", out, *files], check=True,
-                   stderr=subprocess.DEVNULL)
+    """The vectors of files, L2-normalised, and embed's own img/s."""
+    res = subprocess.run([binary, "embed", "--model", model, "--format", "npy", "-o", out, *files], check=True,
+                         capture_output=True, text=True)
+    rate = float(re.findall(r"([0-9.]+) img/s", res.stderr)[-1])  # the summary line, after any progress lines
     v = np.load(out).astype(np.float64)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.linalg.norm(v, axis=1, keepdims=True), rate
 
 
 def main():
@@ -45,17 +48,19 @@ def main():
         refs.append(r)
         queries.append(q)
     for m in ["clip-vit-b32", "dinov2-base"]:
-        v = {}
+        v, rate = {}, {}
         for p in ["", "-int8"]:
             d = os.path.join(args.models, m + p)
-            v[p] = (embed(args.bin, d, refs, os.path.join(tmp, m + p + "-r.npy")),
-                    embed(args.bin, d, queries, os.path.join(tmp, m + p + "-q.npy")))
+            (r, r1), (q, r2) = (embed(args.bin, d, refs, os.path.join(tmp, m + p + "-r.npy")),
+                                embed(args.bin, d, queries, os.path.join(tmp, m + p + "-q.npy")))
+            v[p], rate[p] = (r, q), 2 / (1 / r1 + 1 / r2)  # over all 2N images
         cos = np.concatenate([(v[""][0] * v["-int8"][0]).sum(1), (v[""][1] * v["-int8"][1]).sum(1)])
         t32 = (v[""][1] @ v[""][0].T).argmax(1)
         t8 = (v["-int8"][1] @ v["-int8"][0].T).argmax(1)
         truth = np.arange(len(t32))
         print(f"int8 {m} mean_cosine={cos.mean():.5f} min_cosine={cos.min():.5f} top1_agree={(t32 == t8).mean():.3f} "
-              f"top1_fp32={(t32 == truth).mean():.3f} top1_int8={(t8 == truth).mean():.3f} n={len(t32)}", flush=True)
+              f"top1_fp32={(t32 == truth).mean():.3f} top1_int8={(t8 == truth).mean():.3f} "
+              f"fp32_img_s={rate['']:.1f} int8_img_s={rate['-int8']:.1f} n={len(t32)}", flush=True)
 
 
 if __name__ == "__main__":
