@@ -50,6 +50,10 @@ const (
 	FieldHeight       = "height"        // pixels, upright
 	FieldModelVersion = "model_version" // sha256:... of the ONNX file
 	FieldIndexedAt    = "indexed_at"    // unix seconds
+	// FieldSHA256 is the hex sha256 of the object's bytes, for finding
+	// exact duplicates. Collections made before it was added have no such
+	// field and keep working without it (Collection.HasSHA256).
+	FieldSHA256 = "sha256"
 
 	propModelVersion = "embedfleet.model_version"
 )
@@ -180,9 +184,49 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// CollectionName is the collection of model name: Milvus allows letters,
-// digits and underscores, so dashes become underscores.
-func CollectionName(model string) string { return strings.ReplaceAll(model, "-", "_") }
+// CollectionName is the collection of a model name or target (see Target):
+// Milvus allows letters, digits and underscores, so dashes become
+// underscores, and a target's set is appended in capitals after two
+// underscores ("clip-vit-b32@background" is clip_vit_b32__BACKGROUND), which
+// no model name can make: model names are lowercase.
+func CollectionName(target string) string {
+	model, set := SplitTarget(target)
+	name := strings.ReplaceAll(model, "-", "_")
+	if set != "" {
+		name += "__" + strings.ToUpper(set)
+	}
+	return name
+}
+
+// SetBackground is the set of background images that copy scores are
+// normalised against (shared/copies): unrelated images embedded by the same
+// model into their own collection.
+const SetBackground = "background"
+
+// Target names the collection of one set of a model's vectors: the model
+// name alone for the images it indexes, "model@set" for another set (see
+// SetBackground). Jobs, runs and the stores take targets wherever they take
+// model names.
+func Target(model, set string) string {
+	if set == "" {
+		return model
+	}
+	return model + "@" + set
+}
+
+// SplitTarget is Target's inverse.
+func SplitTarget(target string) (model, set string) {
+	model, set, _ = strings.Cut(target, "@")
+	return model, set
+}
+
+// ValidSet checks a set name: lowercase letters and digits, 1-32 of them.
+func ValidSet(set string) error {
+	if set == "" || len(set) > 32 || strings.IndexFunc(set, func(r rune) bool { return (r < 'a' || r > 'z') && (r < '0' || r > '9') }) >= 0 {
+		return fmt.Errorf("vecstore: set %q: want 1-32 lowercase letters and digits", clip(set))
+	}
+	return nil
+}
 
 // ID is the primary key of an object: deterministic from its full URI
 // (s3://bucket/key, or the file's absolute path), so that embedding the same
@@ -202,6 +246,22 @@ type Collection struct {
 	Model   string
 	Version string
 	Dim     int
+	// HasSHA256: the collection has the content-hash field (FieldSHA256).
+	// Rows written to one that lacks it (made before the field existed)
+	// carry no hash; it comes with the collection's next re-creation.
+	HasSHA256 bool
+}
+
+func hasField(desc *entity.Collection, name string) bool {
+	if desc.Schema == nil {
+		return false
+	}
+	for _, f := range desc.Schema.Fields {
+		if f.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Ensure creates the collection of spec's model if it is missing (schema,
@@ -225,7 +285,8 @@ func (s *Store) Ensure(ctx context.Context, spec embed.Spec) (*Collection, error
 			WithField(entity.NewField().WithName(FieldWidth).WithDataType(entity.FieldTypeInt32)).
 			WithField(entity.NewField().WithName(FieldHeight).WithDataType(entity.FieldTypeInt32)).
 			WithField(entity.NewField().WithName(FieldModelVersion).WithDataType(entity.FieldTypeVarChar).WithMaxLength(80)).
-			WithField(entity.NewField().WithName(FieldIndexedAt).WithDataType(entity.FieldTypeInt64))
+			WithField(entity.NewField().WithName(FieldIndexedAt).WithDataType(entity.FieldTypeInt64)).
+			WithField(entity.NewField().WithName(FieldSHA256).WithDataType(entity.FieldTypeVarChar).WithMaxLength(64))
 		create := func() error {
 			return s.c.CreateCollection(ctx, milvusclient.NewCreateCollectionOption(name, schema).
 				WithProperty(propModelVersion, spec.Version).WithConsistencyLevel(entity.ClBounded))
@@ -249,6 +310,7 @@ func (s *Store) Ensure(ctx context.Context, spec embed.Spec) (*Collection, error
 			"Index into another collection (another model name) or drop this one to re-embed everything",
 			ErrModelVersionMismatch, name, spec.Name, v, spec.Version)
 	}
+	col.HasSHA256 = hasField(desc, FieldSHA256)
 	for _, f := range desc.Schema.Fields {
 		if f.Name == FieldVector {
 			if d, err := f.GetDim(); err == nil && int(d) != spec.Dim {
@@ -372,6 +434,7 @@ type Row struct {
 	Size          int64
 	Width, Height int
 	Vector        []float32
+	SHA256        string // hex sha256 of the object's bytes; "" when unknown
 }
 
 // Upsert writes rows; a row whose ID exists replaces it.
@@ -385,21 +448,28 @@ func (c *Collection) Upsert(ctx context.Context, rows []Row) error {
 	ids, uris, etags, vers := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	sizes, at := make([]int64, n), make([]int64, n)
 	ws, hs := make([]int32, n), make([]int32, n)
-	vecs := make([][]float32, n)
+	vecs, hashes := make([][]float32, n), make([]string, n)
 	now := time.Now().Unix()
 	for i, r := range rows {
 		if len(r.Vector) != c.Dim {
 			return fmt.Errorf("vecstore: %s: row %s has %d values, want %d", c.Name, r.ID, len(r.Vector), c.Dim)
 		}
+		if len(r.SHA256) > 64 {
+			return fmt.Errorf("vecstore: %s: row %s: content hash of %d characters, want at most 64", c.Name, r.ID, len(r.SHA256))
+		}
 		ids[i], uris[i], etags[i], vers[i] = r.ID, r.URI, r.ETag, c.Version
 		sizes[i], at[i], ws[i], hs[i] = r.Size, now, int32(r.Width), int32(r.Height)
-		vecs[i] = r.Vector
+		vecs[i], hashes[i] = r.Vector, r.SHA256
 	}
-	_, err := c.s.c.Upsert(ctx, milvusclient.NewColumnBasedInsertOption(c.Name).
+	opt := milvusclient.NewColumnBasedInsertOption(c.Name).
 		WithVarcharColumn(FieldID, ids).WithFloatVectorColumn(FieldVector, c.Dim, vecs).
 		WithVarcharColumn(FieldURI, uris).WithVarcharColumn(FieldETag, etags).
 		WithInt64Column(FieldSize, sizes).WithInt32Column(FieldWidth, ws).WithInt32Column(FieldHeight, hs).
-		WithVarcharColumn(FieldModelVersion, vers).WithInt64Column(FieldIndexedAt, at))
+		WithVarcharColumn(FieldModelVersion, vers).WithInt64Column(FieldIndexedAt, at)
+	if c.HasSHA256 {
+		opt = opt.WithVarcharColumn(FieldSHA256, hashes)
+	}
+	_, err := c.s.c.Upsert(ctx, opt)
 	if err != nil {
 		return c.s.wrap("upsert into "+c.Name, err)
 	}
@@ -429,6 +499,7 @@ type Hit struct {
 	ID     string
 	URI    string
 	Cosine float64
+	SHA256 string // the row's content hash, where the collection has them
 }
 
 // Search returns the k rows nearest to vec by cosine, best first.
@@ -460,8 +531,12 @@ func (c *Collection) SearchManyUnder(ctx context.Context, vecs [][]float32, k in
 	for i, v := range vecs {
 		qs[i] = entity.FloatVector(v)
 	}
+	out := []string{FieldURI}
+	if c.HasSHA256 {
+		out = append(out, FieldSHA256)
+	}
 	opt := milvusclient.NewSearchOption(c.Name, k, qs).
-		WithANNSField(FieldVector).WithOutputFields(FieldURI).WithConsistencyLevel(entity.ClStrong)
+		WithANNSField(FieldVector).WithOutputFields(out...).WithConsistencyLevel(entity.ClStrong)
 	if uriPrefix != "" {
 		opt = opt.WithFilter(uriPrefixFilter(uriPrefix))
 	}
@@ -472,24 +547,27 @@ func (c *Collection) SearchManyUnder(ctx context.Context, vecs [][]float32, k in
 	if len(rs) != len(vecs) {
 		return nil, fmt.Errorf("vecstore: search %s: %d result sets for %d queries", c.Name, len(rs), len(vecs))
 	}
-	out := make([][]Hit, len(rs))
+	all := make([][]Hit, len(rs))
 	for q, r := range rs {
 		hits := make([]Hit, r.ResultCount)
-		uriCol := r.GetColumn(FieldURI)
+		uriCol, shaCol := r.GetColumn(FieldURI), r.GetColumn(FieldSHA256)
 		for i := range hits {
 			id, _ := r.IDs.GetAsString(i)
-			uri := ""
+			h := Hit{ID: id, Cosine: float64(r.Scores[i])}
 			if uriCol != nil {
-				uri, _ = uriCol.GetAsString(i)
+				h.URI, _ = uriCol.GetAsString(i)
 			}
-			hits[i] = Hit{ID: id, URI: uri, Cosine: float64(r.Scores[i])}
+			if shaCol != nil {
+				h.SHA256, _ = shaCol.GetAsString(i)
+			}
+			hits[i] = h
 		}
 		if uriPrefix != "" {
 			hits = slices.DeleteFunc(hits, func(h Hit) bool { return !strings.HasPrefix(h.URI, uriPrefix) })
 		}
-		out[q] = hits
+		all[q] = hits
 	}
-	return out, nil
+	return all, nil
 }
 
 // Get reads one row with its vector; found is false when there is none,
@@ -506,31 +584,135 @@ func (c *Collection) Get(ctx context.Context, id string) (row Row, found bool, e
 	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.CallTimeout)
 	defer cancel()
 	rs, err := c.s.c.Query(ctx, milvusclient.NewQueryOption(c.Name).WithFilter(expr).
-		WithOutputFields(FieldID, FieldVector, FieldURI, FieldETag, FieldSize, FieldWidth, FieldHeight).
-		WithConsistencyLevel(entity.ClStrong))
+		WithOutputFields(c.rowFields()...).WithConsistencyLevel(entity.ClStrong))
 	if err != nil {
 		return Row{}, false, c.s.wrap("get from "+c.Name, err)
 	}
 	if rs.ResultCount == 0 {
 		return Row{}, false, nil
 	}
-	row.ID = id
-	row.URI, _ = rs.GetColumn(FieldURI).GetAsString(0)
-	row.ETag, _ = rs.GetColumn(FieldETag).GetAsString(0)
-	row.Size, _ = rs.GetColumn(FieldSize).GetAsInt64(0)
-	w, _ := rs.GetColumn(FieldWidth).GetAsInt64(0)
-	h, _ := rs.GetColumn(FieldHeight).GetAsInt64(0)
-	row.Width, row.Height = int(w), int(h)
-	v, err := rs.GetColumn(FieldVector).Get(0)
+	rows, err := c.readRows(rs)
 	if err != nil {
-		return Row{}, false, fmt.Errorf("vecstore: get %s: vector: %w", id, err)
+		return Row{}, false, err
 	}
-	vec, ok := v.(entity.FloatVector)
-	if !ok {
-		return Row{}, false, fmt.Errorf("vecstore: get %s: vector is %T", id, v)
+	return rows[0], true, nil
+}
+
+// rowFields are the fields of a whole Row.
+func (c *Collection) rowFields() []string {
+	fs := []string{FieldID, FieldVector, FieldURI, FieldETag, FieldSize, FieldWidth, FieldHeight}
+	if c.HasSHA256 {
+		fs = append(fs, FieldSHA256)
 	}
-	row.Vector = []float32(vec)
-	return row, true, nil
+	return fs
+}
+
+// readRows turns a query's result set (of rowFields) into rows.
+func (c *Collection) readRows(rs milvusclient.ResultSet) ([]Row, error) {
+	idc, uc, ec := rs.GetColumn(FieldID), rs.GetColumn(FieldURI), rs.GetColumn(FieldETag)
+	sc, wc, hc, vc := rs.GetColumn(FieldSize), rs.GetColumn(FieldWidth), rs.GetColumn(FieldHeight), rs.GetColumn(FieldVector)
+	if idc == nil || uc == nil || ec == nil || sc == nil || wc == nil || hc == nil || vc == nil {
+		return nil, fmt.Errorf("vecstore: %s: a query answered without the fields it asked for", c.Name)
+	}
+	shac := rs.GetColumn(FieldSHA256)
+	rows := make([]Row, rs.ResultCount)
+	for i := range rows {
+		r := &rows[i]
+		r.ID, _ = idc.GetAsString(i)
+		r.URI, _ = uc.GetAsString(i)
+		r.ETag, _ = ec.GetAsString(i)
+		r.Size, _ = sc.GetAsInt64(i)
+		w, _ := wc.GetAsInt64(i)
+		h, _ := hc.GetAsInt64(i)
+		r.Width, r.Height = int(w), int(h)
+		if shac != nil {
+			r.SHA256, _ = shac.GetAsString(i)
+		}
+		v, err := vc.Get(i)
+		if err != nil {
+			return nil, fmt.Errorf("vecstore: %s: row %s: vector: %w", c.Name, r.ID, err)
+		}
+		vec, ok := v.(entity.FloatVector)
+		if !ok {
+			return nil, fmt.Errorf("vecstore: %s: row %s: vector is %T", c.Name, r.ID, v)
+		}
+		r.Vector = []float32(vec)
+	}
+	return rows, nil
+}
+
+// GetMany reads the rows of ids with their vectors; ids without a row (and
+// strings that are not ids) are absent from the map.
+func (c *Collection) GetMany(ctx context.Context, ids []string) (map[string]Row, error) {
+	out := make(map[string]Row, len(ids))
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if ValidateID(id) == nil {
+			valid = append(valid, id)
+		}
+	}
+	for first := 0; first < len(valid); first += 1000 {
+		expr, err := idsFilter(valid[first:min(first+1000, len(valid))])
+		if err != nil {
+			return nil, err
+		}
+		qctx, cancel := context.WithTimeout(ctx, c.s.cfg.CallTimeout)
+		rs, err := c.s.c.Query(qctx, milvusclient.NewQueryOption(c.Name).WithFilter(expr).
+			WithOutputFields(c.rowFields()...).WithConsistencyLevel(entity.ClStrong))
+		cancel()
+		if err != nil {
+			return nil, c.s.wrap("get from "+c.Name, err)
+		}
+		rows, err := c.readRows(rs)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			out[r.ID] = r
+		}
+	}
+	return out, nil
+}
+
+// Scan calls fn with every row whose URI starts with prefix ("" for all),
+// vectors included, batch rows at a time (a query iterator: memory stays
+// flat in the collection's size). Rows written while it runs may or may not
+// be seen.
+func (c *Collection) Scan(ctx context.Context, prefix string, batch int, fn func([]Row) error) error {
+	if batch <= 0 {
+		batch = 1000
+	}
+	opt := milvusclient.NewQueryIteratorOption(c.Name).WithOutputFields(c.rowFields()...).
+		WithBatchSize(batch).WithConsistencyLevel(entity.ClStrong)
+	if prefix != "" {
+		opt = opt.WithFilter(uriPrefixFilter(prefix))
+	}
+	it, err := c.s.c.QueryIterator(ctx, opt)
+	if err != nil {
+		return c.s.wrap("scan "+c.Name, err)
+	}
+	for {
+		rs, err := it.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return c.s.wrap("scan "+c.Name, err)
+		}
+		rows, err := c.readRows(rs)
+		if err != nil {
+			return err
+		}
+		if prefix != "" {
+			rows = slices.DeleteFunc(rows, func(r Row) bool { return !strings.HasPrefix(r.URI, prefix) })
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		if err := fn(rows); err != nil {
+			return err
+		}
+	}
 }
 
 // Count returns the number of rows (strongly consistent).
@@ -591,7 +773,7 @@ func (s *Store) Open(ctx context.Context, model string) (*Collection, error) {
 		}
 		return nil, s.wrap("describe collection "+name, err)
 	}
-	col := &Collection{s: s, Name: name, Model: model, Version: recordedVersion(desc)}
+	col := &Collection{s: s, Name: name, Model: model, Version: recordedVersion(desc), HasSHA256: hasField(desc, FieldSHA256)}
 	for _, f := range desc.Schema.Fields {
 		if f.Name == FieldVector {
 			d, _ := f.GetDim()

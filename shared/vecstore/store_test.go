@@ -3,6 +3,7 @@ package vecstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -191,5 +192,124 @@ func TestMilvusOverTLS(t *testing.T) {
 				t.Errorf("%s: error %q does not say %q", c.name, err, w)
 			}
 		}
+	}
+}
+
+// TestContentHashScanAndSets: rows keep their content hash through Get,
+// GetMany, Search and Scan; Scan pages through every row under a prefix
+// with vectors; a target's set has its own collection.
+func TestContentHashScanAndSets(t *testing.T) {
+	t.Parallel()
+	mv := testenv.StartMilvus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := vecstore.Connect(ctx, vecstore.Config{Address: mv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(ctx)
+	name := testenv.Name(t, "m")
+	col, err := st.Ensure(ctx, spec(name, "sha256:aaa", 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !col.HasSHA256 {
+		t.Fatal("a new collection has no content-hash field")
+	}
+	var rows []vecstore.Row
+	for i := range 25 {
+		dir := "a"
+		if i%5 == 0 {
+			dir = "b"
+		}
+		uri := fmt.Sprintf("s3://bk/%s/%02d.jpg", dir, i)
+		rows = append(rows, vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: "e", Size: int64(i), Width: 2, Height: 3,
+			Vector: unit(8, i%8), SHA256: fmt.Sprintf("%064x", i%12)})
+	}
+	if err := col.Upsert(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	got, found, err := col.Get(ctx, rows[13].ID)
+	if err != nil || !found || got.SHA256 != rows[13].SHA256 || got.URI != rows[13].URI || got.Size != 13 {
+		t.Fatalf("get: %+v found=%v err=%v", got, found, err)
+	}
+	many, err := col.GetMany(ctx, []string{rows[1].ID, rows[2].ID, "not-an-id", vecstore.ID("s3://bk/none")})
+	if err != nil || len(many) != 2 || many[rows[2].ID].SHA256 != rows[2].SHA256 || len(many[rows[1].ID].Vector) != 8 {
+		t.Fatalf("get many: %d rows %v", len(many), err)
+	}
+	hits, err := col.Search(ctx, unit(8, 3), 3)
+	if err != nil || len(hits) != 3 || hits[0].SHA256 == "" {
+		t.Fatalf("search: %+v %v", hits, err)
+	}
+	// Scan in pages smaller than the collection: every row once.
+	seen := map[string]int{}
+	err = col.Scan(ctx, "", 7, func(rs []vecstore.Row) error {
+		if len(rs) > 7 {
+			t.Errorf("a page of %d rows, batch 7", len(rs))
+		}
+		for _, r := range rs {
+			seen[r.ID]++
+			if len(r.Vector) != 8 || r.SHA256 == "" {
+				t.Errorf("scanned row %+v lacks its vector or hash", r)
+			}
+		}
+		return nil
+	})
+	if err != nil || len(seen) != 25 {
+		t.Fatalf("scan saw %d rows (%v), want 25", len(seen), err)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("scan saw %s %d times", id, n)
+		}
+	}
+	var under []string
+	if err := col.Scan(ctx, "s3://bk/b/", 100, func(rs []vecstore.Row) error {
+		for _, r := range rs {
+			under = append(under, r.URI)
+		}
+		return nil
+	}); err != nil || len(under) != 5 {
+		t.Fatalf("scan under s3://bk/b/: %v (%v), want 5 rows", under, err)
+	}
+	stop := errors.New("stop")
+	if err := col.Scan(ctx, "", 5, func([]vecstore.Row) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("scan whose callback fails: %v", err)
+	}
+
+	// A set of the same model is a collection of its own.
+	target := vecstore.Target(name, vecstore.SetBackground)
+	if m, s := vecstore.SplitTarget(target); m != name || s != vecstore.SetBackground {
+		t.Fatalf("split %q = %q %q", target, m, s)
+	}
+	bg, err := st.Ensure(ctx, spec(target, "sha256:aaa", 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bg.Name == col.Name || !strings.HasSuffix(bg.Name, "__BACKGROUND") {
+		t.Fatalf("background collection %q beside %q", bg.Name, col.Name)
+	}
+	if n, err := bg.Count(ctx); err != nil || n != 0 {
+		t.Fatalf("background count = %d (%v), want 0", n, err)
+	}
+	if _, err := st.Open(ctx, target); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSetNames(t *testing.T) {
+	for _, s := range []string{"", "Background", "a b", strings.Repeat("x", 33), "bg_1"} {
+		if vecstore.ValidSet(s) == nil {
+			t.Errorf("set %q accepted", s)
+		}
+	}
+	if err := vecstore.ValidSet("background"); err != nil {
+		t.Error(err)
+	}
+	if got := vecstore.CollectionName("clip-vit-b32"); got != "clip_vit_b32" {
+		t.Errorf("collection of clip-vit-b32 = %q", got)
+	}
+	if got := vecstore.CollectionName("clip-vit-b32@background"); got != "clip_vit_b32__BACKGROUND" {
+		t.Errorf("collection of clip-vit-b32@background = %q", got)
 	}
 }
