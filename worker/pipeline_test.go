@@ -3,6 +3,8 @@ package worker_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"image"
@@ -732,5 +734,77 @@ func TestVerifyAndRepair(t *testing.T) {
 	}
 	if rep, err := coordinator.Verify(ctx, cfg); err != nil || !rep.Clean() {
 		t.Fatalf("verify after the repair: %+v %v", rep.Models, err)
+	}
+}
+
+// TestBackgroundSetAndContentHash: a run whose targets name a model's
+// background set fills that set's own collection, beside the model's, with
+// the same workers; every row carries the sha256 of its object's bytes.
+func TestBackgroundSetAndContentHash(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r := rand.New(rand.NewPCG(5, 6))
+	var first []byte
+	for i := range 12 {
+		b := encode(t, testimages.Photo(r, 64, 96), 90)
+		if i == 0 {
+			first = b
+		}
+		st.put(t, fmt.Sprintf("main/%02d.jpg", i), b)
+	}
+	st.put(t, "main/same-bytes.jpg", first)
+	for i := range 7 {
+		st.put(t, fmt.Sprintf("bg/%02d.jpg", i), encode(t, testimages.Photo(r, 64, 96), 85))
+	}
+	wctx, stopWorkers := context.WithCancel(ctx)
+	wg := st.startWorkers(t, wctx, 1)
+	defer func() { stopWorkers(); wg.Wait() }()
+
+	model := st.models[0].Spec().Name
+	bgTarget := vecstore.Target(model, vecstore.SetBackground)
+	coord := coordinator.New(st.nats.JS, st.topo)
+	for _, c := range []struct {
+		prefix string
+		target string
+		want   int64
+	}{{"main/", model, 13}, {"bg/", bgTarget, 7}} {
+		src, err := objstore.Open("s3://"+st.minio.Bucket+"/"+c.prefix, st.s3, objstore.Filter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := coord.Run(ctx, coordinator.Config{Source: src, Models: []string{c.target}, JobSize: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, err := coord.Wait(ctx, rec, nil)
+		if err != nil || !sum.Complete || sum.Stored != c.want {
+			t.Fatalf("%s into %s: %+v %v", c.prefix, c.target, sum, err)
+		}
+		col, err := st.store.Open(ctx, c.target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := st.count(t, ctx, c.target); n != c.want {
+			t.Fatalf("%s (%s) holds %d rows, want %d", c.target, col.Name, n, c.want)
+		}
+	}
+	col, err := st.store.Open(ctx, model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := col.GetMany(ctx, []string{
+		vecstore.ID("s3://" + st.minio.Bucket + "/main/00.jpg"),
+		vecstore.ID("s3://" + st.minio.Bucket + "/main/same-bytes.jpg"),
+		vecstore.ID("s3://" + st.minio.Bucket + "/main/01.jpg"),
+	})
+	if err != nil || len(rows) != 3 {
+		t.Fatalf("get: %d rows %v", len(rows), err)
+	}
+	sum := sha256.Sum256(first)
+	want := hex.EncodeToString(sum[:])
+	a, b, c := rows[vecstore.ID("s3://"+st.minio.Bucket+"/main/00.jpg")], rows[vecstore.ID("s3://"+st.minio.Bucket+"/main/same-bytes.jpg")], rows[vecstore.ID("s3://"+st.minio.Bucket+"/main/01.jpg")]
+	if a.SHA256 != want || b.SHA256 != want || c.SHA256 == want || len(c.SHA256) != 64 {
+		t.Fatalf("content hashes: %q %q %q, want the first two %q", a.SHA256, b.SHA256, c.SHA256, want)
 	}
 }

@@ -2,9 +2,12 @@ package worker
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -35,6 +38,7 @@ type item struct {
 	etag          string
 	size          int64
 	width, height int
+	sha256        string // hex sha256 of the object's bytes
 	failure       string // permanent failure reason; empty when ok
 	kind          string // the failure's kind, for metrics
 }
@@ -44,7 +48,8 @@ type item struct {
 type jobState struct {
 	job    jobs.Job
 	src    objstore.Source
-	models []int // indexes into Config.Models of the models this job asks for
+	models []int                  // indexes into Config.Models of the models this job asks for
+	cols   []*vecstore.Collection // the collection each of models writes to (its set's)
 	items  []item
 
 	mu      sync.Mutex
@@ -70,24 +75,29 @@ func (js *jobState) finish(n int, err error) {
 // trouble worth retrying; permanent per-item failures are in the result.
 func (w *Worker) process(ctx context.Context, job jobs.Job, batchers []*engine.Batcher[float32]) (jobs.Result, []string, error) {
 	res := jobs.Result{Schema: jobs.Schema, Run: job.Run, Seq: job.Seq, Worker: w.cfg.Name}
-	// The models this job asks for (an incremental run may ask for a subset).
+	// The models this job asks for (an incremental run may ask for a
+	// subset), each as a target: a model, or a set of a model's vectors
+	// (vecstore.Target) written to that set's collection.
 	var use []int
-	for _, name := range job.Models {
-		if _, ok := w.cols[name]; !ok {
+	var cols []*vecstore.Collection
+	for _, target := range job.Models {
+		name, set := vecstore.SplitTarget(target)
+		mi := slices.IndexFunc(w.cfg.Models, func(m engine.ImageEncoder) bool { return m.Spec().Name == name })
+		if mi < 0 {
 			return res, nil, fmt.Errorf("worker %s does not serve model %s (it has %v)", w.cfg.Name, name, w.modelNames())
 		}
-		for mi, m := range w.cfg.Models {
-			if m.Spec().Name == name {
-				use = append(use, mi)
-			}
+		col, err := w.collection(ctx, mi, set)
+		if err != nil {
+			return res, nil, err
 		}
+		use, cols = append(use, mi), append(cols, col)
 	}
 	src, err := w.source(job.Source)
 	if err != nil {
 		return res, nil, fmt.Errorf("open source %s: %w", job.Source, err)
 	}
 	nm := len(use)
-	st := &jobState{job: job, src: src, models: use, items: make([]item, len(job.Items)), pending: len(job.Items) * nm, done: make(chan struct{})}
+	st := &jobState{job: job, src: src, models: use, cols: cols, items: make([]item, len(job.Items)), pending: len(job.Items) * nm, done: make(chan struct{})}
 	if st.pending == 0 {
 		close(st.done)
 	}
@@ -168,6 +178,8 @@ func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*e
 		st.finish(nm, nil)
 		return
 	}
+	sum := sha256.Sum256(data)
+	it.sha256 = hex.EncodeToString(sum[:])
 	pxs := make([][]float32, nm)
 	for k, mi := range st.models {
 		pxs[k] = batchers[mi].NewInput()
@@ -181,7 +193,7 @@ func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*e
 	it.width, it.height = width, height
 	w.cfg.Metrics.observe("prepare", "", time.Since(t0).Seconds())
 	for k, mi := range st.models {
-		if err := batchers[mi].Submit(ctx, pxs[k], entry{st: st, idx: i}); err != nil {
+		if err := batchers[mi].Submit(ctx, pxs[k], entry{st: st, idx: i, col: st.cols[k]}); err != nil {
 			st.finish(nm-k, errTransient{err})
 			return
 		}
@@ -193,6 +205,7 @@ func (w *Worker) prepare(ctx context.Context, st *jobState, i int, batchers []*e
 type entry struct {
 	st  *jobState
 	idx int
+	col *vecstore.Collection // where its vector goes
 }
 
 // newBatcher is model mi's engine batcher: it flushes when a batch is full
@@ -211,13 +224,14 @@ func (w *Worker) newBatcher(mi int) *engine.Batcher[float32] {
 
 // upsertLoop writes model mi's embedded batches to Milvus, in order, while
 // the batcher runs the next one (one batch waits at most), until the
-// batcher closes; each entry's job learns the outcome.
+// batcher closes; each entry's job learns the outcome. A batch whose images
+// go to several collections (sets) is one upsert per collection.
 func (w *Worker) upsertLoop(ctx context.Context, mi int, b *engine.Batcher[float32]) {
 	spec := w.cfg.Models[mi].Spec()
-	col := w.cols[spec.Name]
 	for batch := range b.Results() {
-		rows := make([]vecstore.Row, 0, len(batch))
-		var ents []entry
+		var order []*vecstore.Collection
+		rows := map[*vecstore.Collection][]vecstore.Row{}
+		ents := map[*vecstore.Collection][]entry{}
 		for _, r := range batch {
 			e := r.Tag.(entry)
 			if r.Err != nil {
@@ -232,21 +246,23 @@ func (w *Worker) upsertLoop(ctx context.Context, mi int, b *engine.Batcher[float
 			}
 			it := e.st.items[e.idx]
 			uri := e.st.src.ObjectURI(it.key)
-			rows = append(rows, vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: it.etag, Size: it.size,
-				Width: it.width, Height: it.height, Vector: r.Vec})
-			ents = append(ents, e)
+			if _, ok := rows[e.col]; !ok {
+				order = append(order, e.col)
+			}
+			rows[e.col] = append(rows[e.col], vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: it.etag, Size: it.size,
+				Width: it.width, Height: it.height, Vector: r.Vec, SHA256: it.sha256})
+			ents[e.col] = append(ents[e.col], e)
 		}
-		if len(rows) == 0 {
-			continue
-		}
-		t0 := time.Now()
-		err := col.Upsert(ctx, rows)
-		w.cfg.Metrics.observe("upsert", spec.Name, time.Since(t0).Seconds())
-		if err != nil && errors.Is(err, vecstore.ErrUnavailable) {
-			err = errTransient{err}
-		}
-		for _, e := range ents {
-			e.st.finish(1, err)
+		for _, col := range order {
+			t0 := time.Now()
+			err := col.Upsert(ctx, rows[col])
+			w.cfg.Metrics.observe("upsert", spec.Name, time.Since(t0).Seconds())
+			if err != nil && errors.Is(err, vecstore.ErrUnavailable) {
+				err = errTransient{err}
+			}
+			for _, e := range ents[col] {
+				e.st.finish(1, err)
+			}
 		}
 	}
 }

@@ -82,9 +82,10 @@ type Config struct {
 // Worker pulls and processes jobs. Build it with New.
 type Worker struct {
 	cfg      Config
-	cols     map[string]*vecstore.Collection
-	sources  sync.Map         // uri -> objstore.Source
-	prep     *engine.Preparer // decodes once, preprocesses for every model
+	colMu    sync.Mutex
+	cols     map[string]*vecstore.Collection // by target (see vecstore.Target)
+	sources  sync.Map                        // uri -> objstore.Source
+	prep     *engine.Preparer                // decodes once, preprocesses for every model
 	fetchSem chan struct{}
 	bytesSem *semaphore.Weighted // FetchBytes
 	failures jetstream.KeyValue  // the topology's FailuresBucket
@@ -226,6 +227,31 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// collection is the collection of model mi's set (the model's own for
+// ""), created on first use: a worker serves every set of its models.
+func (w *Worker) collection(ctx context.Context, mi int, set string) (*vecstore.Collection, error) {
+	spec := w.cfg.Models[mi].Spec()
+	target := vecstore.Target(spec.Name, set)
+	w.colMu.Lock()
+	defer w.colMu.Unlock()
+	if c, ok := w.cols[target]; ok {
+		return c, nil
+	}
+	if err := vecstore.ValidSet(set); set != "" && err != nil {
+		return nil, err
+	}
+	spec.Name = target
+	c, err := w.cfg.Store.Ensure(ctx, spec)
+	if err != nil {
+		if errors.Is(err, vecstore.ErrUnavailable) {
+			err = errTransient{err}
+		}
+		return nil, fmt.Errorf("collection of %s: %w", target, err)
+	}
+	w.cols[target] = c
+	return c, nil
 }
 
 func (w *Worker) modelNames() []string {

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"container/list"
 	"context"
 	"crypto/sha256"
@@ -11,15 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image"
-	"image/jpeg"
 	"io/fs"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
-
-	"golang.org/x/image/draw"
 
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/objstore"
@@ -186,30 +181,11 @@ func (s *Server) makeThumbnail(ctx context.Context, uri string, size int) ([]byt
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", uri, err)
 	}
-	dec := imageprep.NewDecoder(s.cfg.Limits, s.cfg.DecoderOptions...)
-	img, _, err := dec.Decode(data)
+	thumb, err := imageprep.Thumbnail(data, size, s.cfg.Limits, s.cfg.DecoderOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: %w", uri, err)
 	}
-	tw, th := img.Width, img.Height
-	if tw > size || th > size {
-		if tw >= th {
-			tw, th = size, max(1, img.Height*size/img.Width)
-		} else {
-			tw, th = max(1, img.Width*size/img.Height), size
-		}
-	}
-	src := &image.RGBA{Pix: make([]byte, img.Width*img.Height*4), Stride: img.Width * 4, Rect: image.Rect(0, 0, img.Width, img.Height)}
-	for i, j := 0, 0; i < len(img.Pix); i, j = i+3, j+4 {
-		src.Pix[j], src.Pix[j+1], src.Pix[j+2], src.Pix[j+3] = img.Pix[i], img.Pix[i+1], img.Pix[i+2], 0xff
-	}
-	dst := image.NewRGBA(image.Rect(0, 0, tw, th))
-	draw.CatmullRom.Scale(dst, dst.Bounds(), src, src.Bounds(), draw.Src, nil)
-	var buf bytes.Buffer
-	if err := jpeg.Encode(&buf, dst, &jpeg.Options{Quality: 82}); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return thumb, nil
 }
 
 // original answers GET /v1/original?model=M&id=ID: the bytes of a row's
