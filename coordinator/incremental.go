@@ -63,7 +63,12 @@ func (inc *Incremental) Close() {
 func manifestName(srcKey, model, run string) string {
 	return srcKey + "/" + model + "/" + run + ".manifest"
 }
-func manifestPointer(srcKey, model string) string { return "manifest_" + srcKey + "_" + model }
+
+// manifestPointer is the KV key of a model's (or a model@set target's)
+// manifest of a source; KV keys take no '@', so a set follows an '='.
+func manifestPointer(srcKey, model string) string {
+	return "manifest_" + srcKey + "_" + strings.ReplaceAll(model, "@", "=")
+}
 
 type pointer struct {
 	Object  string    `json:"object"`

@@ -57,6 +57,7 @@ type coordinatorRunConfig struct {
 	sf             s3Flags
 	source         string
 	models         string
+	set            string
 	jobSize        int
 	wait           bool
 	maxFailed      float64
@@ -87,7 +88,12 @@ deletes the vectors of objects gone from the source (so it needs --milvus-addr),
 and re-embeds everything for a model whose version changed (read from
 --models-dir; its old collection is dropped first). It waits for completion and
 then writes the new manifests; an incomplete run keeps the old ones, so the
-next run redoes what is missing. --dry-run prints the diff and changes nothing.`,
+next run redoes what is missing. --dry-run prints the diff and changes nothing.
+
+--set background embeds the source into each model's background set (its own
+collection, MODEL@background) instead of the model's collection: unrelated
+images that copy scores are normalised against (embedfleet dedup, query
+--copies, serve's /v1/copies). The same workers serve it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.stdout, cfg.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
@@ -100,6 +106,7 @@ next run redoes what is missing. --dry-run prints the diff and changes nothing.`
 	f.StringVar(&cfg.source, "source", "", "s3://bucket/prefix or a local folder (required)")
 	f.StringVar(&cfg.models, "models", envOr("EMBEDFLEET_MODELS", ""), "models to embed with, comma-separated (env EMBEDFLEET_MODELS; required)")
 	f.IntVar(&cfg.jobSize, "job-size", 64, "items per job")
+	f.StringVar(&cfg.set, "set", "", "embed into this set of each model instead of its collection: background (for copy-score normalisation)")
 	f.BoolVar(&cfg.wait, "wait", false, "follow the run to completion and print a summary")
 	f.Float64Var(&cfg.maxFailed, "max-failed", 0.01, "with --wait: fraction of failed items above which the exit status is 2")
 	f.DurationVar(&cfg.timeout, "timeout", 0, "give up after this long (0: never)")
@@ -117,6 +124,14 @@ func runCoordinatorCmd(ctx context.Context, cfg *coordinatorRunConfig) error {
 	ms := splitList(cfg.models)
 	if cfg.source == "" || len(ms) == 0 {
 		return errors.New("--source and --models are required")
+	}
+	if cfg.set != "" {
+		if cfg.set != vecstore.SetBackground {
+			return fmt.Errorf("--set %q: the one set is %s", cfg.set, vecstore.SetBackground)
+		}
+		for i, m := range ms {
+			ms[i] = vecstore.Target(m, cfg.set)
+		}
 	}
 	ctx, cancel := withTimeout(ctx, cfg.timeout)
 	defer cancel()
@@ -251,7 +266,8 @@ func withTimeout(ctx context.Context, d time.Duration) (context.Context, context
 func modelVersions(g *globalFlags, models []string) map[string]string {
 	versions := map[string]string{}
 	for _, m := range models {
-		if dir, err := embed.Resolve(g.modelsDir, m); err == nil {
+		name, _ := vecstore.SplitTarget(m) // a set has its model's version
+		if dir, err := embed.Resolve(g.modelsDir, name); err == nil {
 			if spec, err := embed.LoadSpec(dir); err == nil {
 				versions[m] = spec.Version
 			}
@@ -422,6 +438,8 @@ type queryConfig struct {
 	textModel       string
 	topK            int
 	asJSON          bool
+	copies          bool
+	cf              copyFlags
 }
 
 func newQueryCmd(g *globalFlags) *cobra.Command {
@@ -440,9 +458,15 @@ CLIP's tokenizer, and the image model's collection is searched. The collection
 must have been indexed by the very image tower the text tower pairs with
 (their spec versions); otherwise the command says so instead of answering.
 
+--copies asks "is this a copy of an image we hold?" instead: each candidate
+gets its cosine, its score normalised against the model's background set
+(when it has one: see embedfleet dedup), its tier (exact: the same bytes,
+copy, similar) and the verdict at --threshold.
+
 Examples:
   embedfleet query --model dinov2-base --image photo.jpg --top-k 5
-  embedfleet query --model clip-vit-b32 --text "a dog playing in the snow"`,
+  embedfleet query --model clip-vit-b32 --text "a dog playing in the snow"
+  embedfleet query --model dinov2-base --image photo.jpg --copies --top-k 3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.stdout, cfg.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
@@ -459,6 +483,8 @@ Examples:
 	f.StringVar(&cfg.id, "id", "", "an indexed object's id (as --json prints it), whose stored vector is the query")
 	f.IntVar(&cfg.topK, "top-k", 10, "number of results")
 	f.BoolVar(&cfg.asJSON, "json", false, "print JSON")
+	f.BoolVar(&cfg.copies, "copies", false, "answer with candidate copies: raw and normalised scores, tier and verdict (not with --text)")
+	cfg.cf.bind(f)
 	return cmd
 }
 
@@ -475,6 +501,9 @@ func runQuery(ctx context.Context, cfg *queryConfig) error {
 	}
 	if cfg.text != "" && strings.TrimSpace(cfg.text) == "" {
 		return errors.New("--text is empty: say what to look for")
+	}
+	if cfg.copies && cfg.text != "" {
+		return errors.New("--copies takes an image, --uri or --id: a text is not a copy of an image")
 	}
 	ms := &openedModels{}
 	defer ms.close()
@@ -504,6 +533,13 @@ func runQuery(ctx context.Context, cfg *queryConfig) error {
 		return err
 	}
 	defer store.Close(context.Background())
+	if cfg.copies {
+		spec, err := resolveSpec(g, cfg.model)
+		if err != nil {
+			return err
+		}
+		return queryCopies(ctx, cfg, store, func(data []byte) ([]float32, error) { return eng.EmbedImage(ctx, spec.Name, data) }, spec.Name)
+	}
 	s := search.New(store, eng)
 	var hits []search.Hit
 	switch {

@@ -100,7 +100,7 @@ in its help, and the flag wins when both are given.`,
 	pf.DurationVar(&g.maxDecodeTime, "max-decode-time", envDuration("EMBEDFLEET_MAX_DECODE_TIME", imageprep.DefaultMaxDecodeTime),
 		"a JPEG decode still running after this long stops and the image is recorded as failed (env EMBEDFLEET_MAX_DECODE_TIME)")
 	root.AddCommand(newVersionCmd(g), newModelsCmd(g), newSimilarityCmd(g), newEmbedCmd(g),
-		newCoordinatorCmd(g), newWorkerCmd(g), newQueryCmd(g), newServeCmd(g), newDevCmd(g), newStatusCmd(g), newVerifyCmd(g), newBenchCmd(g))
+		newCoordinatorCmd(g), newWorkerCmd(g), newQueryCmd(g), newDedupCmd(g), newServeCmd(g), newDevCmd(g), newStatusCmd(g), newVerifyCmd(g), newBenchCmd(g))
 	return root
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/embedfleet/embedfleet/shared/copies"
 	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/httpapi"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
@@ -39,6 +40,7 @@ type serveConfig struct {
 	grace            time.Duration
 	s3               s3Flags
 	tokenFile        string
+	cf               copyFlags
 }
 
 func newServeCmd(g *globalFlags) *cobra.Command {
@@ -54,6 +56,11 @@ func newServeCmd(g *globalFlags) *cobra.Command {
                                       pairs with image model M (CLIP's), searches M
   GET  /v1/search?model=M&uri=U&k=10  the stored vector of indexed object U is the query
   GET  /v1/search?model=M&id=ID&k=10  the same by a hit's id
+  POST /v1/copies?model=M&k=3         is the uploaded image a copy of one we hold?
+  GET  /v1/copies?model=M&uri=U|id=ID the same for an indexed object: candidates with
+                                      cosine, score (normalised against the model's
+                                      background set when it has one), tier (exact,
+                                      copy, similar) and verdict at --threshold
   GET  /v1/models                     the models served and their collections
   GET  /healthz, /readyz, /metrics    liveness, readiness (Milvus answers), Prometheus
 
@@ -109,6 +116,7 @@ Examples:
 	f.StringVar(&cfg.tokenFile, "auth-token-file", os.Getenv("EMBEDFLEET_SERVE_TOKEN_FILE"),
 		"file whose first line is the bearer token every request but the page and the health checks must carry (env EMBEDFLEET_SERVE_TOKEN_FILE; empty: none, and a warning when listening beyond loopback)")
 	cfg.s3.bindConn(f)
+	cfg.cf.bind(f)
 	return cmd
 }
 
@@ -129,10 +137,14 @@ func runServe(ctx context.Context, cfg *serveConfig) error {
 	if err != nil {
 		return err
 	}
+	ck, err := cfg.cf.checker(store)
+	if err != nil {
+		return err
+	}
 	return serveSearch(ctx, log, store, opened, cfg.listen, searchOptions{
 		maxBody: int64(cfg.maxBodyMiB) << 20, maxBatch: cfg.maxBatch, maxK: cfg.maxTop, maxInFlight: cfg.maxInFlight,
 		maxMemory: int64(cfg.maxMemoryMiB) << 20, linger: cfg.linger, timeout: cfg.timeout, grace: cfg.grace, decoderOptions: g.decoderOptions(), fastDecode: g.fastDecode(),
-		readObject: objstore.NewObjects(cfg.s3.cfg).Get, authToken: token,
+		readObject: objstore.NewObjects(cfg.s3.cfg).Get, authToken: token, copies: ck,
 	}, nil)
 }
 
@@ -203,6 +215,7 @@ type searchOptions struct {
 	fastDecode      bool
 	readObject      func(ctx context.Context, uri string, max int64) ([]byte, error)
 	authToken       string
+	copies          *copies.Checker // nil: the defaults
 }
 
 // serveSearch serves the HTTP query API (and /metrics) on listen until ctx
@@ -214,7 +227,7 @@ func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, m
 	api, err := httpapi.New(httpapi.Config{
 		Store: store, Models: ms.images, TextModels: ms.texts, Limits: imageprepLimits(), DecoderOptions: opts.decoderOptions, FastDecode: opts.fastDecode, MaxBodyBytes: opts.maxBody,
 		MaxBatch: opts.maxBatch, MaxTopK: opts.maxK, MaxInFlight: opts.maxInFlight, MaxMemoryBytes: opts.maxMemory, Linger: opts.linger, Timeout: opts.timeout,
-		Log: log, Registry: reg, ReadObject: opts.readObject, AuthToken: opts.authToken,
+		Log: log, Registry: reg, ReadObject: opts.readObject, AuthToken: opts.authToken, Copies: opts.copies,
 	})
 	if err != nil {
 		return err

@@ -6,6 +6,9 @@
 //	GET  /v1/search?model=M&text=T&k=10 a text, embedded by the text tower that pairs with M
 //	GET  /v1/search?model=M&uri=U&k=10  the stored vector of indexed object U is the query
 //	GET  /v1/search?model=M&id=ID&k=10  the same by primary key (a hit's id)
+//	POST /v1/copies?model=M&k=10        is the uploaded image a copy of one held? candidates
+//	                                    with raw and normalised scores, tier and verdict
+//	GET  /v1/copies?model=M&uri=U|id=ID the same for an indexed object (itself left out)
 //	GET  /v1/models                     the models served, with their collections
 //	GET  /v1/thumbnail?model=M&id=ID&size=S  a JPEG of an indexed object, at most S px a side
 //	GET  /v1/original?model=M&id=ID     the indexed object's own bytes
@@ -21,6 +24,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +43,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/embedfleet/embedfleet/shared/cliptok"
+	"github.com/embedfleet/embedfleet/shared/copies"
 	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
@@ -86,6 +92,9 @@ type Config struct {
 	// decoded for thumbnails at once; default 4.
 	ThumbnailCacheBytes  int64
 	ThumbnailConcurrency int
+	// Copies scores GET and POST /v1/copies (thresholds, normalisation);
+	// nil: SSCD's recipe and the default thresholds.
+	Copies *copies.Checker
 	// AuthToken, when set, is the bearer token every request but the page,
 	// its files and the health checks must carry.
 	AuthToken string
@@ -108,6 +117,7 @@ type Server struct {
 	admittedGauge prometheus.GaugeFunc
 	thumbs        *thumbCache
 	thumbSlots    chan struct{}
+	copies        *copies.Checker
 	handler       http.Handler
 }
 
@@ -196,9 +206,15 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("httpapi: %w", err)
 	}
 	s.eng, s.search, s.names = eng, search.New(cfg.Store, eng), eng.ImageModels()
+	if cfg.Copies == nil {
+		cfg.Copies = &copies.Checker{Store: cfg.Store, Recipe: copies.DefaultRecipe(), Thresholds: copies.Thresholds{Copy: copies.DefaultNormalisedThreshold}}
+	}
+	s.copies = cfg.Copies
 	s.route("POST /v1/search", "search_image", s.searchImage)
 	s.route("GET /v1/search", "search_object", s.searchObject)
 	s.route("GET /v1/models", "models", s.listModels)
+	s.route("POST /v1/copies", "copies_image", s.copiesImage)
+	s.route("GET /v1/copies", "copies_object", s.copiesObject)
 	s.routeWeb()
 	s.handler = s.securityHeaders(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
@@ -389,14 +405,6 @@ func (s *Server) params(r *http.Request) (string, int, error) {
 
 func (s *Server) searchImage(r *http.Request) (any, error) {
 	start := time.Now()
-	// Shed load rather than hold more uploads than memory allows: the
-	// client (or its load balancer) retries, here or on another replica.
-	select {
-	case s.uploads <- struct{}{}:
-		defer func() { <-s.uploads }()
-	default:
-		return nil, s.busy(fmt.Sprintf("%d uploads in flight, the most this server takes at once", s.cfg.MaxInFlight))
-	}
 	model, k, err := s.params(r)
 	if err != nil {
 		return nil, err
@@ -405,46 +413,7 @@ func (s *Server) searchImage(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The body is admitted by its declared length (the limit when it has
-	// none), then by what its header says decoding will hold.
-	if r.ContentLength > s.cfg.MaxBodyBytes {
-		return nil, fmt.Errorf("%w: the upload is %d bytes, over the %d-byte limit", imageprep.ErrTooLarge, r.ContentLength, s.cfg.MaxBodyBytes)
-	}
-	adm := &admission{s: s}
-	defer adm.release()
-	want := min(s.cfg.MaxBodyBytes, s.cfg.MaxMemoryBytes) // an unknown length: what it may grow to
-	if r.ContentLength >= 0 {
-		want = r.ContentLength
-		if want > s.cfg.MaxMemoryBytes {
-			return nil, fmt.Errorf("%w: the upload is %d bytes, more than this server's memory budget for uploads (%d MiB)",
-				imageprep.ErrTooLarge, want, s.cfg.MaxMemoryBytes>>20)
-		}
-	}
-	if !adm.take(want) {
-		return nil, s.busy("the memory budget for uploads is in use")
-	}
-	data, err := s.upload(r, want)
-	if err != nil {
-		return nil, err
-	}
-	adm.shrink(int64(len(data)))
-	hdr, err := imageprep.Peek(data, s.cfg.Limits)
-	if err != nil {
-		return nil, fmt.Errorf("query image: %w", err)
-	}
-	if need := int64(len(data)) + hdr.DecodeBytes; need > s.cfg.MaxMemoryBytes {
-		return nil, fmt.Errorf("%w: decoding this %dx%d %s takes %d MiB, more than this server's memory budget for uploads (%d MiB)",
-			imageprep.ErrTooLarge, hdr.Width, hdr.Height, hdr.Format, need>>20, s.cfg.MaxMemoryBytes>>20)
-	}
-	if !adm.take(hdr.DecodeBytes) {
-		return nil, s.busy("the memory budget for uploads is in use")
-	}
-	px, err := s.eng.Prepare(model, data, nil)
-	adm.release() // the encoded bytes and the pixels are garbage now
-	if err != nil {
-		return nil, fmt.Errorf("query image: %w", err)
-	}
-	v, err := s.eng.EmbedPrepared(r.Context(), model, px)
+	v, _, err := s.embedUpload(r, model)
 	if err != nil {
 		return nil, err
 	}
@@ -453,6 +422,64 @@ func (s *Server) searchImage(r *http.Request) (any, error) {
 		return nil, err
 	}
 	return Response{Model: model, K: k, TookMS: ms(time.Since(start)), Hits: hits}, nil
+}
+
+// embedUpload reads the request's image within the upload limits and
+// embeds it with model; it returns the vector and the sha256 of the bytes.
+func (s *Server) embedUpload(r *http.Request, model string) ([]float32, string, error) {
+	// Shed load rather than hold more uploads than memory allows: the
+	// client (or its load balancer) retries, here or on another replica.
+	select {
+	case s.uploads <- struct{}{}:
+		defer func() { <-s.uploads }()
+	default:
+		return nil, "", s.busy(fmt.Sprintf("%d uploads in flight, the most this server takes at once", s.cfg.MaxInFlight))
+	}
+	// The body is admitted by its declared length (the limit when it has
+	// none), then by what its header says decoding will hold.
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		return nil, "", fmt.Errorf("%w: the upload is %d bytes, over the %d-byte limit", imageprep.ErrTooLarge, r.ContentLength, s.cfg.MaxBodyBytes)
+	}
+	adm := &admission{s: s}
+	defer adm.release()
+	want := min(s.cfg.MaxBodyBytes, s.cfg.MaxMemoryBytes) // an unknown length: what it may grow to
+	if r.ContentLength >= 0 {
+		want = r.ContentLength
+		if want > s.cfg.MaxMemoryBytes {
+			return nil, "", fmt.Errorf("%w: the upload is %d bytes, more than this server's memory budget for uploads (%d MiB)",
+				imageprep.ErrTooLarge, want, s.cfg.MaxMemoryBytes>>20)
+		}
+	}
+	if !adm.take(want) {
+		return nil, "", s.busy("the memory budget for uploads is in use")
+	}
+	data, err := s.upload(r, want)
+	if err != nil {
+		return nil, "", err
+	}
+	adm.shrink(int64(len(data)))
+	sum := sha256.Sum256(data)
+	hdr, err := imageprep.Peek(data, s.cfg.Limits)
+	if err != nil {
+		return nil, "", fmt.Errorf("query image: %w", err)
+	}
+	if need := int64(len(data)) + hdr.DecodeBytes; need > s.cfg.MaxMemoryBytes {
+		return nil, "", fmt.Errorf("%w: decoding this %dx%d %s takes %d MiB, more than this server's memory budget for uploads (%d MiB)",
+			imageprep.ErrTooLarge, hdr.Width, hdr.Height, hdr.Format, need>>20, s.cfg.MaxMemoryBytes>>20)
+	}
+	if !adm.take(hdr.DecodeBytes) {
+		return nil, "", s.busy("the memory budget for uploads is in use")
+	}
+	px, err := s.eng.Prepare(model, data, nil)
+	adm.release() // the encoded bytes and the pixels are garbage now
+	if err != nil {
+		return nil, "", fmt.Errorf("query image: %w", err)
+	}
+	v, err := s.eng.EmbedPrepared(r.Context(), model, px)
+	if err != nil {
+		return nil, "", err
+	}
+	return v, hex.EncodeToString(sum[:]), nil
 }
 
 func (s *Server) busy(why string) error {
