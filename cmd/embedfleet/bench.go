@@ -17,10 +17,12 @@ import (
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/deploy/bench/copydetect"
 	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/copies"
 	"github.com/embedfleet/embedfleet/shared/engine"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/stack"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
 	"github.com/embedfleet/embedfleet/worker"
 )
 
@@ -35,9 +37,11 @@ type copyDetectConfig struct {
 	g                        *globalFlags
 	stdout, stderr           io.Writer
 	refs, queries, truthFile string
+	background               string
 	models, outDir           string
 	milvusBin                string
 	batch                    int
+	cf                       copyFlags
 }
 
 func newCopyDetectCmd(g *globalFlags) *cobra.Command {
@@ -54,6 +58,14 @@ by score), with images/s for indexing, for queries, and overall, and per stage (
 spent fetching/decoding/preprocessing, embedding, upserting, embedding the
 queries and searching).
 
+With --background DIR (unrelated images: neither references nor the sources
+of queries), DIR is embedded through the pipeline into each model's background
+set too, and every score is also normalised against it (the cosine less --beta
+times the mean cosine of the query's --background-n nearest background
+images), reporting micro AP and recall at 90% precision raw and normalised. The
+thresholds printed for 90, 95 and 99% precision (of normalised scores, with a
+background) are what dedup --threshold, query --copies and serve take.
+
 truth.csv has a header and rows "query,reference" (reference empty for a query
 with no match), as deploy/bench/make_queries.py writes. Prints one line per
 model and, with --out, writes results.json, results.md and results.png
@@ -69,6 +81,9 @@ model and, with --out, writes results.json, results.md and results.png
 	f.StringVar(&cfg.queries, "queries", "", "folder of query images (required)")
 	f.StringVar(&cfg.truthFile, "truth", "", "truth.csv: query,reference (required)")
 	f.StringVar(&cfg.models, "models", "clip-vit-b32,dinov2-base", "models, comma-separated")
+	f.StringVar(&cfg.background, "background", "", "folder of unrelated images to normalise scores against (see above)")
+	f.Float64Var(&cfg.cf.beta, "beta", copies.DefaultRecipe().Beta, "score normalisation: the weight of the background term")
+	f.IntVar(&cfg.cf.n, "background-n", copies.DefaultRecipe().N, "score normalisation: how many nearest background images are averaged")
 	f.StringVar(&cfg.outDir, "out", "", "write results.json and results.md here")
 	f.IntVar(&cfg.batch, "batch-size", 32, "images per inference batch")
 	f.StringVar(&cfg.milvusBin, "milvus-bin", envOr("EMBEDFLEET_MILVUS_BIN", defaultMilvusBin()), "milvus-lite server binary (env EMBEDFLEET_MILVUS_BIN)")
@@ -107,10 +122,20 @@ func runCopyDetect(ctx context.Context, cfg *copyDetectConfig) error {
 	if err != nil {
 		return err
 	}
+	var bgSrc objstore.Source
+	if cfg.background != "" {
+		if bgSrc, err = objstore.Open(cfg.background, objstore.S3Config{}, objstore.Filter{}); err != nil {
+			return fmt.Errorf("--background: %w", err)
+		}
+	}
+	recipe, err := cfg.cf.recipe()
+	if err != nil {
+		return err
+	}
 	var results []copydetect.Result
 	var curves []copydetect.Curve
 	for _, e := range opened.images {
-		r, preds, err := copyDetect(ctx, st, src, e, cfg.queries, truth, cfg.batch, g, cfg.stderr)
+		r, preds, err := copyDetect(ctx, st, src, bgSrc, recipe, e, cfg.queries, truth, cfg.batch, g, cfg.stderr)
 		if err != nil {
 			return err
 		}
@@ -118,6 +143,16 @@ func runCopyDetect(ctx context.Context, cfg *copyDetectConfig) error {
 		curves = append(curves, copydetect.Curve{Recall: rec, Precision: prec})
 		fmt.Fprintf(cfg.stdout, "embedfleet %s top1=%.4f top3=%.4f recall10=%.4f micro_ap=%.4f img_s=%.2f index_img_s=%.2f query_img_s=%.2f refs=%d queries=%d\n",
 			r.Model, r.Top1, r.Top3, r.Recall10, r.MicroAP, r.ImgPerSec, r.IndexImgS, r.QueryImgS, r.Refs, r.Queries)
+		if r.MicroAPNorm != nil {
+			fmt.Fprintf(cfg.stdout, "normalised %s background=%d micro_ap_raw=%.4f micro_ap_norm=%.4f recall_p90_raw=%.4f recall_p90_norm=%.4f top1=%.4f\n",
+				r.Model, r.Background, r.MicroAP, *r.MicroAPNorm, r.RecallP90, *r.RecallP90Norm, *r.Top1Norm)
+		}
+		kind := "raw"
+		if r.MicroAPNorm != nil {
+			kind = "normalised"
+		}
+		fmt.Fprintf(cfg.stdout, "thresholds %s %s p90=%s p95=%s p99=%s\n", r.Model, kind,
+			thresholdText(r.Thresholds, "p90"), thresholdText(r.Thresholds, "p95"), thresholdText(r.Thresholds, "p99"))
 		fmt.Fprintf(cfg.stdout, "stages %s prepare_img_s=%.1f embed_img_s=%.1f upsert_img_s=%.1f query_embed_img_s=%.1f search_img_s=%.1f\n",
 			r.Model, r.Stages["prepare"], r.Stages["embed"], r.Stages["upsert"], r.Stages["query_embed"], r.Stages["search"])
 		results = append(results, r)
@@ -131,7 +166,14 @@ func runCopyDetect(ctx context.Context, cfg *copyDetectConfig) error {
 	return nil
 }
 
-func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine.ImageEncoder, queryDir string, truth map[string]string, batch int, g *globalFlags, progress io.Writer) (copydetect.Result, map[string][]copydetect.Scored, error) {
+func thresholdText(m map[string]float64, k string) string {
+	if v, ok := m[k]; ok {
+		return fmt.Sprintf("%.4f", v)
+	}
+	return "none"
+}
+
+func copyDetect(ctx context.Context, st *embedded, src, bgSrc objstore.Source, recipe copies.Recipe, e engine.ImageEncoder, queryDir string, truth map[string]string, batch int, g *globalFlags, progress io.Writer) (copydetect.Result, map[string][]copydetect.Scored, error) {
 	name := e.Spec().Name
 	res := copydetect.Result{Pipeline: "embedfleet", Model: name}
 	cons, err := st.topo.WorkerConsumer(ctx, st.js, bus.ConsumerOptions{})
@@ -154,6 +196,19 @@ func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine
 	// with its error.
 	err = supervise(ctx, func(ctx context.Context) error {
 		coord := coordinator.New(st.js, st.topo)
+		if bgSrc != nil {
+			// The background set first: the same worker, its own collection.
+			rec, err := coord.Run(ctx, coordinator.Config{Source: bgSrc, Models: []string{vecstore.Target(name, vecstore.SetBackground)}, JobSize: 2 * batch})
+			if err != nil {
+				return err
+			}
+			bs, err := coord.Wait(ctx, rec, nil)
+			if err != nil {
+				return fmt.Errorf("background: %w", err)
+			}
+			res.Background = int(bs.Stored)
+			fmt.Fprintf(progress, "bench %s: %d background images embedded\n", name, bs.Stored)
+		}
 		rec, err := coord.Run(ctx, coordinator.Config{Source: src, Models: []string{name}, JobSize: 2 * batch})
 		if err != nil {
 			return err
@@ -169,7 +224,7 @@ func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine
 	if err != nil {
 		return res, nil, err
 	}
-	indexTime := time.Since(start)
+	indexTime := time.Since(start) // with the background set's, when there is one
 	res.Refs = int(sum.Stored)
 	res.IndexImgS = float64(sum.Stored) / indexTime.Seconds()
 	res.Stages = map[string]float64{}
@@ -191,7 +246,19 @@ func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine
 	}
 	defer eng.Close()
 	s := search.New(st.store, eng)
+	var scorer copies.Scorer
+	if bgSrc != nil {
+		_, bg, err := copies.OpenPair(ctx, st.store, name)
+		if err != nil {
+			return res, nil, err
+		}
+		if bg == nil {
+			return res, nil, fmt.Errorf("--background %s: no image of it was embedded", bgSrc.URI())
+		}
+		scorer = copies.Scorer{Background: bg, Recipe: recipe}
+	}
 	results := map[string][]copydetect.Scored{}
+	normalised := map[string][]copydetect.Scored{}
 	var queryEmbed, searchTime time.Duration
 	start = time.Now()
 	qStart := start
@@ -216,13 +283,19 @@ func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine
 		}
 		t0 = time.Now()
 		hits, err := s.ByVectors(ctx, name, vecs, 10)
+		if err != nil {
+			return res, nil, fmt.Errorf("queries %s..%s: %w", chunk[0], chunk[len(chunk)-1], err)
+		}
+		bias, err := scorer.Bias(ctx, vecs) // zeros without a background
 		searchTime += time.Since(t0)
 		if err != nil {
 			return res, nil, fmt.Errorf("queries %s..%s: %w", chunk[0], chunk[len(chunk)-1], err)
 		}
 		for i, q := range chunk {
 			for _, h := range hits[i] {
-				results[q] = append(results[q], copydetect.Scored{Ref: path.Base(filepath.ToSlash(h.URI)), Score: h.Cosine})
+				ref := path.Base(filepath.ToSlash(h.URI))
+				results[q] = append(results[q], copydetect.Scored{Ref: ref, Score: h.Cosine})
+				normalised[q] = append(normalised[q], copydetect.Scored{Ref: ref, Score: h.Cosine - bias[i]})
 			}
 		}
 		if time.Since(lastNote) >= 5*time.Second {
@@ -242,6 +315,14 @@ func copyDetect(ctx context.Context, st *embedded, src objstore.Source, e engine
 	}
 	res.ImgPerSec = float64(res.Refs+res.Queries) / (indexTime + queryTime).Seconds()
 	res.Top1, res.Top3, res.Recall10, res.MicroAP = copydetect.Metrics(truth, results)
+	res.RecallP90, _, _ = copydetect.AtPrecision(truth, results, 0.9)
+	res.Thresholds = copydetect.Thresholds(truth, results)
+	if scorer.Normalised() {
+		top1, _, _, ap := copydetect.Metrics(truth, normalised)
+		rp90, _, _ := copydetect.AtPrecision(truth, normalised, 0.9)
+		res.MicroAPNorm, res.RecallP90Norm, res.Top1Norm = &ap, &rp90, &top1
+		res.Thresholds = copydetect.Thresholds(truth, normalised)
+	}
 	return res, results, nil
 }
 

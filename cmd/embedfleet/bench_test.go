@@ -41,9 +41,14 @@ func TestBenchCopyDetect(t *testing.T) {
 		truth += q + ",\n"
 	}
 	os.WriteFile(filepath.Join(dir, "truth.csv"), []byte(truth), 0o644)
+	bg := filepath.Join(dir, "background") // unrelated to every reference and query
+	os.MkdirAll(bg, 0o755)
+	for i := range 8 {
+		os.WriteFile(filepath.Join(bg, fmt.Sprintf("b%02d.jpg", i)), testimages.JPEG(testimages.Photo(r, 150, 300), 85), 0o644)
+	}
 	env := append(ortEnv(t, tinyModels(t)), "EMBEDFLEET_MILVUS_BIN="+testenv.Binary(t, testenv.EnvMilvusBin))
 	out, err := runSplit(t, env, "bench", "copydetect", "--refs", refs, "--queries", queries, "--truth", filepath.Join(dir, "truth.csv"),
-		"--models", "dinov2-base", "--out", filepath.Join(dir, "out"))
+		"--models", "dinov2-base", "--background", bg, "--out", filepath.Join(dir, "out"))
 	if err != nil || !strings.Contains(out, "embedfleet dinov2-base top1=") {
 		t.Fatalf("bench copydetect: %v\n%s", err, out)
 	}
@@ -54,6 +59,18 @@ func TestBenchCopyDetect(t *testing.T) {
 	}
 	if r := rs[0]; r.Refs != 16 || r.Queries != 10 || r.Top1 < 0.75 || r.ImgPerSec <= 0 {
 		t.Fatalf("result %+v: want 16 refs, 10 queries, resized copies found first", r)
+	}
+	// Normalised against the 8 background images: accuracy@1 cannot move
+	// (one query's scores all shift alike); micro AP and the thresholds are
+	// reported.
+	if r := rs[0]; r.Background != 8 || r.MicroAPNorm == nil || r.RecallP90Norm == nil || r.Top1Norm == nil || *r.Top1Norm != r.Top1 ||
+		*r.MicroAPNorm <= 0 || *r.MicroAPNorm > 1 || len(r.Thresholds) == 0 {
+		t.Fatalf("normalised figures: %+v", r)
+	}
+	for _, want := range []string{"normalised dinov2-base background=8 micro_ap_raw=", "thresholds dinov2-base normalised p90="} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 	// Every stage was timed, and a stage inside a phase cannot be slower
 	// than the phase: its rate is at least the phase's rate. (prepare is

@@ -7,10 +7,13 @@ rotations, flips, text overlays, colour and contrast changes, blur, JPEG
 quality, padding, overlay onto another image; AugLy 1.0's meme format needs Pillow
 < 10 and is left out); --distractors
 more queries come from images that are not references, so they have no
-match. Writes OUT/refs/, OUT/queries/ and OUT/truth.csv (query,reference;
-an empty reference for distractors).
+match. With --background N, N more images that are neither references nor
+the source of any query go to OUT/background/: the unrelated set that copy
+scores are normalised against (bench copydetect --background). No image has
+two roles. Writes OUT/refs/, OUT/queries/, OUT/truth.csv (query,reference;
+an empty reference for distractors) and OUT/background/.
 
-Usage: python deploy/bench/make_queries.py --images DIR --out DIR [--refs 400 --queries 200 --distractors 50]
+Usage: python deploy/bench/make_queries.py --images DIR --out DIR [--refs 400 --queries 200 --distractors 50 --background 0]
 """
 
 import argparse
@@ -50,13 +53,15 @@ def main():
     ap.add_argument("--refs", type=int, default=400)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--distractors", type=int, default=50)
+    ap.add_argument("--background", type=int, default=0)
     ap.add_argument("--seed", type=int, default=2026)
     args = ap.parse_args()
     rng = random.Random(args.seed)
     names = sorted(f for f in os.listdir(args.images) if f.lower().endswith((".jpg", ".jpeg", ".png")))
     refs, pool = names[: args.refs], names[args.refs:]
-    if len(refs) < args.queries or len(pool) < args.distractors:
-        raise SystemExit(f"make_queries: {len(names)} images is too few for {args.refs} refs + {args.distractors} distractors")
+    if len(refs) < args.queries or len(pool) < args.distractors + args.background:
+        raise SystemExit(f"make_queries: {len(names)} images is too few for {args.refs} refs + {args.distractors} distractors"
+                         f" + {args.background} background")
     shutil.rmtree(args.out, ignore_errors=True)
     os.makedirs(os.path.join(args.out, "refs"))
     os.makedirs(os.path.join(args.out, "queries"))
@@ -65,7 +70,15 @@ def main():
     others = [os.path.join(args.images, n) for n in refs]
     cat = transforms(rng, others)
     rows = []
-    sources = [(n, n) for n in rng.sample(refs, args.queries)] + [(n, "") for n in rng.sample(pool, args.distractors)]
+    # Drawn in this order, so that --background 0 makes the same set as before it existed.
+    sources = [(n, n) for n in rng.sample(refs, args.queries)]
+    distractors = rng.sample(pool, args.distractors)
+    sources += [(n, "") for n in distractors]
+    background = rng.sample(sorted(set(pool) - set(distractors)), args.background) if args.background else []
+    if background:
+        os.makedirs(os.path.join(args.out, "background"))
+        for n in background:
+            shutil.copy(os.path.join(args.images, n), os.path.join(args.out, "background", n))
     rng.shuffle(sources)
     for i, (src, truth) in enumerate(sources):
         im = Image.open(os.path.join(args.images, src)).convert("RGB")
@@ -78,7 +91,7 @@ def main():
         w = csv.writer(f)
         w.writerow(["query", "reference"])
         w.writerows(rows)
-    print(f"make_queries refs={len(refs)} queries={args.queries} distractors={args.distractors} out={args.out}")
+    print(f"make_queries refs={len(refs)} queries={args.queries} distractors={args.distractors} background={len(background)} out={args.out}")
 
 
 if __name__ == "__main__":

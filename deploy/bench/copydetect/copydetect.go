@@ -33,6 +33,62 @@ type Result struct {
 	Stages  map[string]float64 `json:"stage_img_s"`
 	Refs    int                `json:"refs"`
 	Queries int                `json:"queries"`
+
+	// RecallP90 is the recall at 90% precision of the pooled predictions
+	// (DISC21's third metric).
+	RecallP90 float64 `json:"recall_p90"`
+	// With a background set (bench copydetect --background): the same
+	// figures with every score normalised (cosine less beta times the mean
+	// cosine of the query's n nearest background images); accuracy@1 does
+	// not change, as one query's scores all move by the same amount.
+	Background    int      `json:"background,omitempty"`
+	MicroAPNorm   *float64 `json:"micro_ap_norm,omitempty"`
+	RecallP90Norm *float64 `json:"recall_p90_norm,omitempty"`
+	Top1Norm      *float64 `json:"top1_norm,omitempty"`
+	// Thresholds are the scores (normalised with a background, raw
+	// without) at which the pooled predictions reach 90, 95 and 99%
+	// precision, keyed "p90", "p95", "p99"; absent where that precision
+	// is never reached.
+	Thresholds map[string]float64 `json:"thresholds"`
+}
+
+// AtPrecision is the largest recall of the pooled predictions whose
+// precision is at least p, with the lowest score accepted there (the
+// threshold that gives it); ok is false when no cut reaches p.
+func AtPrecision(truth map[string]string, results map[string][]Scored, p float64) (recall, threshold float64, ok bool) {
+	preds, positives := pooledScored(truth, results)
+	if positives == 0 {
+		return 0, 0, false
+	}
+	found := 0
+	for i, pr := range preds {
+		if !pr.hit {
+			continue
+		}
+		found++
+		// Cut after a hit, and below every prediction of the same score.
+		if i+1 < len(preds) && preds[i+1].score == pr.score {
+			continue
+		}
+		if float64(found)/float64(i+1) >= p {
+			recall, threshold, ok = float64(found)/float64(positives), pr.score, true
+		}
+	}
+	return recall, threshold, ok
+}
+
+// Thresholds are AtPrecision's thresholds for 90, 95 and 99% precision.
+func Thresholds(truth map[string]string, results map[string][]Scored) map[string]float64 {
+	out := map[string]float64{}
+	for _, p := range []struct {
+		key string
+		p   float64
+	}{{"p90", 0.90}, {"p95", 0.95}, {"p99", 0.99}} {
+		if _, th, ok := AtPrecision(truth, results, p.p); ok {
+			out[p.key] = th
+		}
+	}
+	return out
 }
 
 // Scored is one answer to a query: a reference and its score, best first.
@@ -63,15 +119,22 @@ func ReadTruth(p string) (map[string]string, error) {
 	return t, nil
 }
 
-// pooled is every (query, answer) prediction ranked by score, best first,
-// with whether it is the query's reference.
-func pooled(truth map[string]string, results map[string][]Scored) (hits []bool, positives int) {
-	type pred struct {
-		hit   bool
-		score float64
+type pred struct {
+	hit   bool
+	score float64
+}
+
+// pooledScored is every (query, answer) prediction ranked by score, best
+// first (ties: misses first, so no tie flatters a result), with whether it
+// is the query's reference.
+func pooledScored(truth map[string]string, results map[string][]Scored) (preds []pred, positives int) {
+	qs := make([]string, 0, len(truth))
+	for q := range truth {
+		qs = append(qs, q)
 	}
-	var preds []pred
-	for q, want := range truth {
+	sort.Strings(qs)
+	for _, q := range qs {
+		want := truth[q]
 		if want != "" {
 			positives++
 		}
@@ -79,7 +142,18 @@ func pooled(truth map[string]string, results map[string][]Scored) (hits []bool, 
 			preds = append(preds, pred{want != "" && r.Ref == want, r.Score})
 		}
 	}
-	sort.SliceStable(preds, func(i, j int) bool { return preds[i].score > preds[j].score })
+	sort.SliceStable(preds, func(i, j int) bool {
+		if preds[i].score != preds[j].score {
+			return preds[i].score > preds[j].score
+		}
+		return !preds[i].hit && preds[j].hit
+	})
+	return preds, positives
+}
+
+// pooled is pooledScored's hits alone.
+func pooled(truth map[string]string, results map[string][]Scored) (hits []bool, positives int) {
+	preds, positives := pooledScored(truth, results)
 	hits = make([]bool, len(preds))
 	for i, p := range preds {
 		hits[i] = p.hit
@@ -140,6 +214,13 @@ func PRCurve(truth map[string]string, results map[string][]Scored) (recall, prec
 	return recall, precision
 }
 
+func thr(m map[string]float64, k string) string {
+	if v, ok := m[k]; ok {
+		return fmt.Sprintf("%.4f", v)
+	}
+	return "not reached"
+}
+
 // WriteResults writes results.json and results.md into dir.
 func WriteResults(dir string, rs []Result) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -150,11 +231,26 @@ func WriteResults(dir string, rs []Result) error {
 		return err
 	}
 	var md strings.Builder
-	md.WriteString("| pipeline | model | accuracy@1 | top-3 | recall@10 | micro AP | img/s | index img/s | query img/s |\n")
-	md.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	md.WriteString("| pipeline | model | accuracy@1 | top-3 | recall@10 | micro AP | recall@P90 | img/s | index img/s | query img/s |\n")
+	md.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rs {
-		fmt.Fprintf(&md, "| %s | %s | %.2f%% | %.2f%% | %.2f%% | %.4f | %.2f | %.2f | %.2f |\n", r.Pipeline, r.Model,
-			100*r.Top1, 100*r.Top3, 100*r.Recall10, r.MicroAP, r.ImgPerSec, r.IndexImgS, r.QueryImgS)
+		fmt.Fprintf(&md, "| %s | %s | %.2f%% | %.2f%% | %.2f%% | %.4f | %.2f%% | %.2f | %.2f | %.2f |\n", r.Pipeline, r.Model,
+			100*r.Top1, 100*r.Top3, 100*r.Recall10, r.MicroAP, 100*r.RecallP90, r.ImgPerSec, r.IndexImgS, r.QueryImgS)
+	}
+	for i, r := range rs {
+		if r.MicroAPNorm == nil {
+			continue
+		}
+		if i == 0 || rs[i-1].MicroAPNorm == nil {
+			md.WriteString("\nWith score normalisation against the background set:\n\n")
+			md.WriteString("| model | background | micro AP raw | normalised | recall@P90 raw | normalised | accuracy@1 |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+		}
+		fmt.Fprintf(&md, "| %s | %d | %.4f | %.4f | %.2f%% | %.2f%% | %.2f%% |\n", r.Model, r.Background, r.MicroAP, *r.MicroAPNorm,
+			100*r.RecallP90, 100**r.RecallP90Norm, 100**r.Top1Norm)
+	}
+	md.WriteString("\nScore thresholds for a precision (normalised scores where there is a background set):\n\n| model | p90 | p95 | p99 |\n| --- | --- | --- | --- |\n")
+	for _, r := range rs {
+		fmt.Fprintf(&md, "| %s | %s | %s | %s |\n", r.Model, thr(r.Thresholds, "p90"), thr(r.Thresholds, "p95"), thr(r.Thresholds, "p99"))
 	}
 	md.WriteString("\nImages per second of time spent in each stage (prepare = fetch, decode and preprocess, per goroutine; it runs on every core at once):\n\n")
 	md.WriteString("| model | prepare | embed | upsert | query embed | search |\n| --- | --- | --- | --- | --- | --- |\n")

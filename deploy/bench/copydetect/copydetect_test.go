@@ -65,3 +65,35 @@ func TestWriteChart(t *testing.T) {
 		}
 	}
 }
+
+func TestAtPrecision(t *testing.T) {
+	truth := map[string]string{"q1": "a", "q2": "b", "q3": "c", "q4": "", "q5": "e"}
+	results := map[string][]Scored{
+		"q1": {{"a", 0.9}},
+		"q2": {{"b", 0.8}},
+		"q3": {{"x", 0.7}},  // a miss
+		"q4": {{"a", 0.75}}, // a distractor
+		"q5": {{"e", 0.6}},
+	}
+	// Pooled: a(hit) b(hit) q4(x) q3(x) e(hit): precision 1, 1, 2/3, 1/2, 3/5.
+	rec, th, ok := AtPrecision(truth, results, 0.9)
+	if !ok || math.Abs(rec-2.0/4) > 1e-9 || th != 0.8 {
+		t.Fatalf("at 90%%: recall %v threshold %v ok %v; want 0.5 at 0.8", rec, th, ok)
+	}
+	rec, th, ok = AtPrecision(truth, results, 0.6)
+	if !ok || math.Abs(rec-3.0/4) > 1e-9 || th != 0.6 {
+		t.Fatalf("at 60%%: recall %v threshold %v ok %v; want 0.75 at 0.6", rec, th, ok)
+	}
+	if _, _, ok := AtPrecision(truth, map[string][]Scored{"q4": {{"a", 1}}, "q1": {{"x", 0.9}}}, 0.5); ok {
+		t.Fatal("a precision never reached was reported")
+	}
+	// A tie between a hit and a miss does not count the hit alone.
+	tie := map[string][]Scored{"q1": {{"a", 0.5}}, "q4": {{"a", 0.5}}}
+	if rec, _, ok := AtPrecision(truth, tie, 0.9); ok {
+		t.Fatalf("a hit tied with a miss reached 90%% precision (recall %v)", rec)
+	}
+	got := Thresholds(truth, results)
+	if got["p90"] != 0.8 || got["p95"] != 0.8 || got["p99"] != 0.8 {
+		t.Fatalf("thresholds %v", got)
+	}
+}
