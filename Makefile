@@ -23,7 +23,7 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random-2
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps deps-demo deps-gpu gpu-check-dry-run build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text bench-decode bench-int8 demo
+.PHONY: help deps deps-demo deps-gpu gpu-check-dry-run build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text bench-decode bench-int8 bench-copies bench-dedup demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -108,7 +108,7 @@ bench-article: deps build random-models ## copy detection on BSDS500 queries mad
 	$$py deploy/bench/make_queries.py --images $(BENCHDIR) --out $(BENCH_OUT)/data --refs $(BENCH_REFS) --queries $(BENCH_QUERIES) --distractors $(BENCH_DISTRACTORS); \
 	$(DEPS_ENV); PY=$$py BIN=bin/embedfleet MODELS="$(RANDOM_MODELS)" deploy/bench/article.sh $(BENCH_OUT)/data $(BENCH_OUT)
 
-bench: bench-embed bench-decode bench-int8 bench-pipeline bench-manifest bench-article bench-hostile bench-text ## every benchmark
+bench: bench-embed bench-decode bench-int8 bench-pipeline bench-manifest bench-article bench-hostile bench-text bench-copies bench-dedup ## every benchmark
 
 FULLSIZE_DIR ?= bin/fullsize
 
@@ -139,6 +139,19 @@ bench-hostile: deps build ## what hostile input costs: progressive-JPEG scans by
 	$(GO) test -run '^$$' -bench ScanBomb -benchtime 3x ./shared/imageprep | grep -E '^Benchmark'
 	$(DEPS_ENV); $(GO) test -run '^$$' -bench ServeMemory -benchtime 1x -timeout 10m ./cmd/embedfleet | grep -E '^Benchmark'
 
+
+COPIES_OUT ?= bin/bench-copies
+
+bench-copies: deps build random-models ## copy detection with score normalisation: BSDS500 split into references, background and distractor sources (AugLy queries); micro AP and recall at 90% precision raw and normalised, thresholds for 90/95/99% precision
+	@py=$(BENCHPY); rm -rf $(COPIES_OUT); mkdir -p $(COPIES_OUT); \
+	$$py deploy/bench/make_queries.py --images $(BENCHDIR) --out $(COPIES_OUT)/data --refs 300 --queries 150 --distractors 50 --background 150
+	@$(DEPS_ENV); bin/embedfleet --models-dir "$(RANDOM_MODELS)" bench copydetect --refs $(COPIES_OUT)/data/refs --queries $(COPIES_OUT)/data/queries \
+	  --truth $(COPIES_OUT)/data/truth.csv --background $(COPIES_OUT)/data/background --models clip-vit-b32,dinov2-base --out $(COPIES_OUT)/results
+
+DEDUP_SIZES ?= 25000,50000,100000
+
+bench-dedup: deps build ## embedfleet dedup over 25k, 50k and 100k synthetic 512-d vectors with planted copies and exact duplicates: wall time, vectors/s, peak RSS, pair recall and precision
+	@$(DEPS_ENV); $(GO) run ./deploy/bench/dedupscale --sizes $(DEDUP_SIZES) --bin bin/embedfleet | grep -E '^dedup'
 
 bench-manifest: ## streaming diff of two sorted listings (1% changed/added/deleted) at 1M and 5M keys: keys/s and peak RSS
 	@for n in 1000000 5000000; do BENCH_KEYS=$$n $(GO) test -run '^$$' -bench . -benchtime 1x ./deploy/bench/manifest | grep '^manifest '; done
