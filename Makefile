@@ -23,7 +23,7 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random-2
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps deps-demo deps-gpu gpu-check-dry-run build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text bench-decode bench-int8 bench-copies bench-dedup demo
+.PHONY: help deps deps-demo deps-gpu gpu-check-dry-run build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text bench-decode bench-int8 bench-copies bench-dedup soak demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -152,6 +152,12 @@ DEDUP_SIZES ?= 25000,50000,100000
 
 bench-dedup: deps build ## embedfleet dedup over 25k, 50k and 100k synthetic 512-d vectors with planted copies and exact duplicates: wall time, vectors/s, peak RSS, pair recall and precision
 	@$(DEPS_ENV); $(GO) run ./deploy/bench/dedupscale --sizes $(DEDUP_SIZES) --bin bin/embedfleet | grep -E '^dedup'
+
+SOAK_OBJECTS ?= 1000000
+
+soak: deps build ## the whole system as separate processes on SOAK_OBJECTS objects (default 1,000,000) with workers, nats-server and milvus-lite killed mid-run; verify, exact row counts, an incremental run, RSS
+	@mkdir -p bin; $(DEPS_ENV); set -o pipefail; SOAK_OBJECTS=$(SOAK_OBJECTS) $(GO) test -run '^$$' -bench Soak -benchtime 1x -timeout 180m ./deploy/bench/soak 2>&1 | \
+	  tee bin/soak.log | grep -E '^(soak|--- FAIL|FAIL|ok|    )'; echo "full log: bin/soak.log"
 
 bench-manifest: ## streaming diff of two sorted listings (1% changed/added/deleted) at 1M and 5M keys: keys/s and peak RSS
 	@for n in 1000000 5000000; do BENCH_KEYS=$$n $(GO) test -run '^$$' -bench . -benchtime 1x ./deploy/bench/manifest | grep '^manifest '; done

@@ -18,6 +18,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/testenv"
 	"github.com/embedfleet/embedfleet/shared/testimages"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
@@ -251,5 +253,78 @@ func TestVerifyCLI(t *testing.T) {
 	out, code = runCmd(append(verify, "--repair")...)
 	if code != 0 || !strings.Contains(out, "verify dinov2-base: listed=15 ok=15 missing=0 stale=0 extra=0") {
 		t.Fatalf("verify --repair: %d\n%s", code, out)
+	}
+}
+
+// TestNATSClusterLeaderKilled runs the pipeline on a 3-node JetStream
+// cluster (streams and buckets at 3 replicas, as the chart runs NATS):
+// worker processes started without --replicas leave the streams at 3, the
+// jobs stream's leader is SIGKILLed mid-run and restarted, and the run
+// completes with every image stored once, the workers and the waiting
+// coordinator riding through the leader change without a restart.
+func TestNATSClusterLeaderKilled(t *testing.T) {
+	t.Parallel()
+	nc := testenv.StartNATSCluster(t, 3)
+	c := newClusterOn(t, 160, &testenv.NATS{URL: nc.URL, Conn: nc.Conn, JS: nc.JS})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	topo := bus.Topology{Prefix: c.prefix}
+	if err := topo.Ensure(ctx, nc.JS, bus.StreamOptions{Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	w1, out1 := c.startWorker(t)
+	w2, out2 := c.startWorker(t)
+	// The workers' own Ensure (no --replicas) must not scale the streams down.
+	time.Sleep(2 * time.Second)
+	for _, name := range []string{topo.JobsStream(), topo.ResultsStream(), "KV_" + topo.RunsBucket(), "KV_" + topo.FailuresBucket()} {
+		s, err := nc.JS.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info, err := s.Info(ctx); err != nil || info.Config.Replicas != 3 {
+			t.Fatalf("%s after the workers started: %v replicas %d, want 3", name, err, info.Config.Replicas)
+		}
+	}
+	coord := execCommand("coordinator", "run", "--source", c.source, "--models", "clip-vit-b32,dinov2-base", "--wait", "--timeout", "3m", "--job-size", "4")
+	coord.Env = append(os.Environ(), c.env(t)...)
+	var cout syncBuffer
+	coord.Stdout, coord.Stderr = &cout, &cout
+	if err := coord.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Mid-run: some results in, most jobs still to do.
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		st, err := nc.JS.Stream(ctx, topo.ResultsStream())
+		if err == nil {
+			if info, err := st.Info(ctx); err == nil && info.State.Msgs >= 5 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no results after 2 minutes:\n%s\n%s", cout.String(), out1.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	leader, err := nc.StreamLeader(ctx, topo.JobsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Nodes[leader].Kill(t)
+	t.Logf("killed node %d, the jobs stream's leader", leader+1)
+	time.Sleep(3 * time.Second)
+	nc.Nodes[leader].Restart(t)
+	err = coord.Wait()
+	if err != nil || !strings.Contains(cout.String(), "complete: 160 listed, 160 stored, 0 failed") {
+		t.Fatalf("coordinator run --wait through the leader change: %v\n%s\nworker 1:\n%s", err, cout.String(), out1.String())
+	}
+	if now, err := nc.StreamLeader(ctx, topo.JobsStream()); err == nil && now == leader {
+		t.Logf("the killed node leads the jobs stream again")
+	}
+	c.assertRows(t, ctx, 160)
+	for i, w := range []*exec.Cmd{w1, w2} {
+		if w.ProcessState != nil {
+			t.Fatalf("worker %d exited during the leader change:\n%s%s", i+1, out1.String(), out2.String())
+		}
 	}
 }

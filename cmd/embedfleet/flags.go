@@ -18,8 +18,9 @@ import (
 // several commands share. Secrets come from the environment only.
 
 type natsFlags struct {
-	cfg    bus.Config
-	prefix string
+	cfg      bus.Config
+	prefix   string
+	replicas int
 }
 
 func (n *natsFlags) bind(f *pflag.FlagSet) {
@@ -29,6 +30,8 @@ func (n *natsFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&n.cfg.CAFile, "nats-ca", os.Getenv("EMBEDFLEET_NATS_CA"), "CA file to verify NATS's TLS certificate (env EMBEDFLEET_NATS_CA)")
 	f.StringVar(&n.cfg.CertFile, "nats-cert", os.Getenv("EMBEDFLEET_NATS_CERT"), "TLS client certificate (env EMBEDFLEET_NATS_CERT)")
 	f.StringVar(&n.cfg.KeyFile, "nats-key", os.Getenv("EMBEDFLEET_NATS_KEY"), "TLS client key (env EMBEDFLEET_NATS_KEY)")
+	f.IntVar(&n.replicas, "replicas", envInt("EMBEDFLEET_NATS_REPLICAS", 0),
+		"replicas of the streams and buckets: 3 in a NATS cluster; 0 keeps what they have (1 for new ones), so a process without it never scales them down (env EMBEDFLEET_NATS_REPLICAS)")
 	f.StringVar(&n.prefix, "prefix", envOr("EMBEDFLEET_PREFIX", "EMBEDFLEET"), "name prefix of the streams and buckets, to share a NATS between installations (env EMBEDFLEET_PREFIX)")
 	// User, password and token: environment only, never on a command line.
 	n.cfg.User = os.Getenv("EMBEDFLEET_NATS_USER")
@@ -42,6 +45,9 @@ func (n *natsFlags) topology() bus.Topology { return bus.Topology{Prefix: string
 // buckets exist; the caller closes the connection.
 func (n *natsFlags) connect(ctx context.Context, name string, so bus.StreamOptions) (*nats.Conn, jetstream.JetStream, bus.Topology, error) {
 	n.cfg.Name = name
+	if so.Replicas == 0 {
+		so.Replicas = n.replicas
+	}
 	nc, js, err := bus.Connect(n.cfg)
 	if err != nil {
 		return nil, nil, bus.Topology{}, err

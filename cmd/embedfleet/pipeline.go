@@ -62,7 +62,6 @@ type coordinatorRunConfig struct {
 	wait           bool
 	maxFailed      float64
 	timeout        time.Duration
-	replicas       int
 	logLevel       string
 }
 
@@ -110,7 +109,6 @@ images that copy scores are normalised against (embedfleet dedup, query
 	f.BoolVar(&cfg.wait, "wait", false, "follow the run to completion and print a summary")
 	f.Float64Var(&cfg.maxFailed, "max-failed", 0.01, "with --wait: fraction of failed items above which the exit status is 2")
 	f.DurationVar(&cfg.timeout, "timeout", 0, "give up after this long (0: never)")
-	f.IntVar(&cfg.replicas, "replicas", 1, "replicas of streams and buckets when they are created (3 in a NATS cluster)")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&cfg.incremental, "incremental", false, "embed only new and changed objects, delete vanished ones (implies --wait)")
 	f.BoolVar(&cfg.dryRun, "dry-run", false, "with --incremental: print the diff counts and change nothing")
@@ -140,7 +138,7 @@ func runCoordinatorCmd(ctx context.Context, cfg *coordinatorRunConfig) error {
 	if err != nil {
 		return err
 	}
-	nc, js, topo, err := cfg.nf.connect(ctx, "embedfleet-coordinator", bus.StreamOptions{Replicas: cfg.replicas})
+	nc, js, topo, err := cfg.nf.connect(ctx, "embedfleet-coordinator", bus.StreamOptions{})
 	if err != nil {
 		return err
 	}

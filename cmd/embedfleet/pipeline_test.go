@@ -45,7 +45,13 @@ type cluster struct {
 
 func newCluster(t *testing.T, n int) *cluster {
 	t.Helper()
-	c := &cluster{minio: testenv.StartMinIO(t), nats: testenv.StartNATSProcess(t), milvus: testenv.StartMilvus(t), n: n}
+	return newClusterOn(t, n, testenv.StartNATSProcess(t))
+}
+
+// newClusterOn is newCluster on a NATS the test started (a 3-node cluster).
+func newClusterOn(t *testing.T, n int, nc *testenv.NATS) *cluster {
+	t.Helper()
+	c := &cluster{minio: testenv.StartMinIO(t), nats: nc, milvus: testenv.StartMilvus(t), n: n}
 	c.prefix = strings.ToUpper(testenv.Name(t, "ef"))
 	c.source = "s3://" + c.minio.Bucket + "/imgs/"
 	r := rand.New(rand.NewPCG(3, 4))

@@ -139,7 +139,10 @@ func (t Topology) LeasesBucket() string { return t.p() + "_LEASES" }
 
 // StreamOptions tune the streams.
 type StreamOptions struct {
-	Replicas   int           // 1 (default) or 3 in a cluster
+	// Replicas of each stream and bucket: 3 in a cluster. 0 keeps what an
+	// existing one has (1 for a new one), so that a process started
+	// without the setting never scales a cluster's streams down.
+	Replicas   int
 	Duplicates time.Duration // dedup window of the jobs stream; default 24 h
 	LeaseTTL   time.Duration // lease bucket TTL; default 2 min
 }
@@ -147,8 +150,17 @@ type StreamOptions struct {
 // Ensure creates or updates the streams and buckets. Safe to call from
 // every process at start-up.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
-	if o.Replicas <= 0 {
-		o.Replicas = 1
+	// replicas is o.Replicas, or the existing stream's (1 for none).
+	replicas := func(stream string) int {
+		if o.Replicas > 0 {
+			return o.Replicas
+		}
+		if s, err := js.Stream(ctx, stream); err == nil {
+			if info, err := s.Info(ctx); err == nil && info.Config.Replicas > 0 {
+				return info.Config.Replicas
+			}
+		}
+		return 1
 	}
 	if o.Duplicates <= 0 {
 		o.Duplicates = 24 * time.Hour
@@ -158,31 +170,32 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream, o StreamOp
 	}
 	streams := []jetstream.StreamConfig{
 		{Name: t.JobsStream(), Subjects: []string{t.subj() + ".jobs.>"}, Retention: jetstream.WorkQueuePolicy,
-			Storage: jetstream.FileStorage, Replicas: o.Replicas, Duplicates: o.Duplicates},
+			Storage: jetstream.FileStorage, Duplicates: o.Duplicates},
 		{Name: t.ResultsStream(), Subjects: []string{t.subj() + ".results.>"}, Retention: jetstream.LimitsPolicy,
-			Storage: jetstream.FileStorage, Replicas: o.Replicas, MaxAge: 30 * 24 * time.Hour},
+			Storage: jetstream.FileStorage, MaxAge: 30 * 24 * time.Hour},
 		{Name: t.DeadStream(), Subjects: []string{t.subj() + ".dead.>"}, Retention: jetstream.LimitsPolicy,
-			Storage: jetstream.FileStorage, Replicas: o.Replicas, MaxAge: 30 * 24 * time.Hour},
+			Storage: jetstream.FileStorage, MaxAge: 30 * 24 * time.Hour},
 	}
 	for _, sc := range streams {
+		sc.Replicas = replicas(sc.Name)
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("bus: stream %s: %w", sc.Name, err)
 		}
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: t.RunsBucket(), History: 1,
-		Storage: jetstream.FileStorage, Replicas: o.Replicas}); err != nil {
+		Storage: jetstream.FileStorage, Replicas: replicas("KV_" + t.RunsBucket())}); err != nil {
 		return fmt.Errorf("bus: kv %s: %w", t.RunsBucket(), err)
 	}
 	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: t.ManifestsBucket(),
-		Storage: jetstream.FileStorage, Replicas: o.Replicas}); err != nil {
+		Storage: jetstream.FileStorage, Replicas: replicas("OBJ_" + t.ManifestsBucket())}); err != nil {
 		return fmt.Errorf("bus: object store %s: %w", t.ManifestsBucket(), err)
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: t.FailuresBucket(), History: 1,
-		Storage: jetstream.FileStorage, Replicas: o.Replicas}); err != nil {
+		Storage: jetstream.FileStorage, Replicas: replicas("KV_" + t.FailuresBucket())}); err != nil {
 		return fmt.Errorf("bus: kv %s: %w", t.FailuresBucket(), err)
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: t.LeasesBucket(), History: 1,
-		Storage: jetstream.FileStorage, Replicas: o.Replicas, TTL: o.LeaseTTL}); err != nil {
+		Storage: jetstream.FileStorage, Replicas: replicas("KV_" + t.LeasesBucket()), TTL: o.LeaseTTL}); err != nil {
 		return fmt.Errorf("bus: kv %s: %w", t.LeasesBucket(), err)
 	}
 	return nil

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -169,4 +170,51 @@ func DialCheck(addr string) error {
 		return fmt.Errorf("not reachable: %w", err)
 	}
 	return c.Close()
+}
+
+// WatchPeakRSS samples the peak resident set (VmHWM) of process pid every
+// 100 ms until the returned function is called, which returns the highest
+// value seen, in KiB (0 where /proc is not there). Use it instead of
+// getrusage's ru_maxrss for a child process: Linux carries the forking
+// parent's high-water mark into a child that it exec's, so ru_maxrss
+// reports the parent's size when the parent is the larger.
+func WatchPeakRSS(pid int) (stop func() int64) {
+	var peak atomic.Int64
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v := procStatusKiB(pid, "VmHWM:"); v > peak.Load() {
+				peak.Store(v)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		<-finished
+		return peak.Load()
+	}
+}
+
+// procStatusKiB reads a "Name:   N kB" line of /proc/pid/status.
+func procStatusKiB(pid int, field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
 }

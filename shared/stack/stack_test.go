@@ -2,7 +2,10 @@ package stack_test
 
 import (
 	"context"
+	"os/exec"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,4 +66,27 @@ func TestStartAndClose(t *testing.T) {
 		!strings.Contains(err.Error(), "deps.sh milvus-lite") {
 		t.Fatalf("a missing milvus-lite: %v", err)
 	}
+}
+
+// TestWatchPeakRSS: a small child of a large parent reports its own peak,
+// not the parent's (which getrusage's ru_maxrss would give).
+func TestWatchPeakRSS(t *testing.T) {
+	big := make([]byte, 300<<20)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	cmd := exec.Command("sleep", "0.5")
+	if err := cmd.Start(); err != nil {
+		t.Skip("no sleep command:", err)
+	}
+	peak := stack.WatchPeakRSS(cmd.Process.Pid)
+	_ = cmd.Wait()
+	kib := peak()
+	if kib <= 0 || kib > 50<<10 {
+		t.Fatalf("sleep's peak RSS %d KiB (this process holds 300 MiB)", kib)
+	}
+	if ru := cmd.ProcessState.SysUsage().(*syscall.Rusage); ru.Maxrss < 200<<10 {
+		t.Logf("ru_maxrss %d KiB: this kernel does not carry the parent's mark", ru.Maxrss)
+	}
+	runtime.KeepAlive(big)
 }

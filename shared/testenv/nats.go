@@ -204,3 +204,106 @@ func (n *NATS) Stop() {
 	}
 	n.proc.Stop(5 * time.Second)
 }
+
+// NATSCluster is a JetStream cluster of nats-server processes on loopback,
+// as the Helm chart runs NATS (3 replicas): streams and buckets made with
+// Replicas 3 survive the loss of any one node.
+type NATSCluster struct {
+	URL   string // every node's client URL, comma-separated, as --nats-url takes them
+	Conn  *nats.Conn
+	JS    jetstream.JetStream
+	Nodes []*NATS // each node's process (Kill, Restart); their own Conn and JS are nil
+	names []string
+}
+
+// StartNATSCluster starts n nats-server processes (n >= 3 for a quorum)
+// routed to each other as one JetStream cluster with file storage synced
+// on every write, waits until JetStream has a meta leader, and connects.
+func StartNATSCluster(t testing.TB, n int) *NATSCluster {
+	t.Helper()
+	skipShort(t, "a nats-server cluster")
+	if n < 3 {
+		t.Fatalf("testenv: a JetStream cluster needs at least 3 nodes, got %d", n)
+	}
+	bin := Binary(t, EnvNATSBin)
+	c := &NATSCluster{}
+	clientPorts, routePorts := make([]int, n), make([]int, n)
+	for i := range n {
+		var err error
+		if clientPorts[i], err = stack.FreePort(); err == nil {
+			routePorts[i], err = stack.FreePort()
+		}
+		if err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+	}
+	var routes, urls []string
+	for i := range n {
+		routes = append(routes, fmt.Sprintf("nats-route://%s", stack.HostPort(routePorts[i])))
+		urls = append(urls, "nats://"+stack.HostPort(clientPorts[i]))
+	}
+	c.URL = strings.Join(urls, ",")
+	for i := range n {
+		dir := t.TempDir()
+		name := fmt.Sprintf("n%d", i+1)
+		conf := fmt.Sprintf("server_name: %s\nlisten: %q\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n"+
+			"cluster {\n  name: embedfleet\n  listen: %q\n  routes: [%s]\n}\n",
+			name, stack.HostPort(clientPorts[i]), filepath.Join(dir, "js"), stack.HostPort(routePorts[i]), strings.Join(routes, ", "))
+		node := &NATS{URL: urls[i], bin: bin, conf: filepath.Join(dir, "nats.conf")}
+		if err := os.WriteFile(node.conf, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := node.startProcess(); err != nil {
+			t.Fatalf("testenv: cluster node %s: %v", name, err)
+		}
+		t.Cleanup(func() {
+			if node.proc != nil && !node.proc.Exited() {
+				node.proc.Stop(5 * time.Second)
+			}
+		})
+		c.Nodes, c.names = append(c.Nodes, node), append(c.names, name)
+	}
+	nc, err := nats.Connect(c.URL, nats.Name(t.Name()), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("testenv: nats cluster: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	if c.JS, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	c.Conn = nc
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := c.JS.AccountInfo(ctx)
+		cancel()
+		if err == nil {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: the nats cluster elected no JetStream leader in 60 s: %v\n%s", err, c.Nodes[0].proc.LogTail(20))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// StreamLeader is the index in Nodes of the node that leads stream.
+func (c *NATSCluster) StreamLeader(ctx context.Context, stream string) (int, error) {
+	s, err := c.JS.Stream(ctx, stream)
+	if err != nil {
+		return -1, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return -1, err
+	}
+	if info.Cluster == nil {
+		return -1, fmt.Errorf("stream %s has no cluster info", stream)
+	}
+	for i, n := range c.names {
+		if n == info.Cluster.Leader {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("stream %s: leader %q is no node of this cluster", stream, info.Cluster.Leader)
+}

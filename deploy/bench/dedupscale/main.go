@@ -8,7 +8,8 @@
 //
 //	dedup_scale vectors=N dim=D k=K wall_s=.. vectors_s=.. rss_mb=.. planted_pairs=.. found_pairs=.. pair_recall=.. pair_precision=..
 //
-// rss_mb is the dedup process's peak resident set (getrusage). Pairs are
+// rss_mb is the dedup process's peak resident set (VmHWM, sampled while it
+// runs: getrusage would report this process's size, which holds the rows). Pairs are
 // counted inside the copy groups it writes: two rows in one group are a
 // found pair; planted pairs are those of the planted groups (copies and
 // exact duplicates). Vectors are synthetic so that the size is cheap to
@@ -27,7 +28,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
@@ -162,14 +162,16 @@ func measure(ctx context.Context, col *vecstore.Collection, bin, addr, dir strin
 	var stdout strings.Builder
 	cmd.Stdout = &stdout
 	t0 := time.Now()
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	peak := stack.WatchPeakRSS(cmd.Process.Pid)
+	err := cmd.Wait()
+	rss := float64(peak()) / 1024
+	if err != nil {
 		return fmt.Errorf("dedup at %d: %w", n, err)
 	}
 	wall := time.Since(t0)
-	rss := 0.0
-	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rss = float64(ru.Maxrss) / 1024 // KiB on Linux
-	}
 	found, err := foundPairs(filepath.Join(out, "groups.csv"))
 	if err != nil {
 		return err

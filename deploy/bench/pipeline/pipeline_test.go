@@ -27,6 +27,7 @@ import (
 	"github.com/minio/minio-go/v7"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/stack"
 	"github.com/embedfleet/embedfleet/shared/testenv"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
@@ -92,13 +93,19 @@ func BenchmarkCoordinator(b *testing.B) {
 	cmd := exec.Command(binary(b), "coordinator", "run", "--source", "s3://"+m.Bucket+"/objs/", "--models", "clip-vit-b32",
 		"--nats-url", ns.URL, "--s3-endpoint", m.Endpoint, "--s3-insecure", "--s3-path-style", "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+m.AccessKey, "AWS_SECRET_ACCESS_KEY="+m.SecretKey)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
 	start = time.Now()
-	out, err := cmd.CombinedOutput()
-	el := time.Since(start)
-	if err != nil || !strings.Contains(string(out), fmt.Sprintf("%d objects in", n)) {
-		b.Fatalf("coordinator: %v\n%s", err, out)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
 	}
-	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss / 1024
+	peak := stack.WatchPeakRSS(cmd.Process.Pid) // not ru_maxrss: it carries this process's size into the child
+	err := cmd.Wait()
+	rss := peak() / 1024
+	el := time.Since(start)
+	if err != nil || !strings.Contains(out.String(), fmt.Sprintf("%d objects in", n)) {
+		b.Fatalf("coordinator: %v\n%s", err, out.String())
+	}
 	fmt.Printf("coordinator objects_s=%.0f listing_objects_s=%.0f peak_rss_mb=%d objects=%d\n",
 		float64(n)/el.Seconds(), listRate, rss, n)
 }

@@ -24,7 +24,6 @@ spec:
         - --job-size={{ .Values.coordinator.jobSize }}
         - --max-failed={{ .Values.coordinator.maxFailed }}
         - --timeout={{ .Values.coordinator.timeout }}
-        - --replicas={{ .Values.nats.replicas }}
         {{- if .Values.coordinator.incremental }}
         - --incremental
         {{- else }}

@@ -45,6 +45,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: {{ .Values.nats.url | quote }}
 - name: EMBEDFLEET_PREFIX
   value: {{ .Values.nats.prefix | quote }}
+- name: EMBEDFLEET_NATS_REPLICAS
+  value: {{ .Values.nats.replicas | quote }}
 - name: EMBEDFLEET_MILVUS_ADDR
   value: {{ .Values.milvus.address | quote }}
 - name: EMBEDFLEET_INDEX_TYPE
