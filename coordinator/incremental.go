@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -326,16 +327,49 @@ func openManifest(ctx context.Context, runs jetstream.KeyValue, store jetstream.
 	if err := json.Unmarshal(e.Value(), &ptr); err != nil {
 		return nil, nil, fmt.Errorf("coordinator: manifest pointer of %s: %w", model, err)
 	}
-	obj, err := store.Get(ctx, ptr.Object)
+	// The manifest is read as the listing is merged with it, which can
+	// take hours; but an object-store read has the JetStream context's
+	// default timeout (5 s) unless its context has a deadline. So it is
+	// copied to a temporary file first, within a bound of its own, and
+	// read from there.
+	f, err := os.CreateTemp("", "embedfleet-manifest-*")
 	if err != nil {
-		return nil, nil, fmt.Errorf("coordinator: manifest %s: %w", ptr.Object, err)
+		return nil, nil, err
 	}
-	r, err := manifest.NewReader(obj)
-	if err != nil {
+	spool := &spooled{f}
+	gctx, cancel := context.WithTimeout(ctx, manifestReadTimeout)
+	defer cancel()
+	obj, err := store.Get(gctx, ptr.Object)
+	if err == nil {
+		_, err = io.Copy(f, obj)
 		obj.Close()
+	}
+	if err == nil {
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		spool.Close()
 		return nil, nil, fmt.Errorf("coordinator: manifest %s: %w", ptr.Object, err)
 	}
-	return r, obj, nil
+	r, err := manifest.NewReader(bufio.NewReaderSize(f, 1<<20))
+	if err != nil {
+		spool.Close()
+		return nil, nil, fmt.Errorf("coordinator: manifest %s: %w", ptr.Object, err)
+	}
+	return r, spool, nil
+}
+
+// manifestReadTimeout bounds copying one manifest out of the object store
+// (a million objects' manifest is some tens of MB).
+const manifestReadTimeout = 10 * time.Minute
+
+// spooled is a temporary file removed when closed.
+type spooled struct{ *os.File }
+
+func (s *spooled) Close() error {
+	err := s.File.Close()
+	os.Remove(s.Name())
+	return err
 }
 
 // Finish writes each model's new manifest once the run is complete: the
@@ -385,7 +419,11 @@ func (inc *Incremental) Finish(ctx context.Context, sum Summary) error {
 		}
 		name := manifestName(srcKey, m, inc.Run.ID)
 		if err == nil {
-			_, err = store.Put(ctx, jetstream.ObjectMeta{Name: name}, tmp)
+			// A deadline of its own: without one, the object store allows
+			// the JetStream default (5 s) for the whole upload.
+			pctx, cancel := context.WithTimeout(ctx, manifestReadTimeout)
+			_, err = store.Put(pctx, jetstream.ObjectMeta{Name: name}, tmp)
+			cancel()
 		}
 		tmp.Close()
 		os.Remove(tmp.Name())

@@ -19,6 +19,7 @@ type Metrics struct {
 	images    *prometheus.CounterVec
 	stage     *prometheus.HistogramVec
 	batchFill prometheus.Histogram
+	busy      *prometheus.CounterVec
 }
 
 // NewMetrics registers the worker's metrics with reg.
@@ -37,8 +38,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"stage", "model"}),
 		batchFill: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "embedfleet_worker_batch_fill_ratio",
 			Help: "Images per inference call over --batch-size.", Buckets: prometheus.LinearBuckets(0.125, 0.125, 8)}),
+		busy: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "embedfleet_worker_engine_busy_seconds_total",
+			Help: "Seconds each model's engine spent in inference calls; rate() of it is the engine's busy share of wall time (1: never idle)."}, []string{"model"}),
 	}
-	reg.MustRegister(m.jobs, m.items, m.failures, m.images, m.stage, m.batchFill)
+	reg.MustRegister(m.jobs, m.items, m.failures, m.images, m.stage, m.batchFill, m.busy)
 	return m
 }
 
@@ -65,10 +68,11 @@ func (m *Metrics) observe(stage, model string, seconds float64) {
 	}
 }
 
-func (m *Metrics) embedded(model string, n, batch int) {
+func (m *Metrics) embedded(model string, n, batch int, seconds float64) {
 	if m != nil {
 		m.images.WithLabelValues(model).Add(float64(n))
 		m.batchFill.Observe(float64(n) / float64(batch))
+		m.busy.WithLabelValues(model).Add(seconds)
 	}
 }
 

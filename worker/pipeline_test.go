@@ -808,3 +808,74 @@ func TestBackgroundSetAndContentHash(t *testing.T) {
 		t.Fatalf("content hashes: %q %q %q, want the first two %q", a.SHA256, b.SHA256, c.SHA256, want)
 	}
 }
+
+// slowSource lists like its Source but stalls for a while after the first
+// few objects, as listing a large bucket takes long.
+type slowSource struct {
+	objstore.Source
+	after int
+	stall time.Duration
+}
+
+func (s slowSource) List(ctx context.Context, after string, fn func(objstore.Object) error) error {
+	n := 0
+	return s.Source.List(ctx, after, func(o objstore.Object) error {
+		if n++; n == s.after {
+			time.Sleep(s.stall)
+		}
+		return fn(o)
+	})
+}
+
+// TestIncrementalSlowListing: an incremental run whose listing takes longer
+// than the JetStream client's default timeout (5 s) still reads the whole
+// previous manifest (the soak found it cut off at 5 s: "manifest:
+// truncated: nats: timeout").
+func TestIncrementalSlowListing(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	// Enough objects, with random names, that the previous manifest is
+	// more than its reader buffers at once (64 KiB of gzip).
+	r := rand.New(rand.NewPCG(8, 8))
+	var wg0 sync.WaitGroup
+	names := make(chan string)
+	for range 8 {
+		wg0.Add(1)
+		go func() {
+			defer wg0.Done()
+			for k := range names {
+				st.put(t, k, encode(t, testimages.Photo(rand.New(rand.NewPCG(uint64(len(k)), uint64(k[6]))), 16, 24), 80))
+			}
+		}()
+	}
+	for i := range 2000 {
+		names <- fmt.Sprintf("imgs/%04d-%016x%016x.jpg", i, r.Uint64(), r.Uint64())
+	}
+	close(names)
+	wg0.Wait()
+	wctx, stopWorkers := context.WithCancel(ctx)
+	wg := st.startWorkers(t, wctx, 1)
+	defer func() { stopWorkers(); wg.Wait() }()
+	models := []string{"dinov2-base"}
+	st.incremental(t, ctx, models, nil)
+	st.put(t, "imgs/new.jpg", encode(t, testimages.Photo(r, 48, 64), 85))
+
+	src, err := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A context without a deadline, as the command's is without --timeout:
+	// then the client's default timeout applies to object-store reads.
+	inc, err := coordinator.RunIncremental(context.Background(), coordinator.IncrementalConfig{
+		Config: coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: slowSource{Source: src, after: 3, stall: 6 * time.Second},
+			Models: models, JobSize: 8},
+		Store: st.store})
+	if err != nil {
+		t.Fatalf("incremental run over a slow listing: %v", err)
+	}
+	defer inc.Close()
+	if d := inc.Run.Diff["dinov2-base"]; d.New != 1 || d.Unchanged != 2000 || d.Deleted != 0 {
+		t.Fatalf("diff %+v, want 1 new and 2000 unchanged", d)
+	}
+}

@@ -217,7 +217,7 @@ func (w *Worker) newBatcher(mi int) *engine.Batcher[float32] {
 		Observe: func(n int, took time.Duration, err error) {
 			if err == nil {
 				w.cfg.Metrics.observe("embed", name, took.Seconds())
-				w.cfg.Metrics.embedded(name, n, w.cfg.BatchSize)
+				w.cfg.Metrics.embedded(name, n, w.cfg.BatchSize, took.Seconds())
 			}
 		}})
 }

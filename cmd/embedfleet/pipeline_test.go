@@ -374,7 +374,8 @@ func TestCoordinatorRunWaitCLI(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{`embedfleet_worker_images_embedded_total{model="clip-vit-b32"} 20`,
-		`embedfleet_worker_items_total{outcome="stored"} 20`, `embedfleet_worker_jobs_total{outcome="acked"} 3`} {
+		`embedfleet_worker_items_total{outcome="stored"} 20`, `embedfleet_worker_jobs_total{outcome="acked"} 3`,
+		`embedfleet_worker_engine_busy_seconds_total{model="dinov2-base"} `} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

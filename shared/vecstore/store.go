@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
@@ -113,6 +114,7 @@ func Connect(ctx context.Context, cfg Config) (*Store, error) {
 	ccfg := &milvusclient.ClientConfig{
 		Address: cfg.Address, Username: cfg.Username, Password: cfg.Password,
 		APIKey: cfg.APIKey, DBName: cfg.DBName, EnableTLSAuth: cfg.TLS,
+		DialOptions: dialOptions(),
 	}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
@@ -123,8 +125,7 @@ func Connect(ctx context.Context, cfg Config) (*Store, error) {
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("vecstore: milvus CA file %s holds no PEM certificate", cfg.CAFile)
 		}
-		ccfg.DialOptions = append(append([]grpc.DialOption{}, milvusclient.DefaultGrpcOpts...),
-			grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})))
+		ccfg.DialOptions = dialOptions(grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})))
 	}
 	c, err := milvusclient.New(dctx, ccfg)
 	if err != nil {
@@ -132,6 +133,17 @@ func Connect(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("%w: milvus at %s: %v%s", ErrUnavailable, cfg.Address, err, diagnose(cfg))
 	}
 	return &Store{c: c, cfg: cfg}, nil
+}
+
+// dialOptions are the client's defaults with keepalive pings only while
+// calls are open: milvus-lite's server (gRPC's default enforcement) answers
+// pings on an idle connection every 5 s, the client's default, with a
+// "too_many_pings" GoAway, which drops the connection of an idle query
+// server or a waiting benchmark.
+func dialOptions(extra ...grpc.DialOption) []grpc.DialOption {
+	opts := append([]grpc.DialOption{}, milvusclient.DefaultGrpcOpts...)
+	opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}))
+	return append(opts, extra...)
 }
 
 // diagnose probes Milvus's address once to explain a failed connection:
