@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -445,5 +446,43 @@ func TestSearchPrefix(t *testing.T) {
 		if len(body.Hits) != c.want {
 			t.Errorf("prefix %q: %d hits, want %d", c.prefix, len(body.Hits), c.want)
 		}
+	}
+}
+
+// TestCopiesView: "Find copies of it instead" sends an upload to
+// /v1/copies and "Copies of this" a result; the page shows each candidate's
+// verdict and says whether the scores are normalised.
+func TestCopiesView(t *testing.T) {
+	f := newPageFixture(t, 16, httpapi.Config{})
+	ctx, problems := browser(t)
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	r := rand.New(rand.NewPCG(9, 9))
+	orig := testimages.Photo(r, 120, 360) // the first photo, drawn again
+	copyPath := filepath.Join(t.TempDir(), "copy.jpg")
+	os.WriteFile(copyPath, testimages.JPEG(testimages.Scale(orig, 0.8), 70), 0o644)
+	steps(t, ctx, "upload in copies mode", problems,
+		chromedp.Navigate(f.srv.URL+"/"),
+		poll(`document.querySelectorAll("#model option").length > 0`),
+		chromedp.Click(chromedp.CSS(`#copies-mode`)),
+		chromedp.SetUploadFiles(chromedp.CSS(`#file`), []string{copyPath}),
+		poll(fmt.Sprintf(statusHas, "candidates are copies of the image copy.jpg")))
+	msg := run(t, ctx, "status", chromedp.Text(chromedp.CSS(`#status`)), problems)
+	first := run(t, ctx, "first", chromedp.Text(chromedp.CSS(`#results .result .uri`)), problems)
+	tiers := run(t, ctx, "tiers", chromedp.Evaluate[int](`document.querySelectorAll("#results .result .tier").length`), problems)
+	cards := run(t, ctx, "cards", chromedp.Evaluate[int](`document.querySelectorAll("#results .result").length`), problems)
+	if !strings.Contains(msg, "raw cosines") || first != f.uri(f.keys[0]) || tiers != cards || cards != 12 {
+		t.Errorf("copies of an upload: status %q, first %s, %d verdicts on %d cards", msg, first, tiers, cards)
+	}
+	firstID := run(t, ctx, "first id", chromedp.AttributeValue(chromedp.CSS(`#results .result`), "data-id"), problems).Value
+	steps(t, ctx, "copies of a result", problems,
+		chromedp.Click(chromedp.CSS(`#results .result .copies`)),
+		poll(fmt.Sprintf(statusHas, "candidates are copies of the result #1")))
+	ids := run(t, ctx, "ids", chromedp.Evaluate[[]string](`[...document.querySelectorAll("#results .result")].map(e => e.dataset.id)`), problems)
+	if len(ids) == 0 || slices.Contains(ids, firstID) {
+		t.Errorf("copies of %s: %v (a row is not its own copy)", firstID, ids)
+	}
+	if p := problems(); len(p) > 0 {
+		t.Errorf("the page had errors: %q", p)
 	}
 }

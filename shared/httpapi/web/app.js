@@ -81,6 +81,15 @@ function clearResults() {
   $("results").replaceChildren();
 }
 
+// copiesAsHits turns a /v1/copies answer into show()'s shape: each match a
+// result with its tier and verdict.
+function copiesAsHits(body) {
+  return {
+    model: body.model, took_ms: body.took_ms, copies: true, normalised: body.normalised,
+    hits: body.matches.map((m, i) => ({ rank: i + 1, id: m.id, uri: m.uri, cosine: m.cosine, score: m.score, tier: m.tier || "", copy: m.copy })),
+  };
+}
+
 function show(body, what) {
   clearResults();
   const grid = $("results");
@@ -105,6 +114,13 @@ function show(body, what) {
     uri.className = "uri";
     uri.textContent = h.uri;
     meta.append(rank, uri);
+    if (body.copies) {
+      card.dataset.tier = h.tier;
+      const tier = document.createElement("span");
+      tier.className = "tier " + (h.copy ? "is-copy" : "not-copy");
+      tier.textContent = (h.copy ? "copy" : "not a copy") + (h.tier && !h.copy ? " (" + h.tier + ")" : h.tier === "exact" ? " (same bytes)" : "");
+      meta.append(tier);
+    }
     const actions = document.createElement("div");
     actions.className = "actions";
     const more = document.createElement("button");
@@ -123,11 +139,33 @@ function show(body, what) {
         status("The original could not be read: " + e.message, true);
       }
     });
-    actions.append(more, open);
+    const copies = document.createElement("button");
+    copies.type = "button";
+    copies.className = "quiet copies";
+    copies.textContent = "Copies of this";
+    copies.addEventListener("click", () => findCopies({ id: h.id }, "the result #" + h.rank));
+    actions.append(more, copies, open);
     card.append(thumb, meta, actions);
     grid.append(card);
   }
+  if (body.copies) {
+    const n = body.hits.filter((h) => h.copy).length;
+    status(n + " of " + body.hits.length + " candidates are copies of " + what + " (" +
+      (body.normalised ? "scores normalised against the background set" : "raw cosines: this model has no background set") +
+      ") in " + body.took_ms.toFixed(1) + " ms.", false);
+    return;
+  }
   status(body.hits.length + " results for " + what + " in " + body.took_ms.toFixed(1) + " ms.", false);
+}
+
+async function findCopies(extra, what) {
+  status("Looking for copies…", false);
+  try {
+    show(copiesAsHits(await api("/v1/copies?" + params(extra))), what);
+  } catch (e) {
+    clearResults();
+    status(e.message, true);
+  }
 }
 
 async function search(extra, what) {
@@ -144,6 +182,10 @@ async function searchImage(file) {
   if (!file) return;
   status("Searching…", false);
   try {
+    if ($("copies-mode").checked) {
+      show(copiesAsHits(await api("/v1/copies?" + params({}), { method: "POST", body: file })), "the image " + file.name);
+      return;
+    }
     const body = await api("/v1/search?" + params({}), { method: "POST", body: file });
     show(body, "the image " + file.name);
   } catch (e) {
