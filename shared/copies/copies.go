@@ -288,8 +288,9 @@ func (c *Checker) Normalised(ctx context.Context, model string) (bool, error) {
 	return bg != nil, err
 }
 
-// thresholds are those that apply with or without a background.
-func (c *Checker) thresholds(normalised bool) Thresholds {
+// ThresholdsFor are the thresholds that apply with (normalised) or without
+// a background set.
+func (c *Checker) ThresholdsFor(normalised bool) Thresholds {
 	if normalised {
 		return c.Thresholds
 	}
@@ -307,7 +308,7 @@ func (c *Checker) Check(ctx context.Context, model string, qs []Query, k int) ([
 		return nil, false, err
 	}
 	sc := Scorer{Background: bg, Recipe: c.Recipe}
-	out, err := check(ctx, col, sc, c.thresholds(bg != nil), qs, k)
+	out, err := check(ctx, col, sc, c.ThresholdsFor(bg != nil), qs, k)
 	if err != nil {
 		c.forget(model)
 	}

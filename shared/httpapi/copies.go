@@ -74,13 +74,8 @@ func (s *Server) answerCopies(r *http.Request, model string, k int, q copies.Que
 	if err != nil {
 		return nil, err
 	}
-	resp := CopiesResponse{Model: model, K: k, Normalised: normalised, TookMS: ms(time.Since(start)), Matches: ans[0]}
-	resp.Thresholds = s.copies.Thresholds
-	if !normalised && s.copies.RawThresholds != nil {
-		resp.Thresholds = *s.copies.RawThresholds
-	} else if !normalised {
-		resp.Thresholds = copies.Thresholds{Copy: copies.DefaultRawThreshold, Similar: s.copies.Thresholds.Similar}
-	}
+	resp := CopiesResponse{Model: model, K: k, Normalised: normalised, TookMS: ms(time.Since(start)), Matches: ans[0],
+		Thresholds: s.copies.ThresholdsFor(normalised)}
 	for _, m := range ans[0] {
 		resp.Copy = resp.Copy || m.IsCopy
 	}

@@ -204,6 +204,10 @@ func WatchPeakRSS(pid int) (stop func() int64) {
 	}
 }
 
+// RSSKiB is process pid's resident set now (VmRSS), in KiB; 0 where /proc
+// is not there.
+func RSSKiB(pid int) int64 { return procStatusKiB(pid, "VmRSS:") }
+
 // procStatusKiB reads a "Name:   N kB" line of /proc/pid/status.
 func procStatusKiB(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

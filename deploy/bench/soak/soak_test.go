@@ -46,6 +46,7 @@ import (
 
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/jobs"
+	"github.com/embedfleet/embedfleet/shared/stack"
 	"github.com/embedfleet/embedfleet/shared/testenv"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
@@ -141,20 +142,6 @@ func (s *soak) startWorker(i int) *proc {
 		"--batch-size", "32", "--ack-wait", "20s", "--log-level", "warn", "--prep-workers", "2")
 }
 
-func rssKiB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
 func maxInto(a *atomic.Int64, v int64) {
 	for {
 		old := a.Load()
@@ -175,11 +162,11 @@ func (s *soak) sampleRSS(ctx context.Context) {
 		}
 		s.mu.Lock()
 		for _, w := range s.workers {
-			maxInto(&s.workerRSS, rssKiB(w.cmd.Process.Pid))
+			maxInto(&s.workerRSS, stack.RSSKiB(w.cmd.Process.Pid))
 		}
 		s.mu.Unlock()
 		if pid := s.coordPID.Load(); pid > 0 {
-			maxInto(&s.coordRSS, rssKiB(int(pid)))
+			maxInto(&s.coordRSS, stack.RSSKiB(int(pid)))
 		}
 	}
 }
