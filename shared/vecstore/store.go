@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/milvus-io/milvus/client/v2/entity"
@@ -87,6 +88,9 @@ type Config struct {
 type Store struct {
 	c   *milvusclient.Client
 	cfg Config
+	// metaReady: ActiveCollection is known to exist (it is never dropped
+	// by embedfleet); until then Active asks whether it does.
+	metaReady atomic.Bool
 }
 
 // Connect dials Milvus and checks that it answers.
@@ -262,6 +266,7 @@ type Collection struct {
 	// Rows written to one that lacks it (made before the field existed)
 	// carry no hash; it comes with the collection's next re-creation.
 	HasSHA256 bool
+	id        int64 // Milvus's collection id: later collections have larger ones
 }
 
 func hasField(desc *entity.Collection, name string) bool {
@@ -276,11 +281,29 @@ func hasField(desc *entity.Collection, name string) bool {
 	return false
 }
 
-// Ensure creates the collection of spec's model if it is missing (schema,
-// index, load) and checks an existing one: same dimension, same model
-// version. It is idempotent and safe to race with other workers.
+// Ensure creates the collection of spec's model version if it is missing
+// (schema, index, load) and checks an existing one: same dimension, same
+// model version. The first version of a model gets the collection named
+// after it; a later version gets one of its own (VersionedName), so that
+// workers of two versions side by side each fill their own. It is
+// idempotent and safe to race with other workers.
 func (s *Store) Ensure(ctx context.Context, spec embed.Spec) (*Collection, error) {
-	name := CollectionName(spec.Name)
+	names, err := s.listCollections(ctx)
+	if err != nil {
+		return nil, err
+	}
+	name := collectionFor(names, spec.Name, spec.Version)
+	col, err := s.ensureNamed(ctx, spec, name)
+	if errors.Is(err, ErrModelVersionMismatch) && name == CollectionName(spec.Name) && spec.Version != "" {
+		// The plain collection holds another version (or another worker
+		// made it first with its version): this one gets its own.
+		return s.ensureNamed(ctx, spec, VersionedName(spec.Name, spec.Version))
+	}
+	return col, err
+}
+
+// ensureNamed is Ensure for a chosen collection name.
+func (s *Store) ensureNamed(ctx context.Context, spec embed.Spec, name string) (*Collection, error) {
 	col := &Collection{s: s, Name: name, Model: spec.Name, Version: spec.Version, Dim: spec.Dim}
 	has, err := s.c.HasCollection(ctx, milvusclient.NewHasCollectionOption(name))
 	if err != nil {
@@ -318,8 +341,7 @@ func (s *Store) Ensure(ctx context.Context, spec embed.Spec) (*Collection, error
 		return nil, s.wrap("describe collection "+name, err)
 	}
 	if v := recordedVersion(desc); v != spec.Version {
-		return nil, fmt.Errorf("%w: collection %s holds vectors of %s %s; this worker has %s. "+
-			"Index into another collection (another model name) or drop this one to re-embed everything",
+		return nil, fmt.Errorf("%w: collection %s holds vectors of %s %s; this worker has %s",
 			ErrModelVersionMismatch, name, spec.Name, v, spec.Version)
 	}
 	col.HasSHA256 = hasField(desc, FieldSHA256)
@@ -757,27 +779,55 @@ func (s *Store) Drop(ctx context.Context, model string) error {
 	return nil
 }
 
-// DeleteObjects removes the rows of the given object URIs from model's
-// collection; a missing collection has nothing to delete.
+// DeleteObjects removes the rows of the given object URIs from every
+// collection of model (each version's: an object gone from the source goes
+// from the active version and from one being built); a model without a
+// collection has nothing to delete.
 func (s *Store) DeleteObjects(ctx context.Context, model string, uris []string) error {
-	col, err := s.Open(ctx, model)
+	names, err := s.listCollections(ctx)
 	if err != nil {
-		has, herr := s.c.HasCollection(ctx, milvusclient.NewHasCollectionOption(CollectionName(model)))
-		if herr == nil && !has {
-			return nil
-		}
 		return err
 	}
 	ids := make([]string, len(uris))
 	for i, u := range uris {
 		ids[i] = ID(u)
 	}
-	return col.Delete(ctx, ids)
+	for _, n := range names {
+		if !ofTarget(n, model) {
+			continue
+		}
+		col, err := s.openNamed(ctx, n, model)
+		if err != nil {
+			return err
+		}
+		if err := col.Delete(ctx, ids); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// Open returns an existing collection of model without creating anything.
+// Open returns the collection that answers model's queries (a model name
+// or a target), without creating anything: the active version's (see
+// Activate), or, for a model never switched, the collection named after
+// it.
 func (s *Store) Open(ctx context.Context, model string) (*Collection, error) {
-	name := CollectionName(model)
+	act, ok, err := s.Active(ctx, model)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		col, err := s.openNamed(ctx, act.Collection, model)
+		if err != nil {
+			return nil, fmt.Errorf("active version %s of %s: %w", VersionTag(act.Version), model, err)
+		}
+		return col, nil
+	}
+	return s.openNamed(ctx, CollectionName(model), model)
+}
+
+// openNamed opens collection name, which holds model's vectors.
+func (s *Store) openNamed(ctx context.Context, name, model string) (*Collection, error) {
 	desc, err := s.c.DescribeCollection(ctx, milvusclient.NewDescribeCollectionOption(name))
 	if err != nil {
 		if errors.Is(err, merr.ErrCollectionNotFound) {
@@ -785,7 +835,7 @@ func (s *Store) Open(ctx context.Context, model string) (*Collection, error) {
 		}
 		return nil, s.wrap("describe collection "+name, err)
 	}
-	col := &Collection{s: s, Name: name, Model: model, Version: recordedVersion(desc), HasSHA256: hasField(desc, FieldSHA256)}
+	col := &Collection{s: s, Name: name, Model: model, Version: recordedVersion(desc), HasSHA256: hasField(desc, FieldSHA256), id: desc.ID}
 	for _, f := range desc.Schema.Fields {
 		if f.Name == FieldVector {
 			d, _ := f.GetDim()

@@ -104,26 +104,103 @@ func TestCollectionRoundTrip(t *testing.T) {
 	}
 }
 
-// TestModelVersionGuard: a collection made for one model version refuses
-// another version of the same model, with an error that says what to do.
-func TestModelVersionGuard(t *testing.T) {
+// TestModelVersions: a second version of a model gets a collection of its
+// own, the first keeps answering until the second is activated, rollback
+// returns to it, and only a version that is not active can be retired.
+func TestModelVersions(t *testing.T) {
 	t.Parallel()
 	mv := testenv.StartMilvus(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := vecstore.Connect(ctx, vecstore.Config{Address: mv.Addr})
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer st.Close(ctx)
 	name := testenv.Name(t, "m")
-	if _, err := st.Ensure(ctx, spec(name, "sha256:v1", 8)); err != nil {
+	v1, v2 := "sha256:aaaa11112222", "sha256:bbbb33334444"
+	c1, err := st.Ensure(ctx, spec(name, v1, 8))
+	if err != nil || c1.Name != vecstore.CollectionName(name) {
+		t.Fatalf("first version: %+v (%v), want the plain collection", c1, err)
+	}
+	c2, err := st.Ensure(ctx, spec(name, v2, 8))
+	if err != nil || c2.Name != vecstore.VersionedName(name, v2) || c2.Version != v2 {
+		t.Fatalf("second version: %+v (%v), want a collection of its own", c2, err)
+	}
+	if again, err := st.Ensure(ctx, spec(name, v2, 8)); err != nil || again.Name != c2.Name {
+		t.Fatalf("second version again: %+v (%v)", again, err)
+	}
+	if _, err := st.Ensure(ctx, spec(name, v2, 16)); !errors.Is(err, vecstore.ErrModelVersionMismatch) {
+		t.Fatalf("the second version with another dimension: %v, want ErrModelVersionMismatch", err)
+	}
+	row := func(key string, hot int) vecstore.Row {
+		return vecstore.Row{ID: vecstore.ID("s3://b/" + key), URI: "s3://b/" + key, ETag: "e", Vector: unit(8, hot)}
+	}
+	if err := c1.Upsert(ctx, []vecstore.Row{row("a", 0), row("gone", 1)}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = st.Ensure(ctx, spec(name, "sha256:v2", 8))
-	if !errors.Is(err, vecstore.ErrModelVersionMismatch) {
-		t.Fatalf("ensure with another version: %v, want ErrModelVersionMismatch", err)
+	if err := c2.Upsert(ctx, []vecstore.Row{row("a", 4), row("b", 5), row("gone", 6)}); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("refused: %v", err)
+	// An object deleted from the source goes from every version.
+	if err := st.DeleteObjects(ctx, name, []string{"s3://b/gone"}); err != nil {
+		t.Fatal(err)
+	}
+	active := func(want string) {
+		t.Helper()
+		col, err := st.Open(ctx, name)
+		if err != nil || col.Name != want {
+			t.Fatalf("Open: %+v (%v), want %s", col, err, want)
+		}
+	}
+	active(c1.Name)
+	vs, err := st.Versions(ctx, name)
+	if err != nil || len(vs) != 2 || !vs[0].Active || vs[1].Active || vs[0].Rows != 1 || vs[1].Rows != 2 {
+		t.Fatalf("versions: %+v (%v), want the plain one active with 1 row, the new one with 2", vs, err)
+	}
+	if _, err := st.OpenVersion(ctx, name, "sha256:cccc"); !errors.Is(err, vecstore.ErrNoVersion) {
+		t.Fatalf("open a version never indexed: %v, want ErrNoVersion", err)
+	}
+	if _, err := st.Rollback(ctx, name); !errors.Is(err, vecstore.ErrNoVersion) {
+		t.Fatalf("rollback before any switch: %v", err)
+	}
+	found, err := st.FindVersion(ctx, name, "bbbb33")
+	if err != nil || found.Collection != c2.Name {
+		t.Fatalf("find version by prefix: %+v (%v)", found, err)
+	}
+	if _, err := st.FindVersion(ctx, name, "ab"); err == nil {
+		t.Fatal("a 2-digit version prefix was accepted")
+	}
+	rec, err := st.Activate(ctx, name, c2)
+	if err != nil || rec.Previous == nil || rec.Previous.Collection != c1.Name {
+		t.Fatalf("activate: %+v (%v)", rec, err)
+	}
+	active(c2.Name)
+	if err := st.Retire(ctx, name, vecstore.VersionInfo{Collection: c2.Name}); err == nil {
+		t.Fatal("the active version was retired")
+	}
+	if _, err := st.Rollback(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	active(c1.Name)
+	if _, err := st.Rollback(ctx, name); err != nil { // a second rollback undoes the first
+		t.Fatal(err)
+	}
+	active(c2.Name)
+	if err := st.Retire(ctx, name, vecstore.VersionInfo{Collection: c1.Name}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Rollback(ctx, name); !errors.Is(err, vecstore.ErrNoVersion) {
+		t.Fatalf("rollback to a retired version: %v", err)
+	}
+	// With the first collection retired, a third version gets its own
+	// name too, never the plain one.
+	v3 := "sha256:cccc55556666"
+	c3, err := st.Ensure(ctx, spec(name, v3, 8))
+	if err != nil || c3.Name != vecstore.VersionedName(name, v3) {
+		t.Fatalf("third version: %+v (%v)", c3, err)
+	}
+	active(c2.Name)
 }
 
 func TestConnectErrors(t *testing.T) {
