@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"time"
@@ -59,6 +60,18 @@ type Config struct {
 	Topology bus.Topology
 	Source   objstore.Source
 	Models   []string
+	// Versions are the model versions the run embeds with (sha256 of the
+	// ONNX files), by model or target: each job carries them, and a worker
+	// holding another version of a model hands such a job back instead of
+	// writing its vectors. Incremental runs also key their manifests by
+	// them. A model missing here is embedded by whatever version a worker
+	// has.
+	Versions map[string]string
+	// Pool is the worker pool that takes the run's jobs ("" for the
+	// default one): workers started with --pool NAME consume only jobs of
+	// runs with that pool, so two fleets (say, of two model versions) can
+	// share one NATS.
+	Pool string
 
 	JobSize     int           // items per job; default 64
 	MaxInFlight int           // publishes awaiting the stream's ack; default 256
@@ -74,6 +87,9 @@ func (c *Config) validate() error {
 	}
 	if len(c.Models) == 0 {
 		return errors.New("coordinator: at least one model is required")
+	}
+	if err := bus.ValidPool(c.Pool); err != nil {
+		return err
 	}
 	if c.JobSize <= 0 {
 		c.JobSize = 64
@@ -152,7 +168,8 @@ type runState struct {
 func startOrResume(ctx context.Context, runs jetstream.KeyValue, srcKey string, cfg Config) (jobs.Run, int, bool, error) {
 	if e, err := runs.Get(ctx, srcKey); err == nil {
 		var prev runState
-		if json.Unmarshal(e.Value(), &prev) == nil && !prev.Enumerated && slices.Equal(prev.Models, cfg.Models) && prev.JobSize > 0 {
+		if json.Unmarshal(e.Value(), &prev) == nil && !prev.Enumerated && slices.Equal(prev.Models, cfg.Models) && prev.JobSize > 0 &&
+			prev.Pool == cfg.Pool && maps.Equal(prev.Versions, cfg.versions()) {
 			return prev.Run, prev.JobSize, true, nil
 		}
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -167,7 +184,23 @@ func newRunRecord(cfg Config) jobs.Run {
 	return jobs.Run{
 		Schema: jobs.Schema, ID: time.Now().UTC().Format("20060102t150405") + "-" + hex.EncodeToString(b[:]),
 		Source: cfg.Source.URI(), Models: cfg.Models, Started: time.Now().UTC(),
+		Pool: cfg.Pool, Versions: cfg.versions(),
 	}
+}
+
+// versions is Versions less empty values and models not in the run, nil
+// when nothing is left.
+func (c Config) versions() map[string]string {
+	var out map[string]string
+	for _, m := range c.Models {
+		if v := c.Versions[m]; v != "" {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[m] = v
+		}
+	}
+	return out
 }
 
 type publisher struct {
@@ -211,12 +244,12 @@ func (p *publisher) enumerate(ctx context.Context) error {
 			return nil
 		}
 		seq++
-		job := jobs.Job{Schema: jobs.Schema, Run: p.rec.ID, Seq: seq, Source: p.rec.Source, Models: p.rec.Models, Items: batch}
+		job := jobs.Job{Schema: jobs.Schema, Run: p.rec.ID, Seq: seq, Source: p.rec.Source, Models: p.rec.Models, Versions: p.rec.Versions, Items: batch}
 		data, _ := json.Marshal(job)
 		if err := p.cfg.Journal.add(seq, data); err != nil {
 			return err
 		}
-		f, err := p.cfg.JS.PublishAsync(t.JobSubject(p.rec.ID), data, jetstream.WithMsgID(job.MsgID()))
+		f, err := p.cfg.JS.PublishAsync(t.RunJobSubject(p.rec), data, jetstream.WithMsgID(job.MsgID()))
 		if err != nil {
 			return fmt.Errorf("coordinator: publish job %d: %w", seq, err)
 		}

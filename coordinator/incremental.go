@@ -17,25 +17,25 @@ import (
 	"github.com/embedfleet/embedfleet/shared/jobs"
 	"github.com/embedfleet/embedfleet/shared/manifest"
 	"github.com/embedfleet/embedfleet/shared/objstore"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
 // VectorStore is what an incremental run needs of Milvus: removing the rows
-// of deleted objects, and dropping a collection whose model was upgraded.
+// of deleted objects (from every version's collection).
 type VectorStore interface {
 	DeleteObjects(ctx context.Context, model string, uris []string) error
-	Drop(ctx context.Context, model string) error
 }
 
 // IncrementalConfig adds to Config what an incremental run needs.
 type IncrementalConfig struct {
 	Config
-	// Versions are the current model versions (sha256 of the ONNX files);
-	// a model whose manifest was made with another version is re-embedded
-	// in full and its collection dropped first. A model missing here is
-	// assumed unchanged.
-	Versions map[string]string
-	Store    VectorStore // required unless DryRun
-	DryRun   bool        // count the diff, change nothing
+	// Config.Versions are the current model versions: each version has
+	// manifests of its own; a version without one (an upgrade) is embedded
+	// in full, into that version's own collection, while the active one
+	// goes on answering queries (see vecstore.Activate). A model missing
+	// there is assumed unchanged.
+	Store  VectorStore // required unless DryRun
+	DryRun bool        // count the diff, change nothing
 }
 
 // Incremental is an enumerated incremental run, to be finished with Finish
@@ -66,9 +66,20 @@ func manifestName(srcKey, model, run string) string {
 }
 
 // manifestPointer is the KV key of a model's (or a model@set target's)
-// manifest of a source; KV keys take no '@', so a set follows an '='.
+// latest manifest of a source, of whichever version; KV keys take no '@',
+// so a set follows an '='. Each version's own latest is under
+// versionPointer's key.
 func manifestPointer(srcKey, model string) string {
 	return "manifest_" + srcKey + "_" + strings.ReplaceAll(model, "@", "=")
+}
+
+// versionPointer is the KV key of the manifest of one version of a model
+// (manifestPointer's when the version is unknown).
+func versionPointer(srcKey, model, version string) string {
+	if version == "" {
+		return manifestPointer(srcKey, model)
+	}
+	return manifestPointer(srcKey, model) + "_v" + vecstore.VersionTag(version)
 }
 
 type pointer struct {
@@ -125,7 +136,7 @@ func RunIncremental(ctx context.Context, cfg IncrementalConfig) (*Incremental, e
 	cursors := make([]*manifest.Cursor, len(cfg.Models))
 	for i, m := range cfg.Models {
 		counts := jobs.DiffCounts{}
-		r, closer, err := openManifest(ctx, runs, store, srcKey, m)
+		r, closer, err := openManifest(ctx, runs, store, srcKey, m, cfg.Versions[m])
 		if err != nil {
 			return nil, err
 		}
@@ -134,7 +145,8 @@ func RunIncremental(ctx context.Context, cfg IncrementalConfig) (*Incremental, e
 		}
 		if r != nil {
 			if v := cfg.Versions[m]; v != "" && r.Header.Version != "" && v != r.Header.Version {
-				cfg.Log.Warn("model version changed: re-embedding everything for it", "model", m, "was", r.Header.Version, "now", v)
+				cfg.Log.Warn("new model version: embedding everything into its own collection; the active version answers queries until `embedfleet models activate`",
+					"model", m, "was", r.Header.Version, "now", v)
 				counts.Upgraded = true
 				r = nil
 			}
@@ -142,14 +154,6 @@ func RunIncremental(ctx context.Context, cfg IncrementalConfig) (*Incremental, e
 		rec.Diff[m] = counts
 		cursors[i] = manifest.NewCursor(r)
 	}
-	for m, c := range rec.Diff {
-		if c.Upgraded && !cfg.DryRun {
-			if err := cfg.Store.Drop(ctx, m); err != nil {
-				return nil, fmt.Errorf("coordinator: drop the collection of upgraded model %s: %w", m, err)
-			}
-		}
-	}
-
 	spool, err := os.CreateTemp("", "embedfleet-listing-*.manifest")
 	if err != nil {
 		return nil, err
@@ -197,12 +201,12 @@ func RunIncremental(ctx context.Context, cfg IncrementalConfig) (*Incremental, e
 		seq++
 		listed += int64(len(g.items))
 		if !cfg.DryRun {
-			job := jobs.Job{Schema: jobs.Schema, Run: rec.ID, Seq: seq, Source: rec.Source, Models: g.models, Items: g.items}
+			job := jobs.Job{Schema: jobs.Schema, Run: rec.ID, Seq: seq, Source: rec.Source, Models: g.models, Versions: rec.Versions, Items: g.items}
 			data, _ := json.Marshal(job)
 			if err := cfg.Journal.add(seq, data); err != nil {
 				return err
 			}
-			f, err := cfg.JS.PublishAsync(t.JobSubject(rec.ID), data, jetstream.WithMsgID(job.MsgID()))
+			f, err := cfg.JS.PublishAsync(t.RunJobSubject(rec), data, jetstream.WithMsgID(job.MsgID()))
 			if err != nil {
 				return fmt.Errorf("coordinator: publish job %d: %w", seq, err)
 			}
@@ -315,8 +319,14 @@ func (p *publisher) flushPending(ctx context.Context) error {
 	return nil
 }
 
-func openManifest(ctx context.Context, runs jetstream.KeyValue, store jetstream.ObjectStore, srcKey, model string) (*manifest.Reader, interface{ Close() error }, error) {
-	e, err := runs.Get(ctx, manifestPointer(srcKey, model))
+// openManifest opens the last manifest of model's version (or, if that
+// version has none, the one from before versions had their own, whose
+// header says which version made it).
+func openManifest(ctx context.Context, runs jetstream.KeyValue, store jetstream.ObjectStore, srcKey, model, version string) (*manifest.Reader, interface{ Close() error }, error) {
+	e, err := runs.Get(ctx, versionPointer(srcKey, model, version))
+	if errors.Is(err, jetstream.ErrKeyNotFound) && version != "" {
+		e, err = runs.Get(ctx, manifestPointer(srcKey, model))
+	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil, nil
 	}
@@ -432,16 +442,33 @@ func (inc *Incremental) Finish(ctx context.Context, sum Summary) error {
 		}
 		// Switch the pointer only after the new manifest is stored, then
 		// remove the one it replaces.
+		key := versionPointer(srcKey, m, cfg.Versions[m])
 		var old pointer
-		if e, err := runs.Get(ctx, manifestPointer(srcKey, m)); err == nil {
+		if e, err := runs.Get(ctx, key); err == nil {
 			_ = json.Unmarshal(e.Value(), &old)
 		}
 		b, _ := json.Marshal(pointer{Object: name, Run: inc.Run.ID, Version: cfg.Versions[m], Count: count, Written: time.Now().UTC()})
-		if _, err := runs.Put(ctx, manifestPointer(srcKey, m), b); err != nil {
+		if _, err := runs.Put(ctx, key, b); err != nil {
 			return fmt.Errorf("coordinator: manifest pointer of %s: %w", m, err)
 		}
 		if old.Object != "" && old.Object != name {
 			_ = store.Delete(ctx, old.Object)
+		}
+		// The model's own key points at the latest manifest of any
+		// version: a run of another version finds it and knows it is an
+		// upgrade. The manifest it pointed to is removed only if it was
+		// this version's from before versions had keys of their own.
+		if legacy := manifestPointer(srcKey, m); legacy != key {
+			var lp pointer
+			if e, err := runs.Get(ctx, legacy); err == nil {
+				_ = json.Unmarshal(e.Value(), &lp)
+			}
+			if _, err := runs.Put(ctx, legacy, b); err != nil {
+				return fmt.Errorf("coordinator: manifest pointer of %s: %w", m, err)
+			}
+			if lp.Object != "" && lp.Object != name && lp.Object != old.Object && lp.Version == cfg.Versions[m] {
+				_ = store.Delete(ctx, lp.Object)
+			}
 		}
 	}
 	inc.Run.Finished = time.Now().UTC()

@@ -22,8 +22,10 @@ type VerifyConfig struct {
 	Source objstore.Source
 	Models []string
 	Store  *vecstore.Store
-	// Versions are the expected model versions; a model missing here is
-	// checked against its collection's recorded version.
+	// Versions are the expected model versions: a model given here is
+	// checked in the collection of that version (active or not: an
+	// upgrade is verified before it is activated); a model missing here is
+	// checked in its active collection, against that one's version.
 	Versions map[string]string
 	// Failures is the topology's failures bucket: an object without a row
 	// whose bytes failed for good at its current ETag is counted as failed,
@@ -35,14 +37,17 @@ type VerifyConfig struct {
 
 // ModelReport is what Verify found for one model.
 type ModelReport struct {
-	Model   string   `json:"model"`
-	Listed  int64    `json:"listed"`
-	OK      int64    `json:"ok"`
-	Missing int64    `json:"missing"` // listed, no row
-	Stale   int64    `json:"stale"`   // a row with another ETag or model version
-	Extra   int64    `json:"extra"`   // a row for an object that no longer exists
-	Failed  int64    `json:"failed"`  // listed, no row, its bytes failed for good at this ETag
-	Samples []string `json:"samples,omitempty"`
+	Model string `json:"model"`
+	// Collection is the one checked: the version's asked for, or the
+	// active one.
+	Collection string   `json:"collection"`
+	Listed     int64    `json:"listed"`
+	OK         int64    `json:"ok"`
+	Missing    int64    `json:"missing"` // listed, no row
+	Stale      int64    `json:"stale"`   // a row with another ETag or model version
+	Extra      int64    `json:"extra"`   // a row for an object that no longer exists
+	Failed     int64    `json:"failed"`  // listed, no row, its bytes failed for good at this ETag
+	Samples    []string `json:"samples,omitempty"`
 }
 
 // VerifyReport is the outcome of Verify.
@@ -107,12 +112,18 @@ func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
 	rep := VerifyReport{ExtraURIs: map[string][]string{}, Unlisted: map[string]int64{}}
 	cols := make([]*vecstore.Collection, len(cfg.Models))
 	for i, m := range cfg.Models {
-		col, err := cfg.Store.Open(ctx, m)
+		var col *vecstore.Collection
+		var err error
+		if v := cfg.Versions[m]; v != "" {
+			col, err = cfg.Store.OpenVersion(ctx, m, v)
+		} else {
+			col, err = cfg.Store.Open(ctx, m)
+		}
 		if err != nil {
 			return rep, fmt.Errorf("verify %s: %w", m, err)
 		}
 		cols[i] = col
-		rep.Models = append(rep.Models, ModelReport{Model: m})
+		rep.Models = append(rep.Models, ModelReport{Model: m, Collection: col.Name})
 	}
 	failures, err := loadFailures(ctx, cfg.Failures)
 	if err != nil {

@@ -166,7 +166,7 @@ func (w *waiter) takeDead(msgs jetstream.MessageBatch) bool {
 // the jobs stream, once nothing of the run is left in the stream.
 func (w *waiter) recoverLost(ctx context.Context) error {
 	rec, o := w.rec, w.o
-	subj := w.t.JobSubject(rec.ID)
+	subj := w.t.RunJobSubject(rec)
 	info, err := w.jobStream.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
 		return fmt.Errorf("coordinator: jobs stream: %w", err)

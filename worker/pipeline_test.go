@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"image"
 	"log/slog"
@@ -406,8 +405,8 @@ func (st *stack) incremental(t *testing.T, ctx context.Context, models []string,
 		t.Fatal(err)
 	}
 	inc, err := coordinator.RunIncremental(ctx, coordinator.IncrementalConfig{
-		Config:   coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: models, JobSize: 8},
-		Versions: versions, Store: st.store})
+		Config: coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: models, JobSize: 8, Versions: versions},
+		Store:  st.store})
 	if err != nil {
 		t.Fatalf("incremental run: %v", err)
 	}
@@ -550,17 +549,14 @@ func TestIncrementalModelUpgrade(t *testing.T) {
 	if clip2.Spec().Version == versions["clip-vit-b32"] {
 		t.Fatal("the new model has the old version")
 	}
-	// The old collection refuses the new model until the run drops it.
-	if _, err := st.store.Ensure(ctx, clip2.Spec()); !errors.Is(err, vecstore.ErrModelVersionMismatch) {
-		t.Fatalf("ensure with the new version before the upgrade run: %v", err)
-	}
+	oldVersion := versions["clip-vit-b32"]
 	versions["clip-vit-b32"] = clip2.Spec().Version
 	st.models[0] = clip2
 
 	src, _ := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
 	inc, err := coordinator.RunIncremental(ctx, coordinator.IncrementalConfig{
-		Config:   coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: models, JobSize: 8},
-		Versions: versions, Store: st.store})
+		Config: coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: models, JobSize: 8, Versions: versions},
+		Store:  st.store})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -583,9 +579,26 @@ func TestIncrementalModelUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	inc.Close() // releases the lease
+	// The new version filled a collection of its own; the old one still
+	// answers, whole, until the new one is activated.
 	col, err := st.store.Open(ctx, "clip-vit-b32")
-	if err != nil || col.Version != versions["clip-vit-b32"] {
-		t.Fatalf("clip collection version %q (%v), want %s", col.Version, err, versions["clip-vit-b32"])
+	if err != nil || col.Version != oldVersion || col.Name != "clip_vit_b32" {
+		t.Fatalf("active clip collection %+v (%v), want the old version's", col, err)
+	}
+	newCol, err := st.store.OpenVersion(ctx, "clip-vit-b32", versions["clip-vit-b32"])
+	if err != nil || newCol.Name != vecstore.VersionedName("clip-vit-b32", versions["clip-vit-b32"]) {
+		t.Fatalf("new version's collection %+v (%v)", newCol, err)
+	}
+	for _, c := range []*vecstore.Collection{col, newCol} {
+		if n, err := c.Count(ctx); err != nil || n != 40 {
+			t.Fatalf("%s holds %d rows (%v), want 40", c.Name, n, err)
+		}
+	}
+	if _, err := st.store.Activate(ctx, "clip-vit-b32", newCol); err != nil {
+		t.Fatal(err)
+	}
+	if col, err := st.store.Open(ctx, "clip-vit-b32"); err != nil || col.Name != newCol.Name {
+		t.Fatalf("after activation Open gives %+v (%v)", col, err)
 	}
 	for _, m := range models {
 		if n := st.count(t, ctx, m); n != 40 {

@@ -86,6 +86,13 @@ func (w *Worker) process(ctx context.Context, job jobs.Job, batchers []*engine.B
 		if mi < 0 {
 			return res, nil, fmt.Errorf("worker %s does not serve model %s (it has %v)", w.cfg.Name, name, w.modelNames())
 		}
+		if want, have := job.Versions[target], w.cfg.Models[mi].Spec().Version; want != "" && want != have {
+			// A job of another fleet (its run was published for this
+			// worker's pool with another version): hand it back, never
+			// write its vectors with this version.
+			return res, nil, errTransient{fmt.Errorf("job %d of run %s wants %s version %s; worker %s has %s (start workers of each version in their own --pool)",
+				job.Seq, job.Run, name, vecstore.VersionTag(want), w.cfg.Name, vecstore.VersionTag(have))}
+		}
 		col, err := w.collection(ctx, mi, set)
 		if err != nil {
 			return res, nil, err

@@ -18,6 +18,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/embedfleet/embedfleet/shared/jobs"
 )
 
 // Config says how to reach NATS. Secrets are never logged.
@@ -112,8 +114,33 @@ func (t Topology) ResultsStream() string { return t.p() + "_RESULTS" }
 // DeadStream keeps dead-lettered jobs for 30 days.
 func (t Topology) DeadStream() string { return t.p() + "_DEAD" }
 
-// JobSubject is where the jobs of run go.
+// JobSubject is where the jobs of run go, for the default worker pool.
 func (t Topology) JobSubject(run string) string { return t.subj() + ".jobs." + run }
+
+// PoolJobSubject is where the jobs of run go for worker pool pool (the
+// default pool's JobSubject for "").
+func (t Topology) PoolJobSubject(pool, run string) string {
+	if pool == "" {
+		return t.JobSubject(run)
+	}
+	return t.subj() + ".pool." + pool + ".jobs." + run
+}
+
+// RunJobSubject is where the jobs of a run go.
+func (t Topology) RunJobSubject(r jobs.Run) string { return t.PoolJobSubject(r.Pool, r.ID) }
+
+// ValidPool checks a worker pool's name: 1-32 lowercase letters, digits
+// and dashes, starting with a letter ("" is the default pool).
+func ValidPool(pool string) error {
+	if pool == "" {
+		return nil
+	}
+	if len(pool) > 32 || pool[0] < 'a' || pool[0] > 'z' ||
+		strings.IndexFunc(pool, func(r rune) bool { return (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' }) >= 0 {
+		return fmt.Errorf("bus: pool %q: want 1-32 lowercase letters, digits and dashes, starting with a letter", pool)
+	}
+	return nil
+}
 
 // ResultSubject is where the results of run go.
 func (t Topology) ResultSubject(run string) string { return t.subj() + ".results." + run }
@@ -121,8 +148,17 @@ func (t Topology) ResultSubject(run string) string { return t.subj() + ".results
 // DeadSubject is where the dead letters of run go.
 func (t Topology) DeadSubject(run string) string { return t.subj() + ".dead." + run }
 
-// WorkersConsumer is the durable consumer every worker shares.
+// WorkersConsumer is the durable consumer every worker of the default pool
+// shares.
 func (t Topology) WorkersConsumer() string { return "workers" }
+
+// PoolConsumer is the durable consumer of a worker pool's workers.
+func (t Topology) PoolConsumer(pool string) string {
+	if pool == "" {
+		return t.WorkersConsumer()
+	}
+	return "workers-" + pool
+}
 
 // RunsBucket holds run records and per-source checkpoints.
 func (t Topology) RunsBucket() string { return t.p() + "_RUNS" }
@@ -169,7 +205,7 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream, o StreamOp
 		o.LeaseTTL = 2 * time.Minute
 	}
 	streams := []jetstream.StreamConfig{
-		{Name: t.JobsStream(), Subjects: []string{t.subj() + ".jobs.>"}, Retention: jetstream.WorkQueuePolicy,
+		{Name: t.JobsStream(), Subjects: []string{t.subj() + ".jobs.>", t.subj() + ".pool.>"}, Retention: jetstream.WorkQueuePolicy,
 			Storage: jetstream.FileStorage, Duplicates: o.Duplicates},
 		{Name: t.ResultsStream(), Subjects: []string{t.subj() + ".results.>"}, Retention: jetstream.LimitsPolicy,
 			Storage: jetstream.FileStorage, MaxAge: 30 * 24 * time.Hour},
@@ -210,6 +246,9 @@ type ConsumerOptions struct {
 	// 4 per worker expected (Workers).
 	MaxAckPending int
 	Workers       int
+	// Pool is the worker pool ("" for the default): its consumer takes
+	// only the jobs of runs published for it (PoolJobSubject).
+	Pool string
 }
 
 // WorkerConsumer creates or updates the durable pull consumer that every
@@ -227,13 +266,20 @@ func (t Topology) WorkerConsumer(ctx context.Context, js jetstream.JetStream, o 
 	if o.MaxAckPending <= 0 {
 		o.MaxAckPending = 4 * o.Workers
 	}
+	if err := ValidPool(o.Pool); err != nil {
+		return nil, err
+	}
+	filter := t.subj() + ".jobs.>"
+	if o.Pool != "" {
+		filter = t.subj() + ".pool." + o.Pool + ".jobs.>"
+	}
 	cc := jetstream.ConsumerConfig{
-		Durable:       t.WorkersConsumer(),
+		Durable:       t.PoolConsumer(o.Pool),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       o.AckWait,
 		MaxDeliver:    o.MaxDeliver,
 		MaxAckPending: o.MaxAckPending,
-		FilterSubject: t.subj() + ".jobs.>",
+		FilterSubject: filter,
 	}
 	if len(o.BackOff) > 0 {
 		cc.BackOff = o.BackOff

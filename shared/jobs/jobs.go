@@ -33,7 +33,10 @@ type Job struct {
 	Seq    int64    `json:"seq"`
 	Source string   `json:"source"` // s3://bucket/prefix or a folder, as objstore.Open takes it
 	Models []string `json:"models"`
-	Items  []Item   `json:"items"`
+	// Versions, when set, are the model versions the job must be embedded
+	// with, by target: a worker holding another version hands it back.
+	Versions map[string]string `json:"versions,omitempty"`
+	Items    []Item            `json:"items"`
 }
 
 // MsgID is the JetStream deduplication id of the job.
@@ -97,18 +100,23 @@ type Dead struct {
 
 // Run is the record of one coordinator run, kept in the runs KV bucket.
 type Run struct {
-	Schema     int       `json:"schema"`
-	ID         string    `json:"id"`
-	Source     string    `json:"source"`
-	Models     []string  `json:"models"`
-	Started    time.Time `json:"started"`
-	Listed     int64     `json:"listed"`     // items enumerated so far
-	Jobs       int64     `json:"jobs"`       // jobs published so far
-	LastKey    string    `json:"last_key"`   // checkpoint: every key <= this is published
-	Enumerated bool      `json:"enumerated"` // listing finished, Listed and Jobs are final
-	Finished   time.Time `json:"finished,omitzero"`
-	Stored     int64     `json:"stored"`
-	Failed     int64     `json:"failed"`
+	Schema int      `json:"schema"`
+	ID     string   `json:"id"`
+	Source string   `json:"source"`
+	Models []string `json:"models"`
+	// Pool is the worker pool whose workers take the run's jobs; "" for
+	// the default pool.
+	Pool string `json:"pool,omitempty"`
+	// Versions are the model versions the run embeds with, by target.
+	Versions   map[string]string `json:"versions,omitempty"`
+	Started    time.Time         `json:"started"`
+	Listed     int64             `json:"listed"`     // items enumerated so far
+	Jobs       int64             `json:"jobs"`       // jobs published so far
+	LastKey    string            `json:"last_key"`   // checkpoint: every key <= this is published
+	Enumerated bool              `json:"enumerated"` // listing finished, Listed and Jobs are final
+	Finished   time.Time         `json:"finished,omitzero"`
+	Stored     int64             `json:"stored"`
+	Failed     int64             `json:"failed"`
 
 	Incremental bool                  `json:"incremental,omitempty"`
 	Diff        map[string]DiffCounts `json:"diff,omitempty"` // per model, for incremental runs
