@@ -217,7 +217,9 @@ type cachedPair struct {
 	at      time.Time
 }
 
-const cacheTTL = time.Minute
+// cacheTTL is how long a Checker keeps a model's collections: a switch of
+// the active version reaches it within that (as search.ActiveRefresh).
+const cacheTTL = 2 * time.Second
 
 // Collections opens model's collection and its background set (nil when
 // the model has none), checking that both hold the same model version.
@@ -255,7 +257,17 @@ func OpenPair(ctx context.Context, store *vecstore.Store, model string) (col, bg
 	if err != nil {
 		return nil, nil, err
 	}
-	bg, err = store.Open(ctx, vecstore.Target(model, vecstore.SetBackground))
+	// The background of the active version: a set embedded by the same
+	// version (after an upgrade, each version has its own).
+	bgTarget := vecstore.Target(model, vecstore.SetBackground)
+	if col.Version != "" {
+		bg, err = store.OpenVersion(ctx, bgTarget, col.Version)
+		if errors.Is(err, vecstore.ErrNoVersion) {
+			bg, err = store.Open(ctx, bgTarget) // another version's, refused below
+		}
+	} else {
+		bg, err = store.Open(ctx, bgTarget)
+	}
 	if errors.Is(err, vecstore.ErrNoCollection) {
 		return col, nil, nil
 	}

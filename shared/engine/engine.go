@@ -62,12 +62,47 @@ type Options struct {
 // Engine embeds image bytes and texts with named models. Safe for
 // concurrent use; concurrent calls for one model share batches.
 type Engine struct {
-	prep   *Preparer
-	images map[string]*imageModel
-	texts  map[string]*textModel
-	names  []string // image models, in the order given
-	tnames []string
-	window int // images in flight in EmbedImages
+	prep *Preparer
+	// images and texts hold every model under Versioned(name, version),
+	// and under its bare name the first one given of that name.
+	images  map[string]*imageModel
+	texts   map[string]*textModel
+	allImgs []*imageModel
+	allTxts []*textModel
+	names   []string // image models, in the order given, each name once
+	tnames  []string
+	window  int // images in flight in EmbedImages
+}
+
+// Versioned is the name under which an Engine serves one version of a
+// model: "clip-vit-b32#sha256:3f2a...". Several versions of a model can be
+// served side by side (a query server during a model upgrade answers from
+// whichever version's collection is active); the bare name is the first
+// version given.
+func Versioned(name, version string) string {
+	if version == "" {
+		return name
+	}
+	return name + "#" + version
+}
+
+// register adds a model of spec s under its versioned key and, if it is
+// the first of its name, under the name; it returns whether it was the
+// first.
+func register[M any](m map[string]M, s embed.Spec, v M) (bool, error) {
+	key := Versioned(s.Name, s.Version)
+	if _, dup := m[key]; dup {
+		if s.Version == "" {
+			return false, fmt.Errorf("engine: model %s given twice", s.Name)
+		}
+		return false, fmt.Errorf("engine: model %s version %s given twice", s.Name, s.Version)
+	}
+	m[key] = v
+	if _, ok := m[s.Name]; ok {
+		return false, nil
+	}
+	m[s.Name] = v
+	return true, nil
 }
 
 type imageModel struct {
@@ -88,29 +123,44 @@ func New(opts Options, images []ImageEncoder, texts []TextEncoder) (*Engine, err
 	e := &Engine{images: map[string]*imageModel{}, texts: map[string]*textModel{}}
 	var params []imageprep.Params
 	for _, m := range images {
-		name := m.Spec().Name
-		if _, dup := e.images[name]; dup {
-			return nil, fmt.Errorf("engine: model %s given twice", name)
+		im := &imageModel{enc: m, idx: len(params)}
+		first, err := register(e.images, m.Spec(), im)
+		if err != nil {
+			return nil, err
 		}
-		e.images[name] = &imageModel{enc: m, idx: len(params)}
 		params = append(params, m.Params())
-		e.names = append(e.names, name)
+		e.allImgs = append(e.allImgs, im)
+		if first {
+			e.names = append(e.names, m.Spec().Name)
+		}
 	}
 	for _, m := range texts {
 		s := m.Spec()
-		if _, dup := e.texts[s.Name]; dup {
-			return nil, fmt.Errorf("engine: model %s given twice", s.Name)
-		}
 		if _, dup := e.images[s.Name]; dup {
 			return nil, fmt.Errorf("engine: model %s given twice", s.Name)
 		}
-		if im, ok := e.images[pairName(s)]; ok {
-			if err := embed.CheckPair(s, im.enc.Spec()); err != nil {
-				return nil, err
+		// A text tower pairs with the version of its image model that is
+		// served, if that model is served at all.
+		if s.PairsWith != nil {
+			if _, ok := e.images[pairName(s)]; ok {
+				im, ok := e.images[Versioned(pairName(s), s.PairsWith.Version)]
+				if !ok {
+					im = e.images[pairName(s)]
+				}
+				if err := embed.CheckPair(s, im.enc.Spec()); err != nil {
+					return nil, err
+				}
 			}
 		}
-		e.texts[s.Name] = &textModel{enc: m}
-		e.tnames = append(e.tnames, s.Name)
+		tm := &textModel{enc: m}
+		first, err := register(e.texts, s, tm)
+		if err != nil {
+			return nil, err
+		}
+		e.allTxts = append(e.allTxts, tm)
+		if first {
+			e.tnames = append(e.tnames, s.Name)
+		}
 	}
 	decOpts := opts.DecoderOptions
 	if opts.FastDecode && len(params) > 0 {
@@ -128,11 +178,11 @@ func New(opts Options, images []ImageEncoder, texts []TextEncoder) (*Engine, err
 		}
 		return c
 	}
-	for name, m := range e.images {
-		m.b = NewBatcher[float32](m.enc, cfg(name))
+	for _, m := range e.allImgs {
+		m.b = NewBatcher[float32](m.enc, cfg(m.enc.Spec().Name))
 	}
-	for name, m := range e.texts {
-		m.b = NewBatcher[int64](m.enc, cfg(name))
+	for _, m := range e.allTxts {
+		m.b = NewBatcher[int64](m.enc, cfg(m.enc.Spec().Name))
 	}
 	workers := opts.PrepWorkers
 	if workers <= 0 {
@@ -151,10 +201,10 @@ func pairName(s embed.Spec) string {
 
 // Close stops the batchers once their queued work is done.
 func (e *Engine) Close() {
-	for _, m := range e.images {
+	for _, m := range e.allImgs {
 		m.b.Close()
 	}
-	for _, m := range e.texts {
+	for _, m := range e.allTxts {
 		m.b.Close()
 	}
 	e.prep.Close()
@@ -173,6 +223,36 @@ func (e *Engine) Spec(model string) (embed.Spec, bool) {
 	}
 	if m, ok := e.texts[model]; ok {
 		return m.enc.Spec(), true
+	}
+	return embed.Spec{}, false
+}
+
+// Versions returns the versions served of image or text model name, in the
+// order given.
+func (e *Engine) Versions(name string) []string {
+	var out []string
+	for _, m := range e.allImgs {
+		if s := m.enc.Spec(); s.Name == name {
+			out = append(out, s.Version)
+		}
+	}
+	for _, m := range e.allTxts {
+		if s := m.enc.Spec(); s.Name == name {
+			out = append(out, s.Version)
+		}
+	}
+	return out
+}
+
+// TextForVersion returns the text model that pairs with version version
+// of image model image (or the text model image names, if it pairs with
+// that version).
+func (e *Engine) TextForVersion(image, version string) (embed.Spec, bool) {
+	for _, m := range e.allTxts {
+		s := m.enc.Spec()
+		if s.PairsWith != nil && (s.Name == image || s.PairsWith.Name == image) && s.PairsWith.Version == version {
+			return s, true
+		}
 	}
 	return embed.Spec{}, false
 }

@@ -30,7 +30,15 @@ func (s *Server) copiesImage(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, sha, err := s.embedUpload(r, model)
+	col, _, err := s.copies.Collections(r.Context(), model)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := s.search.EncoderFor(model, col)
+	if err != nil {
+		return nil, err
+	}
+	v, sha, err := s.embedUpload(r, enc)
 	if err != nil {
 		return nil, err
 	}

@@ -357,7 +357,7 @@ func (s *Server) status(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, vecstore.ErrNoCollection), errors.Is(err, search.ErrNotIndexed), errors.Is(err, engine.ErrUnknownModel):
 		return http.StatusNotFound
-	case errors.Is(err, embed.ErrNotPaired):
+	case errors.Is(err, embed.ErrNotPaired), errors.Is(err, search.ErrVersionNotServed):
 		// The collection holds another image tower's vectors: no text
 		// query can be answered until the two are of one checkpoint.
 		return http.StatusConflict
@@ -371,10 +371,15 @@ func (s *Server) status(err error) int {
 
 // Response is the answer to a search.
 type Response struct {
-	Model  string       `json:"model"`
-	K      int          `json:"k"`
-	TookMS float64      `json:"took_ms"`
-	Hits   []search.Hit `json:"hits"`
+	Model string `json:"model"`
+	// Collection and ModelVersion say which version of the model answered
+	// (its active one when the search began): the whole answer comes from
+	// it.
+	Collection   string       `json:"collection"`
+	ModelVersion string       `json:"model_version"`
+	K            int          `json:"k"`
+	TookMS       float64      `json:"took_ms"`
+	Hits         []search.Hit `json:"hits"`
 }
 
 // params reads model and k, which every search takes.
@@ -413,20 +418,29 @@ func (s *Server) searchImage(r *http.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, _, err := s.embedUpload(r, model)
+	col, err := srch.Resolve(r.Context(), model)
 	if err != nil {
 		return nil, err
 	}
-	hits, err := srch.ByVector(r.Context(), model, v, k)
+	enc, err := srch.EncoderFor(model, col)
 	if err != nil {
 		return nil, err
 	}
-	return Response{Model: model, K: k, TookMS: ms(time.Since(start)), Hits: hits}, nil
+	v, _, err := s.embedUpload(r, enc)
+	if err != nil {
+		return nil, err
+	}
+	hits, err := srch.In(col).ByVector(r.Context(), model, v, k)
+	if err != nil {
+		return nil, err
+	}
+	return Response{Model: model, Collection: col.Name, ModelVersion: col.Version, K: k, TookMS: ms(time.Since(start)), Hits: hits}, nil
 }
 
 // embedUpload reads the request's image within the upload limits and
-// embeds it with model; it returns the vector and the sha256 of the bytes.
-func (s *Server) embedUpload(r *http.Request, model string) ([]float32, string, error) {
+// embeds it with engine model enc (see search.EncoderFor); it returns the
+// vector and the sha256 of the bytes.
+func (s *Server) embedUpload(r *http.Request, enc string) ([]float32, string, error) {
 	// Shed load rather than hold more uploads than memory allows: the
 	// client (or its load balancer) retries, here or on another replica.
 	select {
@@ -470,12 +484,12 @@ func (s *Server) embedUpload(r *http.Request, model string) ([]float32, string, 
 	if !adm.take(hdr.DecodeBytes) {
 		return nil, "", s.busy("the memory budget for uploads is in use")
 	}
-	px, err := s.eng.Prepare(model, data, nil)
+	px, err := s.eng.Prepare(enc, data, nil)
 	adm.release() // the encoded bytes and the pixels are garbage now
 	if err != nil {
 		return nil, "", fmt.Errorf("query image: %w", err)
 	}
-	v, err := s.eng.EmbedPrepared(r.Context(), model, px)
+	v, err := s.eng.EmbedPrepared(r.Context(), enc, px)
 	if err != nil {
 		return nil, "", err
 	}
@@ -534,6 +548,16 @@ func (s *Server) searchObject(r *http.Request) (any, error) {
 		}
 	}
 	var hits []search.Hit
+	// The collection that answers is resolved once: every part of the
+	// answer uses it.
+	var col *vecstore.Collection
+	pin := func(image string) error {
+		col, err = srch.Resolve(r.Context(), image)
+		if err == nil {
+			srch = srch.In(col)
+		}
+		return err
+	}
 	switch {
 	case given != 1:
 		if q.Has("text") && text == "" {
@@ -552,17 +576,23 @@ func (s *Server) searchObject(r *http.Request) (any, error) {
 			return nil, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("no text model that pairs with %q is served here (text models: %s)",
 				model, strings.Join(s.eng.TextModels(), ", "))}
 		}
-		hits, err = srch.ByText(r.Context(), model, text, k)
+		if err = pin(ts.PairsWith.Name); err == nil {
+			hits, err = srch.ByText(r.Context(), model, text, k)
+		}
 		model = ts.PairsWith.Name
 	case uri != "":
-		hits, err = srch.ByObject(r.Context(), model, uri, k)
+		if err = pin(model); err == nil {
+			hits, err = srch.ByObject(r.Context(), model, uri, k)
+		}
 	default:
-		hits, err = srch.ByID(r.Context(), model, id, k)
+		if err = pin(model); err == nil {
+			hits, err = srch.ByID(r.Context(), model, id, k)
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	return Response{Model: model, K: k, TookMS: ms(time.Since(start)), Hits: hits}, nil
+	return Response{Model: model, Collection: col.Name, ModelVersion: col.Version, K: k, TookMS: ms(time.Since(start)), Hits: hits}, nil
 }
 
 // searcher is the Searcher of a request: with prefix=P, only rows whose

@@ -24,6 +24,11 @@ import (
 // the collection.
 var ErrNotIndexed = errors.New("object not indexed")
 
+// ErrVersionNotServed is returned for a query that needs embedding when
+// the collection that answers it (the model's active version) holds
+// vectors of a model version this process has not loaded.
+var ErrVersionNotServed = errors.New("model version not loaded")
+
 // Hit is one ranked result.
 type Hit struct {
 	Rank   int     `json:"rank"`
@@ -37,22 +42,29 @@ type Hit struct {
 type Searcher struct {
 	store  *vecstore.Store
 	eng    *engine.Engine
-	cols   *sync.Map // model -> cachedCol
-	prefix string    // only rows whose URI starts with it (Under)
+	cols   *sync.Map            // model -> cachedCol
+	prefix string               // only rows whose URI starts with it (Under)
+	pin    *vecstore.Collection // In: every search of pin.Model goes here
 }
 
-// cachedCol spares a query server one Milvus round trip per request. An
-// entry lives for colTTL, and goes at the first error that uses it, so a
-// collection dropped and made again is found anew.
+// cachedCol spares a query server Milvus round trips on every request. An
+// entry lives for ActiveRefresh, and goes at the first error that uses
+// it, so a collection dropped and made again is found anew.
 type cachedCol struct {
 	col *vecstore.Collection
 	at  time.Time
 }
 
-const colTTL = time.Minute
+// ActiveRefresh is how long a Searcher keeps the collection that answers
+// a model: a switch of the active version (vecstore.Activate) reaches
+// every query server within it. Each answer comes whole from one version.
+const ActiveRefresh = 2 * time.Second
 
 func (s *Searcher) collection(ctx context.Context, model string) (*vecstore.Collection, error) {
-	if c, ok := s.cols.Load(model); ok && time.Since(c.(cachedCol).at) < colTTL {
+	if s.pin != nil && s.pin.Model == model {
+		return s.pin, nil
+	}
+	if c, ok := s.cols.Load(model); ok && time.Since(c.(cachedCol).at) < ActiveRefresh {
 		return c.(cachedCol).col, nil
 	}
 	col, err := s.store.Open(ctx, model)
@@ -86,16 +98,67 @@ func (s *Searcher) Under(uriPrefix string) *Searcher {
 	return &c
 }
 
-// ByImage finds the k stored images nearest to the image in data.
+// Resolve returns the collection that answers model's queries now: its
+// active version's.
+func (s *Searcher) Resolve(ctx context.Context, model string) (*vecstore.Collection, error) {
+	return s.collection(ctx, model)
+}
+
+// In returns a Searcher whose every search of col's model goes to col, so
+// that the parts of one answer (embedding the query, searching, reading
+// stored vectors) all use one version even if the active one switches
+// meanwhile. It shares s's cache.
+func (s *Searcher) In(col *vecstore.Collection) *Searcher {
+	c := *s
+	c.pin = col
+	return &c
+}
+
+// EncoderFor is the engine model that embeds queries for col, a
+// collection of image model model: the loaded model of col's version.
+func (s *Searcher) EncoderFor(model string, col *vecstore.Collection) (string, error) {
+	if s.eng == nil {
+		return "", errors.New("search: no models to embed a query image with")
+	}
+	if col.Version == "" {
+		return model, nil // a collection that records no version
+	}
+	key := engine.Versioned(model, col.Version)
+	if _, ok := s.eng.Spec(key); ok {
+		return key, nil
+	}
+	loaded := s.eng.Versions(model)
+	if len(loaded) == 0 {
+		return model, nil // not served at all: the engine says so
+	}
+	var tags []string
+	for _, v := range loaded {
+		tags = append(tags, vecstore.VersionTag(v))
+	}
+	return "", fmt.Errorf("%w: collection %s answers %s and holds vectors of version %s; this process has %v loaded. "+
+		"Load that version too (--models takes a model folder; give both versions during an upgrade)",
+		ErrVersionNotServed, col.Name, model, vecstore.VersionTag(col.Version), tags)
+}
+
+// ByImage finds the k stored images nearest to the image in data,
+// embedded by the model version of the collection that answers.
 func (s *Searcher) ByImage(ctx context.Context, model string, data []byte, k int) ([]Hit, error) {
 	if s.eng == nil {
 		return nil, errors.New("search: no models to embed a query image with")
 	}
-	v, err := s.eng.EmbedImage(ctx, model, data)
+	col, err := s.collection(ctx, model)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := s.EncoderFor(model, col)
+	if err != nil {
+		return nil, err
+	}
+	v, err := s.eng.EmbedImage(ctx, enc, data)
 	if err != nil {
 		return nil, fmt.Errorf("query image: %w", err)
 	}
-	return s.ByVector(ctx, model, v, k)
+	return s.In(col).ByVector(ctx, model, v, k)
 }
 
 // ByText finds the k stored images nearest to a text, embedded by the text
@@ -117,15 +180,17 @@ func (s *Searcher) ByText(ctx context.Context, model, text string, k int) ([]Hit
 	if err != nil {
 		return nil, err
 	}
-	if col.Version != ts.PairsWith.Version {
+	if tv, ok := s.eng.TextForVersion(image, col.Version); ok {
+		ts = tv
+	} else {
 		return nil, s.forget(image, fmt.Errorf("%w: collection %s was indexed by %s version %s; text model %s pairs with version %s",
 			embed.ErrNotPaired, col.Name, image, short(col.Version), ts.Name, short(ts.PairsWith.Version)))
 	}
-	v, err := s.eng.EmbedText(ctx, ts.Name, text)
+	v, err := s.eng.EmbedText(ctx, engine.Versioned(ts.Name, ts.Version), text)
 	if err != nil {
 		return nil, fmt.Errorf("query text: %w", err)
 	}
-	return s.ByVector(ctx, image, v, k)
+	return s.In(col).ByVector(ctx, image, v, k)
 }
 
 func short(v string) string {
@@ -158,7 +223,7 @@ func (s *Searcher) byStored(ctx context.Context, model, id, what string, k int) 
 	if !found {
 		return nil, fmt.Errorf("%w: %s is not indexed in %s", ErrNotIndexed, what, col.Name)
 	}
-	return s.ByVector(ctx, model, row.Vector, k)
+	return s.In(col).ByVector(ctx, model, row.Vector, k)
 }
 
 // ByVector searches model's collection with a query vector.
