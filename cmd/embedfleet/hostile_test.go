@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 
+	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/testenv"
 	"github.com/embedfleet/embedfleet/shared/testimages"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
@@ -130,8 +132,8 @@ func TestServeMemoryBound(t *testing.T) {
 	t.Logf("200 uploads of 9400x9400: %v, slowest answer %v; RSS idle %d MiB, peak %d MiB, bound %d MiB",
 		l.codes, l.slowest.Round(time.Millisecond), l.idleKiB>>10, l.peakKiB>>10, bound>>10)
 	for code, n := range l.codes {
-		// 404: the collection is empty; the upload was admitted, decoded
-		// and embedded, and only the search found nothing to search.
+		// 200: admitted, decoded, embedded and searched (the collection
+		// is empty, so with no hits).
 		if code != 404 && code != 413 && code != 503 && code != 200 {
 			t.Errorf("%d answers with status %d", n, code)
 		}
@@ -175,6 +177,22 @@ type loadResult struct {
 // real (empty) milvus-lite and posts n 9400x9400 JPEGs at once.
 func serveUnderLoad(tb testing.TB, budgetMiB, n int) loadResult {
 	mv := testenv.StartMilvus(tb)
+	// An empty collection: every admitted upload is decoded, embedded and
+	// searched (and finds nothing).
+	spec, err := embed.LoadSpec(filepath.Join(tinyModels(tb), "clip-vit-b32"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := vecstore.Connect(ctx, vecstore.Config{Address: mv.Addr})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := st.Ensure(ctx, spec); err != nil {
+		tb.Fatal(err)
+	}
+	st.Close(ctx)
 	cmd := execCommand("serve", "--models", "clip-vit-b32", "--listen", "127.0.0.1:0", "--milvus-addr", mv.Addr,
 		"--max-memory-mib", strconv.Itoa(budgetMiB), "--timeout", "20s")
 	cmd.Env = append(cmd.Environ(), ortEnv(tb, tinyModels(tb))...)

@@ -145,12 +145,18 @@ func newEngine(g *globalFlags, ms *openedModels, batch int) (*engine.Engine, err
 func newModelsCmd(g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "models",
-		Short: "List, fetch and verify the ONNX models in the models folder",
+		Short: "List, fetch and verify the ONNX models; list, activate, roll back and retire their versions",
 		Long: `Each model lives in its own folder under --models-dir: spec.json (name,
 version = sha256 of the ONNX file, tensor names, pooling, dimension,
-preprocessing) beside model.onnx. Built-in specs: clip-vit-b32, dinov2-base.`,
+preprocessing) beside model.onnx. Built-in specs: clip-vit-b32, dinov2-base.
+
+A new version of a model (new weights, same name) is indexed into a collection
+of its own while the current one goes on answering queries; versions,
+activate, rollback and retire manage the switch (docs/operations.md, "Upgrading
+a model").`,
 	}
 	cmd.AddCommand(newModelsListCmd(g), newModelsPullCmd(g), newModelsVerifyCmd(g), newModelsSyncCmd(g))
+	cmd.AddCommand(newModelsVersionCmds(g)...)
 	return cmd
 }
 

@@ -58,6 +58,8 @@ type coordinatorRunConfig struct {
 	source         string
 	models         string
 	set            string
+	pool           string
+	activate       bool
 	jobSize        int
 	wait           bool
 	maxFailed      float64
@@ -84,10 +86,19 @@ failed. Exit status 1 means the run itself failed (see the message).
 --incremental embeds only what changed since the last complete run: it diffs
 the listing against each model's manifest, publishes new and changed objects,
 deletes the vectors of objects gone from the source (so it needs --milvus-addr),
-and re-embeds everything for a model whose version changed (read from
---models-dir; its old collection is dropped first). It waits for completion and
-then writes the new manifests; an incomplete run keeps the old ones, so the
-next run redoes what is missing. --dry-run prints the diff and changes nothing.
+and embeds everything for a model version that has no manifest yet (versions
+are read from --models-dir): a new version fills a collection of its own while
+the active one goes on answering queries, until ` + "`embedfleet models activate`" + `
+(or --activate, which verifies and switches once the run is complete).
+It waits for completion and then writes the new manifests (one per source,
+model and version); an incomplete run keeps the old ones, so the next run
+redoes what is missing. --dry-run prints the diff and changes nothing.
+
+--pool NAME publishes the run's jobs for the workers started with the same
+--pool only: during a model upgrade the workers of the new version run as their
+own pool beside the old ones, each filling its own version's collection. Every
+job carries the model versions found in --models-dir, and a worker holding
+another version hands it back rather than write with the wrong one.
 
 --set background embeds the source into each model's background set (its own
 collection, MODEL@background) instead of the model's collection: unrelated
@@ -106,12 +117,14 @@ images that copy scores are normalised against (embedfleet dedup, query
 	f.StringVar(&cfg.models, "models", envOr("EMBEDFLEET_MODELS", ""), "models to embed with, comma-separated (env EMBEDFLEET_MODELS; required)")
 	f.IntVar(&cfg.jobSize, "job-size", 64, "items per job")
 	f.StringVar(&cfg.set, "set", "", "embed into this set of each model instead of its collection: background (for copy-score normalisation)")
+	f.StringVar(&cfg.pool, "pool", os.Getenv("EMBEDFLEET_POOL"), "worker pool that takes the jobs (env EMBEDFLEET_POOL; empty: the default pool)")
 	f.BoolVar(&cfg.wait, "wait", false, "follow the run to completion and print a summary")
 	f.Float64Var(&cfg.maxFailed, "max-failed", 0.01, "with --wait: fraction of failed items above which the exit status is 2")
 	f.DurationVar(&cfg.timeout, "timeout", 0, "give up after this long (0: never)")
 	f.StringVar(&cfg.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&cfg.incremental, "incremental", false, "embed only new and changed objects, delete vanished ones (implies --wait)")
 	f.BoolVar(&cfg.dryRun, "dry-run", false, "with --incremental: print the diff counts and change nothing")
+	f.BoolVar(&cfg.activate, "activate", false, "with --incremental: once the run is complete, verify each model version's collection and make it active (models activate, keeping 2)")
 	f.StringVar(&cfg.metricsAddr, "metrics-addr", os.Getenv("EMBEDFLEET_METRICS_ADDR"), "serve /metrics, /healthz and /readyz here, e.g. :9090 (env EMBEDFLEET_METRICS_ADDR; empty: off)")
 	cfg.mf.bind(f)
 	cmd.AddCommand(run)
@@ -122,6 +135,12 @@ func runCoordinatorCmd(ctx context.Context, cfg *coordinatorRunConfig) error {
 	ms := splitList(cfg.models)
 	if cfg.source == "" || len(ms) == 0 {
 		return errors.New("--source and --models are required")
+	}
+	if err := bus.ValidPool(cfg.pool); err != nil {
+		return fmt.Errorf("--pool: %w", err)
+	}
+	if cfg.activate && (!cfg.incremental || cfg.dryRun) {
+		return errors.New("--activate goes with --incremental (and not --dry-run)")
 	}
 	if cfg.set != "" {
 		if cfg.set != vecstore.SetBackground {
@@ -152,7 +171,8 @@ func runCoordinatorCmd(ctx context.Context, cfg *coordinatorRunConfig) error {
 		comps = append(comps, c)
 	}
 	return supervise(ctx, func(ctx context.Context) error {
-		return runCoordinator(ctx, cfg, coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: cfg.jobSize, Log: log})
+		return runCoordinator(ctx, cfg, coordinator.Config{JS: js, Topology: topo, Source: src, Models: ms, JobSize: cfg.jobSize, Log: log,
+			Versions: modelVersions(cfg.g, ms), Pool: cfg.pool})
 	}, comps...)
 }
 
@@ -212,13 +232,13 @@ func followRun(ctx context.Context, stdout, stderr io.Writer, coord *coordinator
 
 func runIncremental(ctx context.Context, rc *coordinatorRunConfig, cfg coordinator.Config) error {
 	out, g, mf, dryRun, maxFailed := rc.stdout, rc.g, rc.mf, rc.dryRun, rc.maxFailed
-	versions := modelVersions(g, cfg.Models)
+	versions := cfg.Versions
 	for _, m := range cfg.Models {
 		if versions[m] == "" {
 			cfg.Log.Warn("model not in --models-dir: its version is not checked for upgrades", "model", m, "models_dir", g.modelsDir)
 		}
 	}
-	icfg := coordinator.IncrementalConfig{Config: cfg, Versions: versions, DryRun: dryRun}
+	icfg := coordinator.IncrementalConfig{Config: cfg, DryRun: dryRun}
 	if !dryRun {
 		store, err := vecstore.Connect(ctx, mf.cfg)
 		if err != nil {
@@ -239,7 +259,7 @@ func runIncremental(ctx context.Context, rc *coordinatorRunConfig, cfg coordinat
 		d := inc.Run.Diff[m]
 		up := ""
 		if d.Upgraded {
-			up = " (model upgraded: everything re-embedded)"
+			up = " (new model version: everything embedded into its own collection)"
 		}
 		fmt.Fprintf(out, "diff %s: new=%d changed=%d unchanged=%d deleted=%d%s\n", m, d.New, d.Changed, d.Unchanged, d.Deleted, up)
 	}
@@ -247,8 +267,39 @@ func runIncremental(ctx context.Context, rc *coordinatorRunConfig, cfg coordinat
 		return nil
 	}
 	fmt.Fprintf(out, "run %s: %d objects to embed in %d jobs published\n", inc.Run.ID, inc.Run.Listed, inc.Run.Jobs)
-	return followRun(ctx, rc.stdout, rc.stderr, coordinator.New(cfg.JS, cfg.Topology), inc.Run, cfg.Journal, maxFailed,
+	err = followRun(ctx, rc.stdout, rc.stderr, coordinator.New(cfg.JS, cfg.Topology), inc.Run, cfg.Journal, maxFailed,
 		func(sum coordinator.Summary) error { return inc.Finish(ctx, sum) })
+	if err != nil || !rc.activate {
+		return err
+	}
+	return activateRun(ctx, out, icfg.Store.(*vecstore.Store), cfg)
+}
+
+// activateRun makes each model version of a finished run active (see
+// activateVerified) where it is not already.
+func activateRun(ctx context.Context, out io.Writer, store *vecstore.Store, cfg coordinator.Config) error {
+	failures, err := cfg.JS.KeyValue(ctx, cfg.Topology.FailuresBucket())
+	if err != nil {
+		return fmt.Errorf("failures bucket: %w", err)
+	}
+	for _, m := range cfg.Models {
+		v := cfg.Versions[m]
+		if v == "" {
+			return fmt.Errorf("--activate: the version of %s is unknown (not in --models-dir)", m)
+		}
+		if cur, err := store.Open(ctx, m); err == nil && cur.Version == v {
+			fmt.Fprintf(out, "%s version %s is already active\n", m, vecstore.VersionTag(v))
+			continue
+		}
+		vi, err := store.FindVersion(ctx, m, v)
+		if err != nil {
+			return err
+		}
+		if err := activateVerified(ctx, out, store, cfg.Source, failures, m, vi, 2); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // withTimeout bounds ctx by d; d <= 0 means no bound.
@@ -329,6 +380,7 @@ type workerConfig struct {
 	maxDeliver         int
 	logLevel           string
 	metricsAddr        string
+	pool               string
 }
 
 func newWorkerCmd(g *globalFlags) *cobra.Command {
@@ -346,8 +398,10 @@ job back with a growing delay; after --max-deliver attempts the job goes to the
 dead-letter stream. On SIGTERM the worker stops pulling, finishes the job in
 hand within --drain-timeout (or hands it back) and exits 0.
 
-The worker refuses to start when a model's collection holds vectors of another
-version of that model.`,
+Each model version writes its own collection: the first version of a model the
+one named after it, a later version one named after its version, so that the
+workers of a new version (started as their own --pool) fill a new collection
+while the current one goes on answering queries. See ` + "`embedfleet models activate`" + `.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg.stdout, cfg.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
@@ -367,6 +421,7 @@ version of that model.`,
 	f.DurationVar(&cfg.linger, "linger", 50*time.Millisecond, "a partial batch waits at most this long for more images")
 	f.IntVar(&cfg.prefetch, "prefetch", 2, "jobs in hand at once (their images fill batches together)")
 	f.IntVar(&cfg.prep, "prep-workers", 0, "goroutines that decode and preprocess (0: one per core)")
+	f.StringVar(&cfg.pool, "pool", os.Getenv("EMBEDFLEET_POOL"), "worker pool to take jobs of: runs published with the same coordinator --pool (env EMBEDFLEET_POOL; empty: the default pool)")
 	f.DurationVar(&cfg.ackWait, "ack-wait", 2*time.Minute, "JetStream AckWait; progress is signalled every third of it")
 	f.IntVar(&cfg.maxDeliver, "max-deliver", 10, "attempts before a job is dead-lettered (with the backoff, about 5 minutes of trouble)")
 	f.DurationVar(&cfg.drain, "drain-timeout", 30*time.Second, "on SIGTERM, time to finish the job in hand (keep it below the pod's grace period)")
@@ -391,7 +446,7 @@ func runWorker(ctx context.Context, cfg *workerConfig) error {
 		return err
 	}
 	defer nc.Close()
-	cons, err := topo.WorkerConsumer(ctx, js, bus.ConsumerOptions{AckWait: cfg.ackWait, MaxDeliver: cfg.maxDeliver})
+	cons, err := topo.WorkerConsumer(ctx, js, bus.ConsumerOptions{AckWait: cfg.ackWait, MaxDeliver: cfg.maxDeliver, Pool: cfg.pool})
 	if err != nil {
 		return err
 	}
@@ -536,7 +591,16 @@ func runQuery(ctx context.Context, cfg *queryConfig) error {
 		if err != nil {
 			return err
 		}
-		return queryCopies(ctx, cfg, store, func(data []byte) ([]float32, error) { return eng.EmbedImage(ctx, spec.Name, data) }, spec.Name)
+		// Embedded by the version of the collection that answers.
+		col, err := store.Open(ctx, spec.Name)
+		if err != nil {
+			return err
+		}
+		enc, err := search.New(store, eng).EncoderFor(spec.Name, col)
+		if err != nil {
+			return err
+		}
+		return queryCopies(ctx, cfg, store, func(data []byte) ([]float32, error) { return eng.EmbedImage(ctx, enc, data) }, spec.Name)
 	}
 	s := search.New(store, eng)
 	var hits []search.Hit

@@ -61,6 +61,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: {{ .Values.s3.insecure | quote }}
 - name: EMBEDFLEET_S3_PATH_STYLE
   value: {{ .Values.s3.pathStyle | quote }}
+- name: EMBEDFLEET_POOL
+  value: {{ .Values.pool | quote }}
 - name: EMBEDFLEET_MODELS_DIR
   value: /models
 - name: EMBEDFLEET_MODELS
