@@ -75,6 +75,13 @@ func TestCoordinatorResume(t *testing.T) {
 	if rec1.Enumerated || rec1.LastKey == "" {
 		t.Fatalf("first run record %+v: want a checkpoint and not enumerated", rec1)
 	}
+	// The jobs published asynchronously before the crash reach the stream
+	// in their own time (late on a loaded machine): wait for their acks.
+	select {
+	case <-n.JS.PublishAsyncComplete():
+	case <-ctx.Done():
+		t.Fatal("the jobs published before the crash were never acknowledged")
+	}
 	stream, _ := n.JS.Stream(ctx, topo.JobsStream())
 	info, _ := stream.Info(ctx)
 	publishedBeforeCrash := info.State.Msgs

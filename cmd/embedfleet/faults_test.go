@@ -266,7 +266,7 @@ func TestNATSClusterLeaderKilled(t *testing.T) {
 	t.Parallel()
 	nc := testenv.StartNATSCluster(t, 3)
 	c := newClusterOn(t, 160, &testenv.NATS{URL: nc.URL, Conn: nc.Conn, JS: nc.JS})
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	topo := bus.Topology{Prefix: c.prefix}
 	if err := topo.Ensure(ctx, nc.JS, bus.StreamOptions{Replicas: 3}); err != nil {
@@ -285,7 +285,7 @@ func TestNATSClusterLeaderKilled(t *testing.T) {
 			t.Fatalf("%s after the workers started: %v replicas %d, want 3", name, err, info.Config.Replicas)
 		}
 	}
-	coord := execCommand("coordinator", "run", "--source", c.source, "--models", "clip-vit-b32,dinov2-base", "--wait", "--timeout", "3m", "--job-size", "4")
+	coord := execCommand("coordinator", "run", "--source", c.source, "--models", "clip-vit-b32,dinov2-base", "--wait", "--timeout", "6m", "--job-size", "4")
 	coord.Env = append(os.Environ(), c.env(t)...)
 	var cout syncBuffer
 	coord.Stdout, coord.Stderr = &cout, &cout
