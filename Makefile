@@ -23,7 +23,7 @@ RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random-2
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
 
-.PHONY: help deps deps-demo deps-gpu gpu-check-dry-run build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text bench-decode bench-int8 bench-copies bench-dedup soak demo
+.PHONY: help deps deps-demo deps-gpu gpu-check-dry-run build test test-short lint fmt clean fixtures random-models parity decode-diff bench bench-embed bench-pipeline bench-paced bench-manifest bench-article bench-hostile bench-text bench-decode bench-int8 int8-models bench-copies bench-dedup soak demo
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -103,7 +103,7 @@ BENCH_DISTRACTORS ?= 50
 BENCH_OUT ?= bin/bench-article
 BENCHPY = $$(deploy/install/pyenv.sh deploy/bench/requirements.txt)/bin/python
 
-bench-article: deps build random-models ## copy detection on BSDS500 queries made with AugLy: the article's pipeline (1 image at a time, and batch 32) against embedfleet, same weights
+bench-article: deps build random-models int8-models ## copy detection on BSDS500 queries made with AugLy: the article's pipeline (1 image at a time, and batch 32) against embedfleet (fp32, and int8), same weights
 	@py=$(BENCHPY); rm -rf $(BENCH_OUT); mkdir -p $(BENCH_OUT); \
 	$$py deploy/bench/make_queries.py --images $(BENCHDIR) --out $(BENCH_OUT)/data --refs $(BENCH_REFS) --queries $(BENCH_QUERIES) --distractors $(BENCH_DISTRACTORS); \
 	$(DEPS_ENV); PY=$$py BIN=bin/embedfleet MODELS="$(RANDOM_MODELS)" deploy/bench/article.sh $(BENCH_OUT)/data $(BENCH_OUT)
@@ -121,10 +121,12 @@ bench-decode: deps ## decode + preprocess on one core, full-size photos (12 MP a
 	$(MAKE) -s build random-models
 	@$(DEPS_ENV); $(PYENV) deploy/bench/decode_agree.py --bin bin/embedfleet --images $(FULLSIZE_DIR)/4000x3000 --models "$(RANDOM_MODELS)"
 
-bench-int8: deps build random-models ## int8 against fp32 (export.py --int8, once): inference img/s by batch, agreement and copy-detection top-1 on edited BSDS500 copies
+int8-models: deps random-models ## the int8 quantisations of the full-size random-init models (export.py --int8, once)
 	@py=$(PYENV); cd deploy/export && for m in clip-vit-b32 dinov2-base; do \
 	  [ -f "$(RANDOM_MODELS)/$$m-int8/spec.json" ] || $$py export.py --model $$m --random-init --seed 0 --int8 \
 	    --calib-images ../../$(BENCHDIR) --out "$(RANDOM_MODELS)/$$m-int8"; done
+
+bench-int8: deps build int8-models ## int8 against fp32: inference img/s by batch, agreement and copy-detection top-1 on edited BSDS500 copies
 	$(GO) build -o bin/inferbench ./deploy/bench/inferbench
 	@$(DEPS_ENV); for m in clip-vit-b32 clip-vit-b32-int8 dinov2-base dinov2-base-int8; do \
 	  bin/inferbench --model "$(RANDOM_MODELS)/$$m" --batches 1,8,32 --seconds 8 --threads $$(nproc); done

@@ -34,8 +34,11 @@ func newVerifyCmd(g *globalFlags) *cobra.Command {
 		Use:   "verify --source URI --models MODEL[,MODEL...] [--repair]",
 		Short: "Check a source against Milvus: every object stored, current, and nothing left of deleted ones",
 		Long: `List the source and check, for each model, that every object has a row with its
-current ETag written by the model's current version (from --models-dir, else
-the collection's), and that no rows remain for objects no longer listed.
+current ETag written by the model's current version, and that no rows remain
+for objects no longer listed. The version is the one in --models-dir, and the
+collection checked is that version's (active or not: an upgrade is verified
+before ` + "`models activate`" + `); a model not in --models-dir is checked in its
+active collection.
 
 Prints per model: listed, ok, missing, stale, extra and failed, with examples.
 Failed objects are those whose bytes cannot be embedded (corrupt, unsupported,

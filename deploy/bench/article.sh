@@ -11,7 +11,9 @@
 #   PY      python with torch, transformers, pillow and faiss (required)
 #   BIN     the embedfleet binary (default bin/embedfleet)
 #   MODELS  folder holding clip-vit-b32/ and dinov2-base/ exported by
-#           deploy/export/export.py --random-init --seed 0 (required)
+#           deploy/export/export.py --random-init --seed 0 (required); where
+#           it also holds clip-vit-b32-int8/ and dinov2-base-int8/ (export.py
+#           --int8), embedfleet runs a third time with those, same data
 #   EMBEDFLEET_ORT_LIB, EMBEDFLEET_MILVUS_BIN  as for embedfleet
 #   CUDA=1  also run the article's pipeline on the GPU (reported, not compared)
 set -euo pipefail
@@ -43,6 +45,10 @@ for m in clip-vit-b32 dinov2-base; do
 done
 run "$out/embedfleet.log" "$BIN" bench copydetect --models-dir "$MODELS" --models clip-vit-b32,dinov2-base \
 	--refs "$data/refs" --queries "$data/queries" --truth "$data/truth.csv" --out "$out/embedfleet"
+if [ -f "$MODELS/clip-vit-b32-int8/spec.json" ] && [ -f "$MODELS/dinov2-base-int8/spec.json" ]; then
+	run "$out/embedfleet-int8.log" "$BIN" bench copydetect --models "$MODELS/clip-vit-b32-int8,$MODELS/dinov2-base-int8" \
+		--refs "$data/refs" --queries "$data/queries" --truth "$data/truth.csv" --out "$out/embedfleet-int8"
+fi
 "$PY" "$here/compare.py" "$out"
 
 if [ "${CUDA:-0}" = 1 ]; then
