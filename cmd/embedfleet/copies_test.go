@@ -151,18 +151,7 @@ func TestCopiesCLI(t *testing.T) {
 	}
 
 	// serve: /v1/copies by object and by upload.
-	srv := execCommand("serve", "--models", "dinov2-base", "--listen", "127.0.0.1:0", "--text-models", "none")
-	srv.Env = append(os.Environ(), env...)
-	stderr, err := srv.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Process.Kill()
-	base := "http://" + firstMatch(t, stderr, `msg=serving addr=(\S+)`, "serve never logged its address")
-	go io.Copy(io.Discard, stderr)
+	base, _ := startServe(t, env, "--models", "dinov2-base", "--text-models", "none")
 	var resp struct {
 		Normalised, Copy bool
 		Matches          []struct {

@@ -193,18 +193,9 @@ func serveUnderLoad(tb testing.TB, budgetMiB, n int) loadResult {
 		tb.Fatal(err)
 	}
 	st.Close(ctx)
-	cmd := execCommand("serve", "--models", "clip-vit-b32", "--listen", "127.0.0.1:0", "--milvus-addr", mv.Addr,
+	base, cmd := startServe(tb, ortEnv(tb, tinyModels(tb)), "--models", "clip-vit-b32", "--milvus-addr", mv.Addr,
 		"--max-memory-mib", strconv.Itoa(budgetMiB), "--timeout", "20s")
-	cmd.Env = append(cmd.Environ(), ortEnv(tb, tinyModels(tb))...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	base := "http://" + firstMatch(tb, stderr, `msg=serving addr=(\S+)`, "serve never logged its address")
 	var buf bytes.Buffer
 	if err := jpeg.Encode(&buf, image.NewGray(image.Rect(0, 0, 9400, 9400)), &jpeg.Options{Quality: 50}); err != nil {
 		tb.Fatal(err)

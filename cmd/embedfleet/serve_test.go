@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"syscall"
@@ -22,17 +23,7 @@ import (
 func TestServeCommand(t *testing.T) {
 	t.Parallel()
 	mv := testenv.StartMilvus(t)
-	cmd := execCommand("serve", "--models", "clip-vit-b32", "--listen", "127.0.0.1:0", "--milvus-addr", mv.Addr)
-	cmd.Env = append(cmd.Environ(), ortEnv(t, tinyModels(t))...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	base := "http://" + firstMatch(t, stderr, `msg=serving addr=(\S+)`, "serve never logged its address")
+	base, cmd := startServe(t, ortEnv(t, tinyModels(t)), "--models", "clip-vit-b32", "--milvus-addr", mv.Addr)
 
 	get := func(path string) (int, string) {
 		res, err := http.Get(base + path)
@@ -105,6 +96,25 @@ func TestDevServe(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("dev after Ctrl-C: %v, want exit 0", err)
 	}
+}
+
+// startServe runs `embedfleet serve ARGS --listen 127.0.0.1:0` with env added
+// to this process's, waits until it logs its address, and returns its base
+// URL and the process, which is killed when the test ends (or earlier by
+// the caller).
+func startServe(tb testing.TB, env []string, args ...string) (string, *exec.Cmd) {
+	tb.Helper()
+	cmd := execCommand(append(append([]string{"serve"}, args...), "--listen", "127.0.0.1:0")...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return "http://" + firstMatch(tb, stderr, `msg=serving addr=(\S+)`, "serve never logged its address"), cmd
 }
 
 // firstMatch reads r line by line until one matches pattern and returns its

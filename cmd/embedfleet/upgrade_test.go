@@ -113,18 +113,7 @@ func TestBlueGreenUpgrade(t *testing.T) {
 	v1 := v1col.Version
 
 	// A query server holding both versions, and a loop of searches.
-	srv := execCommand("serve", "--models", "clip-vit-b32,"+v2dir, "--listen", "127.0.0.1:0", "--text-models", "none")
-	srv.Env = append(os.Environ(), env...)
-	stderr, err := srv.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	base := "http://" + firstMatch(t, stderr, `msg=serving addr=(\S+)`, "serve never logged its address")
-	go io.Copy(io.Discard, stderr)
+	base, _ := startServe(t, env, "--models", "clip-vit-b32,"+v2dir, "--text-models", "none")
 	query := testimages.JPEG(testimages.Photo(newRand(99), 200, 300), 90)
 	var mu sync.Mutex
 	var answers []answer

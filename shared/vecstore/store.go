@@ -352,7 +352,7 @@ func (s *Store) ensureNamed(ctx context.Context, spec embed.Spec, name string) (
 			}
 		}
 	}
-	if err := s.ensureIndexLoaded(ctx, name); err != nil {
+	if err := s.ensureIndexLoaded(ctx, name, FieldVector, s.indexFor()); err != nil {
 		return nil, err
 	}
 	return col, nil
@@ -399,20 +399,22 @@ func orDefault(v, d int) int {
 	return d
 }
 
-func (s *Store) ensureIndexLoaded(ctx context.Context, name string) error {
-	idx, err := s.c.ListIndexes(ctx, milvusclient.NewListIndexOption(name))
+// ensureIndexLoaded gives collection name an index idx on field unless it
+// has one, and loads it unless it is loaded.
+func (s *Store) ensureIndexLoaded(ctx context.Context, name, field string, idx index.Index) error {
+	have, err := s.c.ListIndexes(ctx, milvusclient.NewListIndexOption(name))
 	if err != nil {
 		return s.wrap("list indexes of "+name, err)
 	}
-	if len(idx) == 0 {
-		task, err := s.c.CreateIndex(ctx, milvusclient.NewCreateIndexOption(name, FieldVector, s.indexFor()))
+	if len(have) == 0 {
+		task, err := s.c.CreateIndex(ctx, milvusclient.NewCreateIndexOption(name, field, idx))
 		if err == nil {
 			err = task.Await(ctx)
 		}
 		if err != nil {
 			// An index another worker made meanwhile is as good as ours.
 			if again, lerr := s.c.ListIndexes(ctx, milvusclient.NewListIndexOption(name)); lerr != nil || len(again) == 0 {
-				return fmt.Errorf("vecstore: create %s index on %s: %w", s.cfg.IndexType, name, err)
+				return fmt.Errorf("vecstore: create %s index on %s: %w", idx.IndexType(), name, err)
 			}
 		}
 	}

@@ -275,35 +275,7 @@ func (s *Store) ensureMeta(ctx context.Context) error {
 			}
 		}
 	}
-	idx, err := s.c.ListIndexes(ctx, milvusclient.NewListIndexOption(ActiveCollection))
-	if err != nil {
-		return s.wrap("list indexes of "+ActiveCollection, err)
-	}
-	if len(idx) == 0 {
-		task, err := s.c.CreateIndex(ctx, milvusclient.NewCreateIndexOption(ActiveCollection, metaVec, index.NewFlatIndex(entity.L2)))
-		if err == nil {
-			err = task.Await(ctx)
-		}
-		if err != nil {
-			if again, lerr := s.c.ListIndexes(ctx, milvusclient.NewListIndexOption(ActiveCollection)); lerr != nil || len(again) == 0 {
-				return s.wrap("index "+ActiveCollection, err)
-			}
-		}
-	}
-	state, err := s.c.GetLoadState(ctx, milvusclient.NewGetLoadStateOption(ActiveCollection))
-	if err != nil {
-		return s.wrap("load state of "+ActiveCollection, err)
-	}
-	if state.State != entity.LoadStateLoaded {
-		task, err := s.c.LoadCollection(ctx, milvusclient.NewLoadCollectionOption(ActiveCollection))
-		if err == nil {
-			err = task.Await(ctx)
-		}
-		if err != nil {
-			return s.wrap("load "+ActiveCollection, err)
-		}
-	}
-	return nil
+	return s.ensureIndexLoaded(ctx, ActiveCollection, metaVec, index.NewFlatIndex(entity.L2))
 }
 
 func (s *Store) writeActive(ctx context.Context, rec ActiveRecord) error {
@@ -323,38 +295,39 @@ func (s *Store) writeActive(ctx context.Context, rec ActiveRecord) error {
 	return nil
 }
 
-// current is target's active version as a reference: the pointer's, or
-// the plain collection's when there is none.
-func (s *Store) current(ctx context.Context, target string) (*VersionRef, error) {
-	act, ok, err := s.Active(ctx, target)
+// current is target's active version as a reference (the pointer's, or
+// the plain collection's when there is none; nil when neither), with the
+// pointer itself when there is one.
+func (s *Store) current(ctx context.Context, target string) (cur *VersionRef, act ActiveRecord, switched bool, err error) {
+	act, switched, err = s.Active(ctx, target)
 	if err != nil {
-		return nil, err
+		return nil, act, false, err
 	}
-	if ok {
-		return &VersionRef{Collection: act.Collection, Version: act.Version}, nil
+	if switched {
+		return &VersionRef{Collection: act.Collection, Version: act.Version}, act, true, nil
 	}
 	col, err := s.openNamed(ctx, CollectionName(target), target)
 	if errors.Is(err, ErrNoCollection) {
-		return nil, nil
+		return nil, act, false, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, act, false, err
 	}
-	return &VersionRef{Collection: col.Name, Version: col.Version}, nil
+	return &VersionRef{Collection: col.Name, Version: col.Version}, act, false, nil
 }
 
 // Activate makes col the collection that answers target's queries, in one
 // write; the one it replaces becomes Previous, for Rollback. Checking that
 // col is complete is the caller's business (see coordinator.Verify).
 func (s *Store) Activate(ctx context.Context, target string, col *Collection) (ActiveRecord, error) {
-	prev, err := s.current(ctx, target)
+	prev, act, switched, err := s.current(ctx, target)
 	if err != nil {
 		return ActiveRecord{}, err
 	}
 	rec := ActiveRecord{Target: target, Collection: col.Name, Version: col.Version, Switched: time.Now().UTC()}
 	if prev != nil && prev.Collection != col.Name {
 		rec.Previous = prev
-	} else if act, ok, _ := s.Active(ctx, target); ok {
+	} else if switched {
 		rec.Previous = act.Previous // activating the active one again keeps its way back
 	}
 	return rec, s.writeActive(ctx, rec)
@@ -382,7 +355,7 @@ func (s *Store) Rollback(ctx context.Context, target string) (ActiveRecord, erro
 // Retire drops the collection of one version of target, which must not be
 // the active one.
 func (s *Store) Retire(ctx context.Context, target string, v VersionInfo) error {
-	cur, err := s.current(ctx, target)
+	cur, act, switched, err := s.current(ctx, target)
 	if err != nil {
 		return err
 	}
@@ -395,7 +368,7 @@ func (s *Store) Retire(ctx context.Context, target string, v VersionInfo) error 
 	if err := s.c.DropCollection(ctx, milvusclient.NewDropCollectionOption(v.Collection)); err != nil {
 		return s.wrap("drop collection "+v.Collection, err)
 	}
-	if act, ok, err := s.Active(ctx, target); err == nil && ok && act.Previous != nil && act.Previous.Collection == v.Collection {
+	if switched && act.Previous != nil && act.Previous.Collection == v.Collection {
 		act.Previous = nil
 		return s.writeActive(ctx, act)
 	}
