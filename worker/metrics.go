@@ -13,13 +13,14 @@ import (
 // Metrics are the worker's Prometheus metrics. A nil *Metrics records
 // nothing.
 type Metrics struct {
-	jobs      *prometheus.CounterVec
-	items     *prometheus.CounterVec
-	failures  *prometheus.CounterVec
-	images    *prometheus.CounterVec
-	stage     *prometheus.HistogramVec
-	batchFill prometheus.Histogram
-	busy      *prometheus.CounterVec
+	jobs       *prometheus.CounterVec
+	items      *prometheus.CounterVec
+	failures   *prometheus.CounterVec
+	images     *prometheus.CounterVec
+	stage      *prometheus.HistogramVec
+	batchFill  prometheus.Histogram
+	upsertRows prometheus.Histogram
+	busy       *prometheus.CounterVec
 }
 
 // NewMetrics registers the worker's metrics with reg.
@@ -38,10 +39,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}, []string{"stage", "model"}),
 		batchFill: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "embedfleet_worker_batch_fill_ratio",
 			Help: "Images per inference call over --batch-size.", Buckets: prometheus.LinearBuckets(0.125, 0.125, 8)}),
+		upsertRows: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "embedfleet_worker_upsert_rows",
+			Help:    "Rows per Milvus write: one inference batch when writes keep up, several grouped when they are slower (up to --upsert-rows).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 12)}),
 		busy: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "embedfleet_worker_engine_busy_seconds_total",
 			Help: "Seconds each model's engine spent in inference calls; rate() of it is the engine's busy share of wall time (1: never idle)."}, []string{"model"}),
 	}
-	reg.MustRegister(m.jobs, m.items, m.failures, m.images, m.stage, m.batchFill, m.busy)
+	reg.MustRegister(m.jobs, m.items, m.failures, m.images, m.stage, m.batchFill, m.upsertRows, m.busy)
 	return m
 }
 
@@ -73,6 +77,12 @@ func (m *Metrics) embedded(model string, n, batch int, seconds float64) {
 		m.images.WithLabelValues(model).Add(float64(n))
 		m.batchFill.Observe(float64(n) / float64(batch))
 		m.busy.WithLabelValues(model).Add(seconds)
+	}
+}
+
+func (m *Metrics) upserted(rows int) {
+	if m != nil {
+		m.upsertRows.Observe(float64(rows))
 	}
 }
 

@@ -229,47 +229,94 @@ func (w *Worker) newBatcher(mi int) *engine.Batcher[float32] {
 		}})
 }
 
-// upsertLoop writes model mi's embedded batches to Milvus, in order, while
-// the batcher runs the next one (one batch waits at most), until the
-// batcher closes; each entry's job learns the outcome. A batch whose images
-// go to several collections (sets) is one upsert per collection.
+// upsertLoop writes model mi's embedded batches to Milvus, in order, until
+// the batcher closes; each entry's job learns the outcome. The batches
+// that come out while a write is in flight go together in the next write
+// (group commit, up to UpsertRows rows): when writes are fast each batch
+// is one write, and when the store slows down (milvus-lite's cost per
+// call grows with the collection) the writes grow instead of falling
+// behind. A batch whose images go to several collections (sets) is one
+// upsert per collection.
 func (w *Worker) upsertLoop(ctx context.Context, mi int, b *engine.Batcher[float32]) {
 	spec := w.cfg.Models[mi].Spec()
-	for batch := range b.Results() {
-		var order []*vecstore.Collection
-		rows := map[*vecstore.Collection][]vecstore.Row{}
-		ents := map[*vecstore.Collection][]entry{}
-		for _, r := range batch {
-			e := r.Tag.(entry)
-			if r.Err != nil {
-				err := r.Err
-				if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, engine.ErrClosed) {
-					err = errTransient{err}
-				} else {
-					err = fmt.Errorf("embed %s: %w", spec.Name, err)
-				}
-				e.st.finish(1, err)
-				continue
-			}
-			it := e.st.items[e.idx]
-			uri := e.st.src.ObjectURI(it.key)
-			if _, ok := rows[e.col]; !ok {
-				order = append(order, e.col)
-			}
-			rows[e.col] = append(rows[e.col], vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: it.etag, Size: it.size,
-				Width: it.width, Height: it.height, Vector: r.Vec, SHA256: it.sha256})
-			ents[e.col] = append(ents[e.col], e)
+	queue := make(chan []engine.Result, max(1, w.cfg.UpsertRows/w.cfg.BatchSize))
+	go func() {
+		defer close(queue)
+		for batch := range b.Results() {
+			queue <- batch
 		}
-		for _, col := range order {
-			t0 := time.Now()
-			err := col.Upsert(ctx, rows[col])
-			w.cfg.Metrics.observe("upsert", spec.Name, time.Since(t0).Seconds())
-			if err != nil && errors.Is(err, vecstore.ErrUnavailable) {
+	}()
+	groupCommit(queue, w.cfg.UpsertRows, func(group []engine.Result) { w.upsertGroup(ctx, spec.Name, group) })
+}
+
+// groupCommit calls write for each batch from queue, in order, with the
+// batches that are already waiting appended to it, up to maxRows results
+// (a batch is never split), until queue closes.
+func groupCommit(queue <-chan []engine.Result, maxRows int, write func([]engine.Result)) {
+	for first := range queue {
+		group := first
+	drain:
+		for len(group) < maxRows {
+			select {
+			case next, ok := <-queue:
+				if !ok {
+					break drain
+				}
+				group = append(group, next...)
+			default:
+				break drain
+			}
+		}
+		write(group)
+	}
+}
+
+// upsertGroup writes one group of results: one upsert per collection, an
+// object that comes twice (a job redelivered while its first delivery is
+// still here) once, with its latest vector.
+func (w *Worker) upsertGroup(ctx context.Context, model string, group []engine.Result) {
+	var order []*vecstore.Collection
+	rows := map[*vecstore.Collection][]vecstore.Row{}
+	ents := map[*vecstore.Collection][]entry{}
+	at := map[*vecstore.Collection]map[string]int{}
+	for _, r := range group {
+		e := r.Tag.(entry)
+		if r.Err != nil {
+			err := r.Err
+			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, engine.ErrClosed) {
 				err = errTransient{err}
+			} else {
+				err = fmt.Errorf("embed %s: %w", model, err)
 			}
-			for _, e := range ents[col] {
-				e.st.finish(1, err)
-			}
+			e.st.finish(1, err)
+			continue
+		}
+		it := e.st.items[e.idx]
+		uri := e.st.src.ObjectURI(it.key)
+		if _, ok := rows[e.col]; !ok {
+			order = append(order, e.col)
+			at[e.col] = map[string]int{}
+		}
+		row := vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: it.etag, Size: it.size,
+			Width: it.width, Height: it.height, Vector: r.Vec, SHA256: it.sha256}
+		if k, dup := at[e.col][row.ID]; dup {
+			rows[e.col][k] = row
+		} else {
+			at[e.col][row.ID] = len(rows[e.col])
+			rows[e.col] = append(rows[e.col], row)
+		}
+		ents[e.col] = append(ents[e.col], e)
+	}
+	for _, col := range order {
+		t0 := time.Now()
+		err := col.Upsert(ctx, rows[col])
+		w.cfg.Metrics.observe("upsert", model, time.Since(t0).Seconds())
+		w.cfg.Metrics.upserted(len(rows[col]))
+		if err != nil && errors.Is(err, vecstore.ErrUnavailable) {
+			err = errTransient{err}
+		}
+		for _, e := range ents[col] {
+			e.st.finish(1, err)
 		}
 	}
 }

@@ -52,10 +52,14 @@ type Config struct {
 	Store      *vecstore.Store
 	OpenSource func(uri string) (objstore.Source, error)
 
-	BatchSize        int           // images per inference call; default 32
-	Linger           time.Duration // a partial batch waits at most this long for more images; default 50 ms
-	Prefetch         int           // jobs in hand at once; default 2
-	FetchConcurrency int           // objects read at once; default 16
+	BatchSize int           // images per inference call; default 32
+	Linger    time.Duration // a partial batch waits at most this long for more images; default 50 ms
+	Prefetch  int           // jobs in hand at once; default 2
+	// UpsertRows bounds one Milvus write: the batches embedded while a
+	// write is in flight go together in the next, up to this many rows;
+	// default 1024.
+	UpsertRows       int
+	FetchConcurrency int // objects read at once; default 16
 	// FetchBytes bounds the bytes of fetched objects held at once, waiting
 	// to be decoded: each object holds its listed size (Limits.MaxBytes
 	// when unknown) from before its read until its decode ends; one larger
@@ -105,6 +109,9 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 	}
 	if cfg.Prefetch <= 0 {
 		cfg.Prefetch = 2
+	}
+	if cfg.UpsertRows <= 0 {
+		cfg.UpsertRows = 1024
 	}
 	if cfg.FetchConcurrency <= 0 {
 		cfg.FetchConcurrency = 16

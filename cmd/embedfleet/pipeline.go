@@ -377,6 +377,7 @@ type workerConfig struct {
 	ackWait, drain     time.Duration
 	linger             time.Duration
 	prefetch           int
+	upsertRows         int
 	maxDeliver         int
 	logLevel           string
 	metricsAddr        string
@@ -420,6 +421,7 @@ while the current one goes on answering queries. See ` + "`embedfleet models act
 		"MiB of fetched objects held at once, waiting to be decoded; with --max-object-mib it bounds a worker's memory for encoded images (env EMBEDFLEET_FETCH_MIB)")
 	f.DurationVar(&cfg.linger, "linger", 50*time.Millisecond, "a partial batch waits at most this long for more images")
 	f.IntVar(&cfg.prefetch, "prefetch", 2, "jobs in hand at once (their images fill batches together)")
+	f.IntVar(&cfg.upsertRows, "upsert-rows", 1024, "most rows in one Milvus write: batches embedded while a write is in flight go together in the next")
 	f.IntVar(&cfg.prep, "prep-workers", 0, "goroutines that decode and preprocess (0: one per core)")
 	f.StringVar(&cfg.pool, "pool", os.Getenv("EMBEDFLEET_POOL"), "worker pool to take jobs of: runs published with the same coordinator --pool (env EMBEDFLEET_POOL; empty: the default pool)")
 	f.DurationVar(&cfg.ackWait, "ack-wait", 2*time.Minute, "JetStream AckWait; progress is signalled every third of it")
@@ -468,7 +470,7 @@ func runWorker(ctx context.Context, cfg *workerConfig) error {
 	}
 	w, err := worker.New(ctx, worker.Config{
 		JS: js, Topology: topo, Consumer: cons, Models: opened.images, Store: store, OpenSource: cfg.sf.open,
-		BatchSize: cfg.batch, Linger: cfg.linger, Prefetch: cfg.prefetch, FetchConcurrency: cfg.fetch, FetchBytes: int64(cfg.fetchMiB) << 20, PrepWorkers: cfg.prep,
+		BatchSize: cfg.batch, Linger: cfg.linger, Prefetch: cfg.prefetch, UpsertRows: cfg.upsertRows, FetchConcurrency: cfg.fetch, FetchBytes: int64(cfg.fetchMiB) << 20, PrepWorkers: cfg.prep,
 		Limits:  g.limits(),
 		AckWait: cfg.ackWait, MaxDeliver: cfg.maxDeliver, DrainTimeout: cfg.drain, Log: log, Metrics: metrics,
 		DecoderOptions: g.decoderOptions(), FastDecode: g.fastDecode(),

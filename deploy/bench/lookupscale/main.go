@@ -1,5 +1,6 @@
 // Command lookupscale measures what verify's reads cost as a milvus-lite
-// collection grows: a point lookup of B ids (verify checks the listing in
+// collection grows, and what its writes cost: an upsert of 32 and of
+// 1,024 new rows (the worker's writes), a point lookup of B ids (verify checks the listing in
 // batches of B), a scan of ids and URIs (verify's search for extra rows),
 // and a scan with vectors (dedup's), at 25k to 200k rows of 16-d vectors.
 //
@@ -57,23 +58,39 @@ func run(maxRows int) error {
 	r := rand.New(rand.NewPCG(1, 2))
 	uri := func(i int) string { return fmt.Sprintf("s3://b/%08d.jpg", i) }
 	n := 0
+	newRows := func(k int) []vecstore.Row {
+		rows := make([]vecstore.Row, 0, k)
+		for range k {
+			v := make([]float32, 16)
+			for i := range v {
+				v[i] = r.Float32()
+			}
+			embed.Normalize(v)
+			rows = append(rows, vecstore.Row{ID: vecstore.ID(uri(n)), URI: uri(n), ETag: "e", Vector: v})
+			n++
+		}
+		return rows
+	}
 	for size := 25000; size <= maxRows; size *= 2 {
 		for n < size {
-			rows := make([]vecstore.Row, 0, 1000)
-			for range 1000 {
-				v := make([]float32, 16)
-				for i := range v {
-					v[i] = r.Float32()
-				}
-				embed.Normalize(v)
-				rows = append(rows, vecstore.Row{ID: vecstore.ID(uri(n)), URI: uri(n), ETag: "e", Vector: v})
-				n++
-			}
-			if err := col.Upsert(ctx, rows); err != nil {
+			if err := col.Upsert(ctx, newRows(1000)); err != nil {
 				return err
 			}
 		}
 		line := fmt.Sprintf("lookupscale rows=%d", n)
+		// Upserts of new rows, B at a time (the worker writes one embed
+		// batch per call, or several coalesced).
+		for _, b := range []int{32, 1024} {
+			const rounds = 5
+			start := time.Now()
+			for range rounds {
+				if err := col.Upsert(ctx, newRows(b)); err != nil {
+					return err
+				}
+			}
+			per := time.Since(start) / rounds
+			line += fmt.Sprintf(" upsert%d_ms=%.1f rows_per_s_b%d=%.0f", b, per.Seconds()*1000, b, float64(b)/per.Seconds())
+		}
 		for _, b := range []int{256, 2048} {
 			ids := make([]string, b)
 			const rounds = 10

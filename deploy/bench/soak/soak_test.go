@@ -18,6 +18,9 @@
 //	soak_control jobs=.. publish_jobs_s=.. upserts_s=.. verify_objects_s=..
 //	soak_incremental changed=.. added=.. deleted=.. embedded=.. removed=.. wall_s=.. ok=..
 //
+// SOAK_UPSERT_ROWS sets the workers' --upsert-rows (default 1024; 32, the
+// batch size, writes every batch alone as before group commit).
+//
 // Run: SOAK_OBJECTS=20000 go test -run '^$' -bench Soak -benchtime 1x -timeout 120m ./deploy/bench/soak
 package soak
 
@@ -139,7 +142,7 @@ func (s *soak) start(name string, args ...string) *proc {
 
 func (s *soak) startWorker(i int) *proc {
 	return s.start(fmt.Sprintf("worker%d-%d", i, time.Now().UnixNano()), "worker", "--models", strings.Join(models, ","),
-		"--batch-size", "32", "--ack-wait", "20s", "--log-level", "warn", "--prep-workers", "2")
+		"--batch-size", "32", "--upsert-rows", strconv.Itoa(envInt("SOAK_UPSERT_ROWS", 1024)), "--ack-wait", "20s", "--log-level", "warn", "--prep-workers", "2")
 }
 
 func maxInto(a *atomic.Int64, v int64) {
