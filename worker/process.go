@@ -221,6 +221,7 @@ func (w *Worker) newBatcher(mi int) *engine.Batcher[float32] {
 	m := w.cfg.Models[mi]
 	name := m.Spec().Name
 	return engine.NewBatcher[float32](m, engine.BatchConfig{MaxBatch: w.cfg.BatchSize, Linger: w.cfg.Linger,
+		ResultsBuffer: max(1, w.cfg.UpsertRows/w.cfg.BatchSize), // what one group commit can take
 		Observe: func(n int, took time.Duration, err error) {
 			if err == nil {
 				w.cfg.Metrics.observe("embed", name, took.Seconds())
@@ -235,18 +236,10 @@ func (w *Worker) newBatcher(mi int) *engine.Batcher[float32] {
 // (group commit, up to UpsertRows rows): when writes are fast each batch
 // is one write, and when the store slows down (milvus-lite's cost per
 // call grows with the collection) the writes grow instead of falling
-// behind. A batch whose images go to several collections (sets) is one
-// upsert per collection.
+// behind.
 func (w *Worker) upsertLoop(ctx context.Context, mi int, b *engine.Batcher[float32]) {
-	spec := w.cfg.Models[mi].Spec()
-	queue := make(chan []engine.Result, max(1, w.cfg.UpsertRows/w.cfg.BatchSize))
-	go func() {
-		defer close(queue)
-		for batch := range b.Results() {
-			queue <- batch
-		}
-	}()
-	groupCommit(queue, w.cfg.UpsertRows, func(group []engine.Result) { w.upsertGroup(ctx, spec.Name, group) })
+	model := w.cfg.Models[mi].Spec().Name
+	groupCommit(b.Results(), w.cfg.UpsertRows, func(group []engine.Result) { w.upsertGroup(ctx, model, group) })
 }
 
 // groupCommit calls write for each batch from queue, in order, with the
@@ -271,14 +264,19 @@ func groupCommit(queue <-chan []engine.Result, maxRows int, write func([]engine.
 	}
 }
 
-// upsertGroup writes one group of results: one upsert per collection, an
+// upsertGroup writes one group of results: one upsert per collection
+// (a group whose images go to several collections, sets, is several), an
 // object that comes twice (a job redelivered while its first delivery is
 // still here) once, with its latest vector.
 func (w *Worker) upsertGroup(ctx context.Context, model string, group []engine.Result) {
-	var order []*vecstore.Collection
-	rows := map[*vecstore.Collection][]vecstore.Row{}
-	ents := map[*vecstore.Collection][]entry{}
-	at := map[*vecstore.Collection]map[string]int{}
+	type write struct {
+		col  *vecstore.Collection
+		rows []vecstore.Row
+		at   map[string]int // row index by ID
+		ents []entry
+	}
+	var writes []*write
+	byCol := map[*vecstore.Collection]*write{}
 	for _, r := range group {
 		e := r.Tag.(entry)
 		if r.Err != nil {
@@ -291,31 +289,33 @@ func (w *Worker) upsertGroup(ctx context.Context, model string, group []engine.R
 			e.st.finish(1, err)
 			continue
 		}
+		wr := byCol[e.col]
+		if wr == nil {
+			wr = &write{col: e.col, at: map[string]int{}}
+			byCol[e.col] = wr
+			writes = append(writes, wr)
+		}
 		it := e.st.items[e.idx]
 		uri := e.st.src.ObjectURI(it.key)
-		if _, ok := rows[e.col]; !ok {
-			order = append(order, e.col)
-			at[e.col] = map[string]int{}
-		}
 		row := vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: it.etag, Size: it.size,
 			Width: it.width, Height: it.height, Vector: r.Vec, SHA256: it.sha256}
-		if k, dup := at[e.col][row.ID]; dup {
-			rows[e.col][k] = row
+		if k, dup := wr.at[row.ID]; dup {
+			wr.rows[k] = row
 		} else {
-			at[e.col][row.ID] = len(rows[e.col])
-			rows[e.col] = append(rows[e.col], row)
+			wr.at[row.ID] = len(wr.rows)
+			wr.rows = append(wr.rows, row)
 		}
-		ents[e.col] = append(ents[e.col], e)
+		wr.ents = append(wr.ents, e)
 	}
-	for _, col := range order {
+	for _, wr := range writes {
 		t0 := time.Now()
-		err := col.Upsert(ctx, rows[col])
+		err := wr.col.Upsert(ctx, wr.rows)
 		w.cfg.Metrics.observe("upsert", model, time.Since(t0).Seconds())
-		w.cfg.Metrics.upserted(len(rows[col]))
+		w.cfg.Metrics.upserted(len(wr.rows))
 		if err != nil && errors.Is(err, vecstore.ErrUnavailable) {
 			err = errTransient{err}
 		}
-		for _, e := range ents[col] {
+		for _, e := range wr.ents {
 			e.st.finish(1, err)
 		}
 	}

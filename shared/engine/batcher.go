@@ -25,6 +25,11 @@ type BatchConfig struct {
 	// Concurrency is the most encoder calls running at once; default 1.
 	// While they all run, the next batch keeps filling.
 	Concurrency int
+	// ResultsBuffer is how many batches of the streaming form's results
+	// wait for a slow reader of Results before the batches stop running;
+	// default Concurrency. A reader that groups what has come out (the
+	// worker's group commit) sets it higher.
+	ResultsBuffer int
 	// Clock times the linger; default the real clock. Tests inject one.
 	Clock Clock
 	// Observe, when set, is called after every encoder call with the
@@ -41,6 +46,9 @@ func (c BatchConfig) withDefaults() BatchConfig {
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 1
+	}
+	if c.ResultsBuffer <= 0 {
+		c.ResultsBuffer = c.Concurrency
 	}
 	if c.Clock == nil {
 		c.Clock = RealClock{}
@@ -96,7 +104,7 @@ func NewBatcher[E Elem](enc Encoder[E], cfg BatchConfig) *Batcher[E] {
 	cfg = cfg.withDefaults()
 	b := &Batcher[E]{enc: enc, cfg: cfg, size: enc.InputSize(), dim: enc.Spec().Dim,
 		in: make(chan item[E]), quit: make(chan struct{}), done: make(chan struct{}),
-		slots: make(chan struct{}, cfg.Concurrency), out: make(chan []Result, cfg.Concurrency)}
+		slots: make(chan struct{}, cfg.Concurrency), out: make(chan []Result, cfg.ResultsBuffer)}
 	b.pool.New = func() any { s := make([]E, b.size); return &s }
 	b.bufs.New = func() any { s := make([]E, cfg.MaxBatch*b.size); return &s }
 	go b.loop()
