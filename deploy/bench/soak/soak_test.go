@@ -20,6 +20,9 @@
 //
 // SOAK_UPSERT_ROWS sets the workers' --upsert-rows (default 1024; 32, the
 // batch size, writes every batch alone as before group commit).
+// SOAK_JOB_SIZE sets the coordinator's --job-size (default 256): a worker's
+// group commit can only gather what it holds, --prefetch (2) jobs, so on a
+// store whose writes slow down as it grows larger jobs give larger writes.
 //
 // Run: SOAK_OBJECTS=20000 go test -run '^$' -bench Soak -benchtime 1x -timeout 120m ./deploy/bench/soak
 package soak
@@ -55,6 +58,8 @@ import (
 )
 
 var models = []string{"clip-vit-b32", "dinov2-base"}
+
+func jobSize() int { return envInt("SOAK_JOB_SIZE", 256) }
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
@@ -202,7 +207,8 @@ func BenchmarkSoak(b *testing.B) {
 	// The objects.
 	t0 := time.Now()
 	bad := put(b, m, 0, n, 0)
-	fmt.Fprintf(os.Stderr, "soak: %d objects in MinIO (%d planted bad) in %.0f s\n", n, bad, time.Since(t0).Seconds())
+	uploadS := time.Since(t0).Seconds()
+	fmt.Fprintf(os.Stderr, "soak: %d objects in MinIO (%d planted bad) in %.0f s\n", n, bad, uploadS)
 
 	sctx, stopSampling := context.WithCancel(ctx)
 	defer stopSampling()
@@ -222,7 +228,7 @@ func BenchmarkSoak(b *testing.B) {
 	// The first run, with faults.
 	start := time.Now()
 	coord := s.start("coordinator", "coordinator", "run", "--source", source, "--models", strings.Join(models, ","),
-		"--incremental", "--job-size", "64", "--log-level", "warn")
+		"--incremental", "--job-size", strconv.Itoa(jobSize()), "--log-level", "warn")
 	s.coordPID.Store(int64(coord.cmd.Process.Pid))
 	done := make(chan error, 1)
 	go func() { done <- coord.cmd.Wait() }()
@@ -277,6 +283,8 @@ func BenchmarkSoak(b *testing.B) {
 	}
 	fmt.Printf("soak_control jobs=%d publish_jobs_s=%.0f upserts_s=%.0f verify_objects_s=%.0f\n",
 		jobsTotal, publishRate, float64(stored*int64(len(models)))/wall.Seconds(), verifyRate)
+	fmt.Printf("soak_config job_size=%d upsert_rows=%d workers=%d upload_s=%.0f\n",
+		jobSize(), envInt("SOAK_UPSERT_ROWS", 1024), len(s.workers), uploadS)
 
 	// 1% changed, 1% added, 1% deleted: exactly those are embedded and removed.
 	onePct := max(1, n/100)
@@ -300,7 +308,7 @@ func BenchmarkSoak(b *testing.B) {
 		deleted++
 	}
 	it := time.Now()
-	iout, ierr := s.run("coordinator", "run", "--source", source, "--models", strings.Join(models, ","), "--incremental", "--job-size", "64", "--log-level", "warn")
+	iout, ierr := s.run("coordinator", "run", "--source", source, "--models", strings.Join(models, ","), "--incremental", "--job-size", strconv.Itoa(jobSize()), "--log-level", "warn")
 	iwall := time.Since(it)
 	want := fmt.Sprintf("new=%d changed=%d", onePct, onePct)
 	ok := ierr == nil
