@@ -27,6 +27,13 @@ Its tokenizer files are the checkpoint's (--hf-repo) or, for --random-init,
 the vocabulary deploy/install/deps.sh clip-vocab installs (--vocab-dir,
 default $EMBEDFLEET_CLIP_VOCAB).
 
+fp32 graphs then get their self-attention fused into ONNX Runtime's
+com.microsoft.Attention (deploy/export/fuse_attention.py: one packed QKV
+product and the fused kernel; the model is exported with Hugging Face's
+eager attention so the pattern is the plain one), and the fused graph is
+checked against PyTorch again; --no-fuse-attention keeps the plain graph.
+int8 exports quantise the plain graph.
+
 --int8 quantises the exported graph with ONNX Runtime (dynamic, int8
 weights per channel, activations quantised at run time: MatMulInteger and
 DynamicQuantizeLinear, which AVX-512 VNNI runs fast) and keeps it only when
@@ -184,6 +191,17 @@ class Float16(torch.nn.Module):
         return self.inner(x).float()
 
 
+def eager_attention(m):
+    """Export Hugging Face's eager attention rather than SDPA: the same
+    arithmetic, written as the plain products and softmax that
+    fuse_attention.py recognises (SDPA's export splits the scale over q and
+    k)."""
+    for mod in m.modules():
+        cfg = getattr(mod, "config", None)
+        if cfg is not None and hasattr(cfg, "_attn_implementation"):
+            cfg._attn_implementation = "eager"
+
+
 def build(model_name, args):
     if args.random_init:
         source = {"random_init": True, "seed": args.seed, "tiny": bool(args.tiny)}
@@ -201,6 +219,7 @@ def build(model_name, args):
         m = cls.from_pretrained(args.hf_repo, revision=args.revision)
         source = {"hf_repo": args.hf_repo, "revision": args.revision}
     m.eval()
+    eager_attention(m)
     wrapper = {"clip-vit-b32": ClipImageEmbeds, "clip-vit-b32-text": ClipTextEmbeds, "dinov2-base": DinoTokens}[model_name](m)
     return m, wrapper, source
 
@@ -301,10 +320,12 @@ def quantize(model_name, out, calib_dir, min_cos):
     return cos
 
 
-def export(model_name, wrapper, source, out, opset=17, fp16=False, extra=None, int8=None):
+def export(model_name, wrapper, source, out, opset=17, fp16=False, extra=None, int8=None, fuse=True):
     """Write out/model.onnx and out/spec.json for wrapper; return the spec.
     extra: fields to add to the spec (a text model's tokenizer and pairs_with).
-    int8: (calib_dir, min_cos) to quantise the graph after the fp32 check."""
+    int8: (calib_dir, min_cos) to quantise the graph after the fp32 check.
+    fuse: rewrite self-attention into com.microsoft.Attention (fp32 graphs
+    that are not quantised), checked against PyTorch like the plain graph."""
     os.makedirs(out, exist_ok=True)
     onnx_path = os.path.join(out, "model.onnx")
     text = model_name == "clip-vit-b32-text"
@@ -322,18 +343,32 @@ def export(model_name, wrapper, source, out, opset=17, fp16=False, extra=None, i
             print(f"export: TorchScript exporter failed ({e}); using the dynamo exporter", file=sys.stderr)
             torch.onnx.export(exported, (example,), onnx_path, dynamo=True, external_data=False, **kw)
 
-    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     # A batch of another size than the export's example: the batch axis
     # must really be dynamic.
     check = sample_ids(5, seed=2) if text else torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         want = wrapper(check).numpy()
-    got = sess.run([out_name], {in_name: check.numpy()})[0]
-    a, b = want.reshape(len(check), -1), got.reshape(len(check), -1)
-    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     limit = 0.999 if fp16 else 0.99999
-    if cos.min() < limit:
-        sys.exit(f"export: ONNX Runtime output differs from PyTorch (min cosine {cos.min():.6f} < {limit})")
+
+    def against_torch(what):
+        sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+        got = sess.run([out_name], {in_name: check.numpy()})[0]
+        a, b = want.reshape(len(check), -1), got.reshape(len(check), -1)
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+        if cos.min() < limit:
+            sys.exit(f"export: ONNX Runtime output of the {what} graph differs from PyTorch (min cosine {cos.min():.6f} < {limit})")
+        return got, cos
+
+    got, cos = against_torch("exported")
+    fused = 0
+    if fuse and not fp16 and int8 is None:
+        import onnx
+        from fuse_attention import fuse as fuse_attention
+        g = onnx.load(onnx_path)
+        fused = fuse_attention(g)
+        if fused:
+            onnx.save(g, onnx_path)
+            got, cos = against_torch(f"fused ({fused} attention blocks)")
 
     if int8 is not None:
         quantize(model_name, out, *int8)
@@ -347,7 +382,7 @@ def export(model_name, wrapper, source, out, opset=17, fp16=False, extra=None, i
         json.dump(spec, f, indent=1)
         f.write("\n")
     size = os.path.getsize(onnx_path)
-    print(f"export {model_name} dim={dim} onnx={onnx_path} bytes={size} sha256={sha[:12]} min_cosine_vs_torch={cos.min():.7f}")
+    print(f"export {model_name} dim={dim} onnx={onnx_path} bytes={size} sha256={sha[:12]} min_cosine_vs_torch={cos.min():.7f} attention_fused={fused}")
     return spec
 
 
@@ -378,6 +413,8 @@ def main():
     ap.add_argument("--opset", type=int, default=17)
     ap.add_argument("--fp16", action="store_true", help="fp16 weights, float32 inputs and outputs")
     ap.add_argument("--pairs-with", help="text towers: the folder of the image tower's export")
+    ap.add_argument("--no-fuse-attention", action="store_true",
+                    help="keep the exporter's attention ops (by default fp32 graphs get com.microsoft.Attention)")
     ap.add_argument("--int8", action="store_true", help="quantise to int8 (dynamic, per-channel weights)")
     ap.add_argument("--int8-min-cosine", type=float, default=0.99, help="with --int8: the least cosine to fp32 kept")
     ap.add_argument("--calib-images", help="with --int8: photos to check the int8 vectors on (default: seeded noise)")
@@ -391,7 +428,7 @@ def main():
     if args.int8 and args.fp16:
         sys.exit("export: --int8 and --fp16 are exclusive")
     int8 = (args.calib_images, args.int8_min_cosine) if args.int8 else None
-    export(args.model, wrapper, source, args.out, args.opset, args.fp16, extra, int8)
+    export(args.model, wrapper, source, args.out, args.opset, args.fp16, extra, int8, fuse=not args.no_fuse_attention)
 
 
 if __name__ == "__main__":
