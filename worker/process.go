@@ -264,19 +264,23 @@ func groupCommit(queue <-chan []engine.Result, maxRows int, write func([]engine.
 	}
 }
 
-// upsertGroup writes one group of results: one upsert per collection
-// (a group whose images go to several collections, sets, is several), an
+// groupWrite is one upsert of a group: the rows for one collection and the
+// entries whose jobs learn its outcome.
+type groupWrite struct {
+	col  *vecstore.Collection
+	rows []vecstore.Row
+	at   map[string]int // row index by ID
+	ents []entry
+}
+
+// planGroup splits a group of results into one write per collection (a
+// group whose images go to several collections, sets, is several); an
 // object that comes twice (a job redelivered while its first delivery is
-// still here) once, with its latest vector.
-func (w *Worker) upsertGroup(ctx context.Context, model string, group []engine.Result) {
-	type write struct {
-		col  *vecstore.Collection
-		rows []vecstore.Row
-		at   map[string]int // row index by ID
-		ents []entry
-	}
-	var writes []*write
-	byCol := map[*vecstore.Collection]*write{}
+// still here) is one row, with its latest vector. Failed embeddings finish
+// their entries at once.
+func planGroup(model string, group []engine.Result) []*groupWrite {
+	var writes []*groupWrite
+	byCol := map[*vecstore.Collection]*groupWrite{}
 	for _, r := range group {
 		e := r.Tag.(entry)
 		if r.Err != nil {
@@ -291,7 +295,7 @@ func (w *Worker) upsertGroup(ctx context.Context, model string, group []engine.R
 		}
 		wr := byCol[e.col]
 		if wr == nil {
-			wr = &write{col: e.col, at: map[string]int{}}
+			wr = &groupWrite{col: e.col, at: map[string]int{}}
 			byCol[e.col] = wr
 			writes = append(writes, wr)
 		}
@@ -307,6 +311,13 @@ func (w *Worker) upsertGroup(ctx context.Context, model string, group []engine.R
 		}
 		wr.ents = append(wr.ents, e)
 	}
+	return writes
+}
+
+// upsertGroup writes one group of results, one upsert per collection
+// (planGroup), and tells each entry's job the outcome.
+func (w *Worker) upsertGroup(ctx context.Context, model string, group []engine.Result) {
+	writes := planGroup(model, group)
 	for _, wr := range writes {
 		t0 := time.Now()
 		err := wr.col.Upsert(ctx, wr.rows)
