@@ -210,9 +210,6 @@ def prune(model):
         if len(keep) == len(g.node):
             break
         set_nodes(g, keep)
-    used = set(needed)
-    for n in g.node:
-        used.update(n.input)
     inits = [copy(t) for t in g.initializer if t.name in used]
     del g.initializer[:]
     g.initializer.extend(inits)

@@ -59,7 +59,8 @@ import (
 
 var models = []string{"clip-vit-b32", "dinov2-base"}
 
-func jobSize() int { return envInt("SOAK_JOB_SIZE", 256) }
+func jobSize() int    { return envInt("SOAK_JOB_SIZE", 256) }
+func upsertRows() int { return envInt("SOAK_UPSERT_ROWS", 1024) }
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
@@ -147,7 +148,7 @@ func (s *soak) start(name string, args ...string) *proc {
 
 func (s *soak) startWorker(i int) *proc {
 	return s.start(fmt.Sprintf("worker%d-%d", i, time.Now().UnixNano()), "worker", "--models", strings.Join(models, ","),
-		"--batch-size", "32", "--upsert-rows", strconv.Itoa(envInt("SOAK_UPSERT_ROWS", 1024)), "--ack-wait", "20s", "--log-level", "warn", "--prep-workers", "2")
+		"--batch-size", "32", "--upsert-rows", strconv.Itoa(upsertRows()), "--ack-wait", "20s", "--log-level", "warn", "--prep-workers", "2")
 }
 
 func maxInto(a *atomic.Int64, v int64) {
@@ -284,7 +285,7 @@ func BenchmarkSoak(b *testing.B) {
 	fmt.Printf("soak_control jobs=%d publish_jobs_s=%.0f upserts_s=%.0f verify_objects_s=%.0f\n",
 		jobsTotal, publishRate, float64(stored*int64(len(models)))/wall.Seconds(), verifyRate)
 	fmt.Printf("soak_config job_size=%d upsert_rows=%d workers=%d upload_s=%.0f\n",
-		jobSize(), envInt("SOAK_UPSERT_ROWS", 1024), len(s.workers), uploadS)
+		jobSize(), upsertRows(), len(s.workers), uploadS)
 
 	// 1% changed, 1% added, 1% deleted: exactly those are embedded and removed.
 	onePct := max(1, n/100)
