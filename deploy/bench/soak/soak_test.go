@@ -261,9 +261,13 @@ func BenchmarkSoak(b *testing.B) {
 	}
 	expected := int64(n - bad)
 	counts := rowCounts(b, ctx, mv.Addr)
+	// stored is the first model's rows; lost and duplicated add up every
+	// model's shortfall and excess, so a miscount in any collection shows.
 	stored := counts[models[0]]
-	lost, dup := max(0, expected-stored), max(0, stored-expected)
+	var lost, dup int64
 	for _, mdl := range models {
+		lost += max(0, expected-counts[mdl])
+		dup += max(0, counts[mdl]-expected)
 		if counts[mdl] != expected {
 			b.Errorf("%s holds %d rows, want exactly %d (%d objects less %d planted bad)", mdl, counts[mdl], expected, n, bad)
 		}
