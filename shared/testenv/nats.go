@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -226,43 +227,26 @@ func StartNATSCluster(t testing.TB, n int) *NATSCluster {
 		t.Fatalf("testenv: a JetStream cluster needs at least 3 nodes, got %d", n)
 	}
 	bin := Binary(t, EnvNATSBin)
-	c := &NATSCluster{}
-	clientPorts, routePorts := make([]int, n), make([]int, n)
-	for i := range n {
-		var err error
-		if clientPorts[i], err = stack.FreePort(); err == nil {
-			routePorts[i], err = stack.FreePort()
-		}
-		if err != nil {
-			t.Fatalf("testenv: %v", err)
+	// The ports are picked free and bound only when the nodes start, so a
+	// process of another test may take one in between: then the nodes
+	// started are stopped and the cluster starts again on other ports.
+	var c *NATSCluster
+	var err error
+	for range 3 {
+		if c, err = startCluster(t, bin, n); !errors.Is(err, stack.ErrPortTaken) {
+			break
 		}
 	}
-	var routes, urls []string
-	for i := range n {
-		routes = append(routes, fmt.Sprintf("nats-route://%s", stack.HostPort(routePorts[i])))
-		urls = append(urls, "nats://"+stack.HostPort(clientPorts[i]))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
 	}
-	c.URL = strings.Join(urls, ",")
-	for i := range n {
-		dir := t.TempDir()
-		name := fmt.Sprintf("n%d", i+1)
-		conf := fmt.Sprintf("server_name: %s\nlisten: %q\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n"+
-			"cluster {\n  name: embedfleet\n  listen: %q\n  routes: [%s]\n}\n",
-			name, stack.HostPort(clientPorts[i]), filepath.Join(dir, "js"), stack.HostPort(routePorts[i]), strings.Join(routes, ", "))
-		node := &NATS{URL: urls[i], bin: bin, conf: filepath.Join(dir, "nats.conf")}
-		if err := os.WriteFile(node.conf, []byte(conf), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := node.startProcess(); err != nil {
-			t.Fatalf("testenv: cluster node %s: %v", name, err)
-		}
-		t.Cleanup(func() {
+	t.Cleanup(func() {
+		for _, node := range c.Nodes {
 			if node.proc != nil && !node.proc.Exited() {
 				node.proc.Stop(5 * time.Second)
 			}
-		})
-		c.Nodes, c.names = append(c.Nodes, node), append(c.names, name)
-	}
+		}
+	})
 	nc, err := nats.Connect(c.URL, nats.Name(t.Name()), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		t.Fatalf("testenv: nats cluster: %v", err)
@@ -285,6 +269,48 @@ func StartNATSCluster(t testing.TB, n int) *NATSCluster {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// startCluster starts the n nodes of a cluster on free ports; when one
+// fails it stops those started and returns the error.
+func startCluster(t testing.TB, bin string, n int) (*NATSCluster, error) {
+	c := &NATSCluster{}
+	clientPorts, routePorts := make([]int, n), make([]int, n)
+	for i := range n {
+		var err error
+		if clientPorts[i], err = stack.FreePort(); err == nil {
+			routePorts[i], err = stack.FreePort()
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	var routes, urls []string
+	for i := range n {
+		routes = append(routes, fmt.Sprintf("nats-route://%s", stack.HostPort(routePorts[i])))
+		urls = append(urls, "nats://"+stack.HostPort(clientPorts[i]))
+	}
+	c.URL = strings.Join(urls, ",")
+	for i := range n {
+		dir := t.TempDir()
+		name := fmt.Sprintf("n%d", i+1)
+		conf := fmt.Sprintf("server_name: %s\nlisten: %q\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n"+
+			"cluster {\n  name: embedfleet\n  listen: %q\n  routes: [%s]\n}\n",
+			name, stack.HostPort(clientPorts[i]), filepath.Join(dir, "js"), stack.HostPort(routePorts[i]), strings.Join(routes, ", "))
+		node := &NATS{URL: urls[i], bin: bin, conf: filepath.Join(dir, "nats.conf")}
+		err := os.WriteFile(node.conf, []byte(conf), 0o644)
+		if err == nil {
+			err = node.startProcess()
+		}
+		if err != nil {
+			for _, started := range c.Nodes {
+				started.proc.Stop(5 * time.Second)
+			}
+			return nil, fmt.Errorf("cluster node %s: %w", name, err)
+		}
+		c.Nodes, c.names = append(c.Nodes, node), append(c.names, name)
+	}
+	return c, nil
 }
 
 // StreamLeader is the index in Nodes of the node that leads stream.
