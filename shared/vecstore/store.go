@@ -475,6 +475,19 @@ type Row struct {
 
 // Upsert writes rows; a row whose ID exists replaces it.
 func (c *Collection) Upsert(ctx context.Context, rows []Row) error {
+	return c.write(ctx, rows, nil)
+}
+
+// written is what a row records of its writing: the model version and
+// when.
+type written struct {
+	version string
+	at      int64
+}
+
+// write upserts rows, each recorded as written by c's version now, or as
+// stamps says (one per row) when it is not nil.
+func (c *Collection) write(ctx context.Context, rows []Row, stamps []written) error {
 	ctx, cancel := context.WithTimeout(ctx, c.s.cfg.CallTimeout)
 	defer cancel()
 	if len(rows) == 0 {
@@ -495,6 +508,9 @@ func (c *Collection) Upsert(ctx context.Context, rows []Row) error {
 		}
 		ids[i], uris[i], etags[i], vers[i] = r.ID, r.URI, r.ETag, c.Version
 		sizes[i], at[i], ws[i], hs[i] = r.Size, now, int32(r.Width), int32(r.Height)
+		if stamps != nil {
+			vers[i], at[i] = stamps[i].version, stamps[i].at
+		}
 		vecs[i], hashes[i] = r.Vector, r.SHA256
 	}
 	opt := milvusclient.NewColumnBasedInsertOption(c.Name).
