@@ -40,13 +40,17 @@ type ModelReport struct {
 	Model string `json:"model"`
 	// Collection is the one checked: the version's asked for, or the
 	// active one.
-	Collection string   `json:"collection"`
-	Listed     int64    `json:"listed"`
-	OK         int64    `json:"ok"`
-	Missing    int64    `json:"missing"` // listed, no row
-	Stale      int64    `json:"stale"`   // a row with another ETag or model version
-	Extra      int64    `json:"extra"`   // a row for an object that no longer exists
-	Failed     int64    `json:"failed"`  // listed, no row, its bytes failed for good at this ETag
+	Collection string `json:"collection"`
+	Listed     int64  `json:"listed"`
+	OK         int64  `json:"ok"`
+	Missing    int64  `json:"missing"` // listed, no row
+	Stale      int64  `json:"stale"`   // a row with another ETag or model version
+	Extra      int64  `json:"extra"`   // a row for an object that no longer exists
+	Failed     int64  `json:"failed"`  // listed, no row, its bytes failed for good at this ETag
+	// Duplicated counts objects stored more than once under their id
+	// (see vecstore.Collection.Duplicated): one row answers queries, but
+	// count(*) and the collection's size hold the copies.
+	Duplicated int64    `json:"duplicated"`
 	Samples    []string `json:"samples,omitempty"`
 }
 
@@ -60,13 +64,16 @@ type VerifyReport struct {
 	// order; ExtraURIs the rows to delete, per model.
 	ToEmbed   []objstore.Object   `json:"-"`
 	ExtraURIs map[string][]string `json:"-"`
+	// DuplicateIDs are the ids stored more than once, per model: a repair
+	// writes each back once.
+	DuplicateIDs map[string][]string `json:"-"`
 }
 
-// Clean reports whether nothing is missing, stale or extra. Recorded
+// Clean reports whether nothing is missing, stale, extra or duplicated. Recorded
 // failures do not make a report unclean: they are what the source holds.
 func (r VerifyReport) Clean() bool {
 	for _, m := range r.Models {
-		if m.Missing+m.Stale+m.Extra > 0 {
+		if m.Missing+m.Stale+m.Extra+m.Duplicated > 0 {
 			return false
 		}
 	}
@@ -109,18 +116,15 @@ func loadFailures(ctx context.Context, kv jetstream.KeyValue) (map[string]jobs.F
 // listed objects (one id each), of recorded failures and of objects to
 // repair.
 func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
-	rep := VerifyReport{ExtraURIs: map[string][]string{}, Unlisted: map[string]int64{}}
+	rep := VerifyReport{ExtraURIs: map[string][]string{}, Unlisted: map[string]int64{}, DuplicateIDs: map[string][]string{}}
+	if len(cfg.Models) > maxVerifyModels {
+		return rep, fmt.Errorf("verify: %d models at once; at most %d", len(cfg.Models), maxVerifyModels)
+	}
 	cols := make([]*vecstore.Collection, len(cfg.Models))
 	for i, m := range cfg.Models {
-		var col *vecstore.Collection
-		var err error
-		if v := cfg.Versions[m]; v != "" {
-			col, err = cfg.Store.OpenVersion(ctx, m, v)
-		} else {
-			col, err = cfg.Store.Open(ctx, m)
-		}
+		col, err := cfg.open(ctx, m)
 		if err != nil {
-			return rep, fmt.Errorf("verify %s: %w", m, err)
+			return rep, err
 		}
 		cols[i] = col
 		rep.Models = append(rep.Models, ModelReport{Model: m, Collection: col.Name})
@@ -135,7 +139,8 @@ func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
 		}
 		return cols[i].Version
 	}
-	listed := map[string]bool{}
+	// listed has a bit per model, set where the object has a row.
+	listed := map[string]uint64{}
 	withRow := make([]int64, len(cols)) // listed objects that have a row, per model
 	var batch []objstore.Object
 	check := func() error {
@@ -158,6 +163,7 @@ func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
 				meta, ok := found[ids[j]]
 				if ok {
 					withRow[i]++
+					listed[ids[j]] |= 1 << i
 				}
 				uri := cfg.Source.ObjectURI(o.Key)
 				fr, isFailed := failures[ids[j]]
@@ -189,7 +195,7 @@ func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
 		return nil
 	}
 	err = cfg.Source.List(ctx, "", func(o objstore.Object) error {
-		listed[vecstore.ID(cfg.Source.ObjectURI(o.Key))] = true
+		listed[vecstore.ID(cfg.Source.ObjectURI(o.Key))] |= 0 // present, no bits yet
 		batch = append(batch, o)
 		if len(batch) == verifyBatch {
 			return check()
@@ -216,14 +222,17 @@ func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
 		} else if n == withRow[i] {
 			continue
 		}
-		var unlisted []string
+		var unlisted, unlistedIDs []string
 		err := col.EachWithPrefix(ctx, prefix, func(id, uri string) error {
-			if !listed[id] {
-				unlisted = append(unlisted, uri)
+			if _, ok := listed[id]; !ok {
+				unlisted, unlistedIDs = append(unlisted, uri), append(unlistedIDs, id)
 			}
 			return nil
 		})
 		if err != nil {
+			return rep, err
+		}
+		if err := findDuplicates(ctx, col, prefix, i, listed, withRow[i], unlistedIDs, r, &rep); err != nil {
 			return rep, err
 		}
 		for _, uri := range unlisted {
@@ -242,6 +251,69 @@ func Verify(ctx context.Context, cfg VerifyConfig) (VerifyReport, error) {
 	}
 	sort.Slice(rep.ToEmbed, func(a, b int) bool { return rep.ToEmbed[a].Key < rep.ToEmbed[b].Key })
 	return rep, nil
+}
+
+// maxVerifyModels is how many models one Verify checks: a bit each in the
+// listing's map.
+const maxVerifyModels = 64
+
+// open opens the collection that Verify checks for model m.
+func (cfg VerifyConfig) open(ctx context.Context, m string) (*vecstore.Collection, error) {
+	var col *vecstore.Collection
+	var err error
+	if v := cfg.Versions[m]; v != "" {
+		col, err = cfg.Store.OpenVersion(ctx, m, v)
+	} else {
+		col, err = cfg.Store.Open(ctx, m)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("verify %s: %w", m, err)
+	}
+	return col, nil
+}
+
+// findDuplicates looks for ids stored more than once under the source's
+// prefix in model i's collection. The query paths answer one row per id, so
+// only count(*) sees copies: when the rows under the prefix outnumber the
+// distinct ids found (listed ones with a row, and unlisted ones), the
+// candidates are counted a chunk at a time and the chunks that hold copies
+// halved until the ids are found.
+func findDuplicates(ctx context.Context, col *vecstore.Collection, prefix string, i int, listed map[string]uint64,
+	withRow int64, unlistedIDs []string, r *ModelReport, rep *VerifyReport) error {
+	under, err := col.CountUnder(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	if under <= withRow+int64(len(unlistedIDs)) {
+		return nil
+	}
+	cands := make([]string, 0, withRow+int64(len(unlistedIDs)))
+	for id, bits := range listed {
+		if bits&(1<<i) != 0 {
+			cands = append(cands, id)
+		}
+	}
+	cands = append(cands, unlistedIDs...)
+	sort.Strings(cands)
+	dups, err := col.Duplicated(ctx, cands)
+	if err != nil {
+		return err
+	}
+	if len(dups) == 0 {
+		return nil // rows that the prefix's LIKE pattern matches beyond it, or written meanwhile
+	}
+	r.Duplicated = int64(len(dups))
+	rep.DuplicateIDs[r.Model] = dups
+	rows, err := col.GetMany(ctx, dups[:min(len(dups), 10)])
+	if err != nil {
+		return err
+	}
+	for _, id := range dups[:min(len(dups), 10)] {
+		if row, ok := rows[id]; ok {
+			r.sample("duplicated " + row.URI)
+		}
+	}
+	return nil
 }
 
 // verifyBatch is how many listed objects one lookup checks per model. On
@@ -280,7 +352,7 @@ type RepairConfig struct {
 }
 
 // Repair makes the index match the source after a Verify found rep: it
-// publishes a run for the missing and stale objects and waits for the
+// writes each duplicated row back once, publishes a run for the missing and stale objects and waits for the
 // workers to finish it, deletes the rows of objects that are gone (each
 // checked again just before), and verifies again. It returns the second
 // report and the run's summary (zero when nothing was embedded).
@@ -290,6 +362,21 @@ func Repair(ctx context.Context, cfg RepairConfig, rep VerifyReport) (VerifyRepo
 		out = io.Discard
 	}
 	var sum Summary
+	for _, m := range rep.Models {
+		ids := rep.DuplicateIDs[m.Model]
+		if len(ids) == 0 {
+			continue
+		}
+		col, err := cfg.Verify.open(ctx, m.Model)
+		if err != nil {
+			return rep, sum, err
+		}
+		n, err := col.Rewrite(ctx, ids)
+		if err != nil {
+			return rep, sum, err
+		}
+		fmt.Fprintf(out, "rewrote %d duplicated rows once each in %s\n", n, col.Name)
+	}
 	if len(rep.ToEmbed) > 0 {
 		journal, err := NewJournal()
 		if err != nil {

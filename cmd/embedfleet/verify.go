@@ -40,15 +40,21 @@ collection checked is that version's (active or not: an upgrade is verified
 before ` + "`models activate`" + `); a model not in --models-dir is checked in its
 active collection.
 
-Prints per model: listed, ok, missing, stale, extra and failed, with examples.
+Prints per model: listed, ok, missing, stale, extra, failed and duplicated,
+with examples.
 Failed objects are those whose bytes cannot be embedded (corrupt, unsupported,
 over a limit), as the workers recorded them at their current ETag: they are
 not missing, and they are tried again only when the object changes (or with
 --retry-failed). Extra rows are rows of objects that no longer exist (each is
 checked with the store); rows of objects that exist but that the listing's
-filter leaves out are counted as unlisted and kept.
+filter leaves out are counted as unlisted and kept. Duplicated objects are
+stored more than once under their id (concurrent upserts of one object can
+leave copies in Milvus): queries see one row, but count(*) and the
+collection's size count every copy. They are looked for only when the rows
+under the source's prefix outnumber the objects found.
 
-Exits 0 when nothing is missing, stale or extra, 2 otherwise. --repair then
+Exits 0 when nothing is missing, stale, extra or duplicated, 2 otherwise.
+--repair then writes each duplicated row back once (which leaves one copy),
 publishes a run for the missing and stale objects (workers must be running),
 waits for it, deletes the rows of objects still gone, and verifies again.
 Reads the failure records from NATS, so it needs --nats-url even without
@@ -134,7 +140,8 @@ func printVerify(out io.Writer, rep coordinator.VerifyReport, asJSON bool) {
 		return
 	}
 	for _, m := range rep.Models {
-		fmt.Fprintf(out, "verify %s: listed=%d ok=%d missing=%d stale=%d extra=%d failed=%d", m.Model, m.Listed, m.OK, m.Missing, m.Stale, m.Extra, m.Failed)
+		fmt.Fprintf(out, "verify %s: listed=%d ok=%d missing=%d stale=%d extra=%d failed=%d duplicated=%d",
+			m.Model, m.Listed, m.OK, m.Missing, m.Stale, m.Extra, m.Failed, m.Duplicated)
 		if n := rep.Unlisted[m.Model]; n > 0 {
 			fmt.Fprintf(out, " unlisted=%d", n)
 		}
