@@ -28,12 +28,7 @@ const countChunk = 2048
 // (strongly consistent). Strings that are not ids have no row and are not
 // sent.
 func (c *Collection) CountIDs(ctx context.Context, ids []string) (int64, error) {
-	valid := make([]string, 0, len(ids))
-	for _, id := range ids {
-		if ValidateID(id) == nil {
-			valid = append(valid, id)
-		}
-	}
+	valid := validIDs(ids)
 	if len(valid) == 0 {
 		return 0, nil
 	}
@@ -99,12 +94,7 @@ func (c *Collection) Duplicated(ctx context.Context, ids []string) ([]string, er
 // copies of a duplicated id collapse into the one row a query reads. It
 // returns how many rows it wrote; ids without a row are skipped.
 func (c *Collection) Rewrite(ctx context.Context, ids []string) (int, error) {
-	valid := make([]string, 0, len(ids))
-	for _, id := range ids {
-		if ValidateID(id) == nil {
-			valid = append(valid, id)
-		}
-	}
+	valid := validIDs(ids)
 	done := 0
 	fields := append(c.rowFields(), FieldModelVersion, FieldIndexedAt)
 	for first := 0; first < len(valid); first += 1000 {

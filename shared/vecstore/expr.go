@@ -84,6 +84,18 @@ func prefixPattern(prefix string) string {
 	return quote(prefix + "%")
 }
 
+// validIDs is ids less the strings that are not ids (see ValidateID): those
+// have no row and are never sent.
+func validIDs(ids []string) []string {
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if ValidateID(id) == nil {
+			valid = append(valid, id)
+		}
+	}
+	return valid
+}
+
 // idsFilter is `id in [...]` for ids that are all valid.
 func idsFilter(ids []string) (string, error) {
 	var b strings.Builder

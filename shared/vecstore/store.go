@@ -697,12 +697,7 @@ func (c *Collection) readRows(rs milvusclient.ResultSet) ([]Row, error) {
 // strings that are not ids) are absent from the map.
 func (c *Collection) GetMany(ctx context.Context, ids []string) (map[string]Row, error) {
 	out := make(map[string]Row, len(ids))
-	valid := make([]string, 0, len(ids))
-	for _, id := range ids {
-		if ValidateID(id) == nil {
-			valid = append(valid, id)
-		}
-	}
+	valid := validIDs(ids)
 	for first := 0; first < len(valid); first += 1000 {
 		expr, err := idsFilter(valid[first:min(first+1000, len(valid))])
 		if err != nil {
@@ -879,12 +874,7 @@ func (c *Collection) Lookup(ctx context.Context, ids []string) (map[string]RowMe
 		return out, nil
 	}
 	// Strings that are not ids have no row, and are not sent.
-	valid := make([]string, 0, len(ids))
-	for _, id := range ids {
-		if ValidateID(id) == nil {
-			valid = append(valid, id)
-		}
-	}
+	valid := validIDs(ids)
 	if len(valid) == 0 {
 		return out, nil
 	}
