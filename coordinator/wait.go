@@ -21,8 +21,8 @@ type Summary struct {
 	Done     int64 // jobs with a result
 	Stored   int64 // items stored in every model's collection
 	Failed   []jobs.Failure
-	Dead     int64 // jobs dead-lettered
-	Elapsed  time.Duration
+	Dead     int64         // jobs dead-lettered
+	Elapsed  time.Duration // since the run's start (its record's Started): jobs are embedded while the listing goes on
 	Complete bool
 }
 
@@ -57,7 +57,12 @@ func (c *Coordinator) WaitWith(ctx context.Context, rec jobs.Run, o WaitOptions)
 	if o.MaxRepublish <= 0 {
 		o.MaxRepublish = 3
 	}
-	start := time.Now()
+	// From the run's start, not this call's: at a million objects the
+	// listing, during which jobs are already being embedded, takes minutes.
+	start := rec.Started
+	if start.IsZero() || start.After(time.Now()) {
+		start = time.Now()
+	}
 	w := &waiter{js: js, t: t, rec: rec, o: o, sum: Summary{Run: rec.ID, Listed: rec.Listed, Jobs: rec.Jobs},
 		seen: make(map[int64]bool, rec.Jobs), republished: map[int64]int{}}
 	if rec.Jobs == 0 {

@@ -175,9 +175,15 @@ func TestPipelineEndToEnd(t *testing.T) {
 	if rec.Listed != 305 || rec.Jobs != 20 || !rec.Enumerated {
 		t.Fatalf("run record %+v: want 305 listed in 20 jobs, enumerated", rec)
 	}
+	// As if the listing had taken an hour: the summary's time (and so the
+	// img/s it prints) runs from the run's start, not from the wait's.
+	rec.Started = rec.Started.Add(-time.Hour)
 	sum, err := coordinator.New(st.nats.JS, st.topo).Wait(ctx, rec, nil)
 	if err != nil {
 		t.Fatalf("wait: %v (%+v)", err, sum)
+	}
+	if sum.Elapsed < time.Hour {
+		t.Errorf("summary elapsed %v: want it from the run's start, an hour ago", sum.Elapsed)
 	}
 	if !sum.Complete || sum.Stored != 300 || len(sum.Failed) != 5 {
 		t.Fatalf("summary: complete=%v stored=%d failed=%d %+v", sum.Complete, sum.Stored, len(sum.Failed), sum.Failed)

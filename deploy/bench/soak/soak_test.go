@@ -15,7 +15,7 @@
 // is sampled every 2 s. It prints
 //
 //	soak objects=.. stored=.. failed=.. lost=.. duplicated=.. wall_s=.. img_s=.. worker_rss_mb_max=.. coordinator_rss_mb_max=.. kills=.. nats_restarts=.. milvus_outages=..
-//	soak_control jobs=.. publish_jobs_s=.. upserts_s=.. verify_objects_s=..
+//	soak_control jobs=.. publish_jobs_s=.. listing_s=.. upserts_s=.. verify_objects_s=..
 //	soak_incremental changed=.. added=.. deleted=.. embedded=.. removed=.. wall_s=.. ok=..
 //
 // SOAK_UPSERT_ROWS sets the workers' --upsert-rows (default 1024; 32, the
@@ -323,8 +323,8 @@ func BenchmarkSoak(b *testing.B) {
 	if publishedAt > 0 {
 		publishRate = float64(jobsTotal) / publishedAt.Seconds()
 	}
-	fmt.Printf("soak_control jobs=%d publish_jobs_s=%.0f upserts_s=%.0f verify_objects_s=%.0f\n",
-		jobsTotal, publishRate, float64(stored*int64(len(models)))/wall.Seconds(), verifyRate)
+	fmt.Printf("soak_control jobs=%d publish_jobs_s=%.0f listing_s=%.0f upserts_s=%.0f verify_objects_s=%.0f\n",
+		jobsTotal, publishRate, publishedAt.Seconds(), float64(stored*int64(len(models)))/wall.Seconds(), verifyRate)
 	fmt.Printf("soak_config job_size=%d upsert_rows=%d workers=%d upload_s=%.0f\n",
 		jobSize(), upsertRows(), len(s.workers), uploadS)
 
