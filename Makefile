@@ -16,10 +16,12 @@ DEPS_ENV = eval "$$($(DEPS) --env)"
 
 PYENV    = $$(deploy/install/pyenv.sh deploy/export/requirements.txt)/bin/python
 BENCHDIR ?= ../shared/bench/bsds500
-# models-random-3: the fp32 image towers have their attention fused into
-# com.microsoft.Attention (deploy/export/fuse_attention.py); -2 held the
-# plain graphs. Since -2 CLIP's towers come from one CLIPModel.
-RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random-3
+# models-random-4: the int8 image towers quantise the fused graph (its
+# attention becomes com.microsoft.QAttention); -3 quantised the plain one.
+# Since -3 the fp32 image towers have their attention fused into
+# com.microsoft.Attention (deploy/export/fuse_attention.py). Since -2 CLIP's
+# towers come from one CLIPModel.
+RANDOM_MODELS = $${EMBEDFLEET_CACHE:-$$HOME/.cache/embedfleet}/models-random-4
 
 DEMO_DIR    ?= bin/demo
 DEMO_MODELS ?= shared/embed/testdata/models
@@ -76,7 +78,7 @@ fixtures: ## regenerate the parity fixtures with the Hugging Face reference (ins
 	$(DEPS_ENV); $(PYENV) deploy/export/make_tokenizer_fixtures.py "$$EMBEDFLEET_CLIP_VOCAB" shared/cliptok/testdata/parity.json
 	$(DEPS_ENV); py=$(PYENV); cd deploy/export && $$py make_model_fixtures.py ../../shared/embed/testdata ../../shared/imageprep/testdata/images ../../../shared/seed "$$EMBEDFLEET_CLIP_VOCAB"
 
-random-models: ## export full-size random-init clip-vit-b32, its text tower and dinov2-base (seed 0) into ~/.cache/embedfleet/models-random-3, once
+random-models: ## export full-size random-init clip-vit-b32, its text tower and dinov2-base (seed 0) into ~/.cache/embedfleet/models-random-4, once
 	$(DEPS) clip-vocab
 	@$(DEPS_ENV); py=$(PYENV); cd deploy/export && for m in clip-vit-b32 dinov2-base; do \
 	  [ -f "$(RANDOM_MODELS)/$$m/spec.json" ] || $$py export.py --model $$m --random-init --seed 0 --out "$(RANDOM_MODELS)/$$m"; done; \

@@ -32,7 +32,9 @@ com.microsoft.Attention (deploy/export/fuse_attention.py: one packed QKV
 product and the fused kernel; the model is exported with Hugging Face's
 eager attention so the pattern is the plain one), and the fused graph is
 checked against PyTorch again; --no-fuse-attention keeps the plain graph.
-int8 exports quantise the plain graph.
+int8 exports quantise the fused graph (its Attention becomes
+com.microsoft.QAttention), which ran faster than the quantised plain graph
+at the same agreement (docs/benchmarks.md).
 
 --int8 quantises the exported graph with ONNX Runtime (dynamic, int8
 weights per channel, activations quantised at run time: MatMulInteger and
@@ -301,11 +303,15 @@ def pooled(model_name, out):
 
 def quantize(model_name, out, calib_dir, min_cos):
     """Replace out/model.onnx by its dynamic int8 quantisation, if it agrees with fp32."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     fp32 = os.path.join(out, "model.fp32.onnx")
     q = os.path.join(out, "model.onnx")
     os.replace(q, fp32)
-    quantize_dynamic(fp32, q, weight_type=QuantType.QInt8, per_channel=True)
+    # The fused graph's com.microsoft ops defeat ONNX shape inference; every
+    # tensor they leave untyped is float32.
+    quantize_dynamic(fp32, q, weight_type=QuantType.QInt8, per_channel=True,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     x = held_back(model_name, calib_dir)
     in_name = "input_ids" if model_name == "clip-vit-b32-text" else "pixel_values"
     out_name = OUTPUTS[model_name]
@@ -324,8 +330,9 @@ def export(model_name, wrapper, source, out, opset=17, fp16=False, extra=None, i
     """Write out/model.onnx and out/spec.json for wrapper; return the spec.
     extra: fields to add to the spec (a text model's tokenizer and pairs_with).
     int8: (calib_dir, min_cos) to quantise the graph after the fp32 check.
-    fuse: rewrite self-attention into com.microsoft.Attention (fp32 graphs
-    that are not quantised), checked against PyTorch like the plain graph."""
+    fuse: rewrite self-attention into com.microsoft.Attention (not for
+    fp16), checked against PyTorch like the plain graph, before any int8
+    quantisation."""
     os.makedirs(out, exist_ok=True)
     onnx_path = os.path.join(out, "model.onnx")
     text = model_name == "clip-vit-b32-text"
@@ -361,7 +368,7 @@ def export(model_name, wrapper, source, out, opset=17, fp16=False, extra=None, i
 
     got, cos = against_torch("exported")
     fused = 0
-    if fuse and not fp16 and int8 is None:
+    if fuse and not fp16:
         import onnx
         from fuse_attention import fuse as fuse_attention
         g = onnx.load(onnx_path)
@@ -414,7 +421,7 @@ def main():
     ap.add_argument("--fp16", action="store_true", help="fp16 weights, float32 inputs and outputs")
     ap.add_argument("--pairs-with", help="text towers: the folder of the image tower's export")
     ap.add_argument("--no-fuse-attention", action="store_true",
-                    help="keep the exporter's attention ops (by default fp32 graphs get com.microsoft.Attention)")
+                    help="keep the exporter's attention ops (by default fp32 and int8 graphs get com.microsoft.Attention, QAttention once quantised)")
     ap.add_argument("--int8", action="store_true", help="quantise to int8 (dynamic, per-channel weights)")
     ap.add_argument("--int8-min-cosine", type=float, default=0.99, help="with --int8: the least cosine to fp32 kept")
     ap.add_argument("--calib-images", help="with --int8: photos to check the int8 vectors on (default: seeded noise)")

@@ -4,6 +4,13 @@ shared/embed/testdata/models-int8/clip-vit-b32/, checking its vectors against
 fp32 on the fixture images. The Go tests open it, embed with it and refuse
 it under a spec that says another precision.
 
+Its sibling models-int8/clip-vit-b32-qattention is what export.py --int8
+writes today (the fused graph quantised, attention in QAttention):
+  python deploy/export/export.py --model clip-vit-b32 --random-init --tiny \
+    --seed 7 --int8 --int8-min-cosine 0.999 \
+    --calib-images shared/imageprep/testdata/images \
+    --out shared/embed/testdata/models-int8/clip-vit-b32-qattention
+
 Usage: python deploy/export/make_int8_fixture.py
 """
 

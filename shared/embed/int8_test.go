@@ -1,6 +1,7 @@
 package embed_test
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,33 +11,49 @@ import (
 	"github.com/embedfleet/embedfleet/shared/embed"
 )
 
-// TestInt8Model: the int8 quantisation of the tiny CLIP (deploy/export/
-// make_int8_fixture.py) opens, embeds the fixture images within cosine
-// 0.999 of fp32, and is refused under a spec that says another precision;
-// an fp32 graph is refused under a spec that says int8, and an unknown
-// precision is not a spec.
+// TestInt8Model: the int8 quantisations of the tiny CLIP open, embed the
+// fixture images within cosine 0.999 of fp32, and are refused under a spec
+// that says another precision; an fp32 graph is refused under a spec that
+// says int8, and an unknown precision is not a spec. Two graphs:
+// models-int8/clip-vit-b32 quantises the plain export (MatMulInteger;
+// deploy/export/make_int8_fixture.py), models-int8/clip-vit-b32-qattention
+// the fused one, as export.py --int8 writes it (attention in
+// com.microsoft.QAttention; export.py --model clip-vit-b32 --random-init
+// --tiny --seed 7 --int8 --int8-min-cosine 0.999 --calib-images
+// shared/imageprep/testdata/images).
 func TestInt8Model(t *testing.T) {
 	initRuntime(t)
-	dir := filepath.Join("testdata", "models-int8", "clip-vit-b32")
-	q, err := embed.Open(dir, embed.Options{IntraOpThreads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	if q.Spec().Precision != embed.PrecisionInt8 {
-		t.Fatalf("precision %q", q.Spec().Precision)
-	}
 	fp := openModel(t, "clip-vit-b32")
 	var paths []string
 	for _, c := range loadEmbeddingFixtures(t).Models["clip-vit-b32"].Cases {
 		paths = append(paths, filepath.Join("..", "imageprep", "testdata", "images", c.Image))
 	}
-	a, b := embedFiles(t, fp, paths), embedFiles(t, q, paths)
-	for i := range a {
-		if cos := embed.Cosine(a[i], b[i]); cos < 0.999 {
-			t.Errorf("%s: int8 at cosine %.5f to fp32, want >= 0.999", paths[i], cos)
+	want := embedFiles(t, fp, paths)
+	for _, name := range []string{"clip-vit-b32", "clip-vit-b32-qattention"} {
+		dir := filepath.Join("testdata", "models-int8", name)
+		graph, err := os.ReadFile(filepath.Join(dir, "model.onnx"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fused := bytes.Contains(graph, []byte("QAttention")); fused != strings.HasSuffix(name, "-qattention") {
+			t.Fatalf("%s: holds QAttention: %v", dir, fused)
+		}
+		q, err := embed.Open(dir, embed.Options{IntraOpThreads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Spec().Precision != embed.PrecisionInt8 {
+			t.Fatalf("%s: precision %q", dir, q.Spec().Precision)
+		}
+		got := embedFiles(t, q, paths)
+		q.Close()
+		for i := range want {
+			if cos := embed.Cosine(want[i], got[i]); cos < 0.999 {
+				t.Errorf("%s: %s: int8 at cosine %.5f to fp32, want >= 0.999", name, paths[i], cos)
+			}
 		}
 	}
+	dir := filepath.Join("testdata", "models-int8", "clip-vit-b32")
 	respec := func(from, precision string) string {
 		t.Helper()
 		to := t.TempDir()

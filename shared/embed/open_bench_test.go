@@ -10,7 +10,7 @@ import (
 )
 
 // BenchmarkOpen opens the full-size random-init exports of `make
-// random-models` (BENCH_MODELS_DIR, default ~/.cache/embedfleet/models-random-3):
+// random-models` (BENCH_MODELS_DIR, default ~/.cache/embedfleet/models-random-4):
 // read, hash, check and build the session. Skipped when they are absent.
 //
 //	go test -run '^$' -bench Open -benchtime 3x ./shared/embed

@@ -15,7 +15,7 @@ import (
 
 // BenchmarkTextQueries: 32 callers at once each embed a text through the
 // engine with the full-size random-init CLIP text tower of `make
-// random-models` (BENCH_MODELS_DIR, default ~/.cache/embedfleet/models-random-3),
+// random-models` (BENCH_MODELS_DIR, default ~/.cache/embedfleet/models-random-4),
 // with batches of 1 (every text its own call) and of 8 and 32 (what serve's
 // batcher makes of concurrent text queries). Reports texts/s.
 //

@@ -126,11 +126,11 @@ func lookupBinary(env string) (string, error) {
 
 // RandomModelsDir is where `make random-models` exports the full-size
 // random-init models the benchmarks use: BENCH_MODELS_DIR, else
-// ~/.cache/embedfleet/models-random-3 (the Makefile's RANDOM_MODELS).
+// ~/.cache/embedfleet/models-random-4 (the Makefile's RANDOM_MODELS).
 func RandomModelsDir() string {
 	if dir := os.Getenv("BENCH_MODELS_DIR"); dir != "" {
 		return dir
 	}
 	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "embedfleet", "models-random-3")
+	return filepath.Join(home, ".cache", "embedfleet", "models-random-4")
 }
