@@ -9,7 +9,13 @@
 // scaling fitted to the model's resize target) in alternate passes and
 // prints `prep MODEL size=WxH exact_img_s=.. fast_img_s=.. speedup_x=..
 // min_cosine=..`, the cosine being between the two input tensors of each
-// file (the smallest over the folder).
+// file (the smallest over the folder), and then `prep_decode MODEL size=WxH
+// exact_decode_img_s=.. fast_decode_img_s=.. decode_share_fast=..
+// ceiling_x=..`: the same decoders timed without preprocessing, in the same
+// alternate passes. decode_share_fast is the part of a fast image's time
+// that is the JPEG decoder's, and ceiling_x the speedup fast would reach
+// over exact if its preprocessing cost nothing (exact's whole time over
+// fast's decoding alone).
 package main
 
 import (
@@ -20,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/embedfleet/embedfleet/shared/imageprep"
@@ -137,12 +144,16 @@ func runCompare(dir, model string, rounds int) error {
 	outs := map[string][][]float32{"exact": make([][]float32, len(files)), "fast": make([][]float32, len(files))}
 	size := ""
 	for r := 0; r < rounds; r++ {
-		for _, mode := range []string{"exact", "fast"} {
+		for _, mode := range []string{"exact", "fast", "exact-decode", "fast-decode"} {
+			dec, decodeOnly := strings.CutSuffix(mode, "-decode")
 			start := time.Now()
 			for i, b := range files {
-				img, info, err := decs[mode].Decode(b)
+				img, info, err := decs[dec].Decode(b)
 				if err != nil {
 					return fmt.Errorf("%s: %w", names[i], err)
+				}
+				if decodeOnly {
+					continue
 				}
 				if outs[mode][i] == nil {
 					outs[mode][i] = make([]float32, pp.Size())
@@ -170,5 +181,7 @@ func runCompare(dir, model string, rounds int) error {
 	}
 	fmt.Printf("prep %s size=%s exact_img_s=%.1f fast_img_s=%.1f speedup_x=%.2f min_cosine=%.5f n=%d\n",
 		model, size, best["exact"], best["fast"], best["fast"]/best["exact"], minCos, len(files))
+	fmt.Printf("prep_decode %s size=%s exact_decode_img_s=%.1f fast_decode_img_s=%.1f decode_share_fast=%.2f ceiling_x=%.2f n=%d\n",
+		model, size, best["exact-decode"], best["fast-decode"], best["fast"]/best["fast-decode"], best["fast-decode"]/best["exact"], len(files))
 	return nil
 }
