@@ -20,7 +20,9 @@ import (
 // the fused one, as export.py --int8 writes it (attention in
 // com.microsoft.QAttention; export.py --model clip-vit-b32 --random-init
 // --tiny --seed 7 --int8 --int8-min-cosine 0.999 --calib-images
-// shared/imageprep/testdata/images).
+// shared/imageprep/testdata/images). On an x86-64 core without VNNI the
+// bound holds only because the engine asks ONNX Runtime for its exact int8
+// kernel there (int8Saturates): the default one gave 0.974-0.980.
 func TestInt8Model(t *testing.T) {
 	initRuntime(t)
 	fp := openModel(t, "clip-vit-b32")

@@ -121,7 +121,7 @@ func readONNX(dir string, spec *Spec, opts Options) (data []byte, ins, outs []or
 }
 
 func newSession(data []byte, spec Spec, opts Options) (*ort.DynamicAdvancedSession, error) {
-	so, err := sessionOptions(opts)
+	so, err := sessionOptions(spec, opts)
 	if err != nil {
 		return nil, fmt.Errorf("model %s: %w", spec.Name, err)
 	}
@@ -133,10 +133,19 @@ func newSession(data []byte, spec Spec, opts Options) (*ort.DynamicAdvancedSessi
 	return sess, nil
 }
 
-func sessionOptions(opts Options) (*ort.SessionOptions, error) {
+func sessionOptions(spec Spec, opts Options) (*ort.SessionOptions, error) {
 	so, err := ort.NewSessionOptions()
 	if err != nil {
 		return nil, err
+	}
+	if spec.Precision == PrecisionInt8 && int8Saturates() {
+		// Agreement with fp32 over speed: the exporter's check ran on
+		// some other CPU, and a worker's answers must not depend on which
+		// one it landed on.
+		if err := so.AddSessionConfigEntry(x64QuantPrecision, "1"); err != nil {
+			so.Destroy()
+			return nil, fmt.Errorf("%s: %w", x64QuantPrecision, err)
+		}
 	}
 	if opts.IntraOpThreads > 0 {
 		if err := so.SetIntraOpNumThreads(opts.IntraOpThreads); err != nil {
