@@ -316,7 +316,13 @@ def quantize(model_name, out, calib_dir, min_cos):
     in_name = "input_ids" if model_name == "clip-vit-b32-text" else "pixel_values"
     out_name = OUTPUTS[model_name]
     a = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"]).run([out_name], {in_name: x})[0]
-    b = ort.InferenceSession(q, providers=["CPUExecutionProvider"]).run([out_name], {in_name: x})[0]
+    # As the engine runs it: on x86-64 without VNNI ONNX Runtime's default
+    # int8 kernel saturates (16-bit sums of u8*s8 pairs), and embedfleet asks
+    # for the exact one there (shared/embed/int8cpu.go); with VNNI both are
+    # exact, so the gate measures the file, not this CPU's fast path.
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.x64quantprecision", "1")
+    b = ort.InferenceSession(q, so, providers=["CPUExecutionProvider"]).run([out_name], {in_name: x})[0]
     cos = (pooled(model_name, a) * pooled(model_name, b)).sum(1)
     os.remove(fp32)
     if cos.min() < min_cos:
