@@ -24,6 +24,11 @@
 // group commit can only gather what it holds, --prefetch (2) jobs, so on a
 // store whose writes slow down as it grows larger jobs give larger writes.
 //
+// Every server keeps its data under TMPDIR. With TMPDIR=/dev/shm (about 5
+// GB of memory per million objects, MinIO's share) 15,000 objects uploaded
+// in 13-19 s against 23 s on the dev machine's disk: a soak measures the
+// system, not the disk under its test MinIO.
+//
 // Run: SOAK_OBJECTS=20000 go test -run '^$' -bench Soak -benchtime 1x -timeout 120m ./deploy/bench/soak
 package soak
 
