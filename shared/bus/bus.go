@@ -181,22 +181,34 @@ type StreamOptions struct {
 	Replicas   int
 	Duplicates time.Duration // dedup window of the jobs stream; default 24 h
 	LeaseTTL   time.Duration // lease bucket TTL; default 2 min
+	// Wait bounds the retries of each stream's and bucket's creation
+	// while JetStream is not ready (Transient errors: a cluster still
+	// electing leaders, a server restarting); default 2 min.
+	Wait time.Duration
 }
 
 // Ensure creates or updates the streams and buckets. Safe to call from
 // every process at start-up.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
-	// replicas is o.Replicas, or the existing stream's (1 for none).
-	replicas := func(stream string) int {
+	// replicas is o.Replicas, or the existing stream's (1 for none). A
+	// lookup that fails otherwise is an error, never 1: that would scale
+	// a cluster's stream down.
+	replicas := func(ctx context.Context, stream string) (int, error) {
 		if o.Replicas > 0 {
-			return o.Replicas
+			return o.Replicas, nil
 		}
-		if s, err := js.Stream(ctx, stream); err == nil {
-			if info, err := s.Info(ctx); err == nil && info.Config.Replicas > 0 {
-				return info.Config.Replicas
-			}
+		s, err := js.Stream(ctx, stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return 1, nil
 		}
-		return 1
+		if err != nil {
+			return 0, err
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		return max(1, info.Config.Replicas), nil
 	}
 	if o.Duplicates <= 0 {
 		o.Duplicates = 24 * time.Hour
@@ -213,28 +225,100 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream, o StreamOp
 			Storage: jetstream.FileStorage, MaxAge: 30 * 24 * time.Hour},
 	}
 	for _, sc := range streams {
-		sc.Replicas = replicas(sc.Name)
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		err := retryAPI(ctx, o.Wait, func(ctx context.Context) (err error) {
+			if sc.Replicas, err = replicas(ctx, sc.Name); err != nil {
+				return err
+			}
+			_, err = js.CreateOrUpdateStream(ctx, sc)
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("bus: stream %s: %w", sc.Name, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: t.RunsBucket(), History: 1,
-		Storage: jetstream.FileStorage, Replicas: replicas("KV_" + t.RunsBucket())}); err != nil {
-		return fmt.Errorf("bus: kv %s: %w", t.RunsBucket(), err)
+	kvs := []jetstream.KeyValueConfig{
+		{Bucket: t.RunsBucket(), History: 1, Storage: jetstream.FileStorage},
+		{Bucket: t.FailuresBucket(), History: 1, Storage: jetstream.FileStorage},
+		{Bucket: t.LeasesBucket(), History: 1, Storage: jetstream.FileStorage, TTL: o.LeaseTTL},
 	}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: t.ManifestsBucket(),
-		Storage: jetstream.FileStorage, Replicas: replicas("OBJ_" + t.ManifestsBucket())}); err != nil {
+	for _, kc := range kvs {
+		err := retryAPI(ctx, o.Wait, func(ctx context.Context) (err error) {
+			if kc.Replicas, err = replicas(ctx, "KV_"+kc.Bucket); err != nil {
+				return err
+			}
+			_, err = js.CreateOrUpdateKeyValue(ctx, kc)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("bus: kv %s: %w", kc.Bucket, err)
+		}
+	}
+	err := retryAPI(ctx, o.Wait, func(ctx context.Context) error {
+		r, err := replicas(ctx, "OBJ_"+t.ManifestsBucket())
+		if err != nil {
+			return err
+		}
+		_, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: t.ManifestsBucket(),
+			Storage: jetstream.FileStorage, Replicas: r})
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("bus: object store %s: %w", t.ManifestsBucket(), err)
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: t.FailuresBucket(), History: 1,
-		Storage: jetstream.FileStorage, Replicas: replicas("KV_" + t.FailuresBucket())}); err != nil {
-		return fmt.Errorf("bus: kv %s: %w", t.FailuresBucket(), err)
-	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: t.LeasesBucket(), History: 1,
-		Storage: jetstream.FileStorage, Replicas: replicas("KV_" + t.LeasesBucket()), TTL: o.LeaseTTL}); err != nil {
-		return fmt.Errorf("bus: kv %s: %w", t.LeasesBucket(), err)
-	}
 	return nil
+}
+
+// Transient reports whether err, from a JetStream API call, may pass on
+// its own: the call timed out, nothing answered (no JetStream leader
+// yet, as while a cluster elects one), the cluster said it is
+// unavailable (503), or the connection is being re-established.
+func Transient(err error) bool {
+	var api *jetstream.APIError
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		return true
+	case errors.As(err, &api):
+		return api.Code == 503
+	}
+	return false
+}
+
+// apiAttempt bounds one JetStream API call that retryAPI makes: longer
+// than the client's default (5 s), which a cluster busy electing leaders
+// on a loaded machine can exceed.
+const apiAttempt = 15 * time.Second
+
+// retryAPI runs op, each attempt bounded by apiAttempt, until it succeeds,
+// fails with an error that is not Transient, ctx ends, or wait (default
+// 2 min) has passed; then it returns the last error. The delay between
+// attempts doubles from 250 ms to 5 s.
+func retryAPI(ctx context.Context, wait time.Duration, op func(context.Context) error) error {
+	if wait <= 0 {
+		wait = 2 * time.Minute
+	}
+	deadline := time.Now().Add(wait)
+	delay := 250 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, apiAttempt)
+		err := op(actx)
+		cancel()
+		if err == nil || !Transient(err) || ctx.Err() != nil {
+			return err
+		}
+		if time.Now().Add(delay).After(deadline) {
+			return fmt.Errorf("%w (still failing after %s)", err, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
 }
 
 // ConsumerOptions size the workers' consumer. Zero fields take defaults.
@@ -249,6 +333,9 @@ type ConsumerOptions struct {
 	// Pool is the worker pool ("" for the default): its consumer takes
 	// only the jobs of runs published for it (PoolJobSubject).
 	Pool string
+	// Wait bounds the retries of the consumer's creation while JetStream
+	// is not ready (see StreamOptions.Wait); default 2 min.
+	Wait time.Duration
 }
 
 // WorkerConsumer creates or updates the durable pull consumer that every
@@ -284,7 +371,12 @@ func (t Topology) WorkerConsumer(ctx context.Context, js jetstream.JetStream, o 
 	if len(o.BackOff) > 0 {
 		cc.BackOff = o.BackOff
 	}
-	c, err := js.CreateOrUpdateConsumer(ctx, t.JobsStream(), cc)
+	var c jetstream.Consumer
+	err := retryAPI(ctx, o.Wait, func(ctx context.Context) error {
+		var err error
+		c, err = js.CreateOrUpdateConsumer(ctx, t.JobsStream(), cc)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("bus: consumer %s on %s: %w", cc.Durable, t.JobsStream(), err)
 	}

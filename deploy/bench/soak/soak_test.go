@@ -4,10 +4,15 @@
 // `embedfleet worker` processes and `embedfleet coordinator run
 // --incremental`, with the two tiny test models.
 //
+// NATS is a JetStream cluster of 3 nats-server processes on loopback,
+// streams and buckets at 3 replicas, as the Helm chart runs it
+// (SOAK_NATS_NODES=1: one nats-server instead).
+//
 // During the run a random worker is SIGKILLed and restarted every
 // SOAK_KILL_EVERY (default 60 s, and at least at 15, 45 and 75% of the
-// jobs), nats-server is SIGKILLed once (at 30%) and restarted, and
-// milvus-lite is stopped for 20 s once (at 60%). At the end `embedfleet
+// jobs), the node that leads the jobs stream (the one nats-server) is
+// SIGKILLed once (at 30%) and restarted, and milvus-lite is stopped for
+// 20 s once (at 60%). At the end `embedfleet
 // verify` must report nothing missing, stale or extra for both models, and
 // each collection must hold exactly the objects less the planted bad ones.
 // Then 1% of the objects change, 1% are added and 1% deleted, and an
@@ -15,6 +20,7 @@
 // is sampled every 2 s. It prints
 //
 //	soak objects=.. stored=.. failed=.. lost=.. duplicated=.. wall_s=.. img_s=.. worker_rss_mb_max=.. coordinator_rss_mb_max=.. kills=.. nats_restarts=.. milvus_outages=..
+//	soak_config job_size=.. upsert_rows=.. workers=.. nats_nodes=.. upload_s=..
 //	soak_control jobs=.. publish_jobs_s=.. listing_s=.. upserts_s=.. verify_objects_s=..
 //	soak_incremental changed=.. added=.. deleted=.. embedded=.. removed=.. wall_s=.. ok=..
 //
@@ -55,6 +61,7 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/jobs"
@@ -67,6 +74,7 @@ var models = []string{"clip-vit-b32", "dinov2-base"}
 
 func jobSize() int    { return envInt("SOAK_JOB_SIZE", 256) }
 func upsertRows() int { return envInt("SOAK_UPSERT_ROWS", 1024) }
+func natsNodes() int  { return envInt("SOAK_NATS_NODES", 3) }
 
 func envInt(name string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
@@ -219,11 +227,12 @@ func BenchmarkSoak(b *testing.B) {
 		b.Fatalf("%s: %v (make build)", bin, err)
 	}
 	m := testenv.StartMinIO(b)
-	ns := testenv.StartNATSProcess(b)
+	ns := startNATS(b, natsNodes())
 	mv := testenv.StartMilvus(b)
 	ctx := context.Background()
 	prefix := "SOAK"
 	s := &soak{b: b, bin: bin, logs: b.TempDir(), env: []string{
+		"EMBEDFLEET_NATS_REPLICAS=" + strconv.Itoa(ns.replicas),
 		"EMBEDFLEET_ORT_LIB=" + testenv.Binary(b, testenv.EnvORTLib),
 		"EMBEDFLEET_MODELS_DIR=" + filepath.Join(root, "shared", "embed", "testdata", "models"),
 		"EMBEDFLEET_NATS_URL=" + ns.URL, "EMBEDFLEET_PREFIX=" + prefix, "EMBEDFLEET_MILVUS_ADDR=" + mv.Addr,
@@ -330,8 +339,8 @@ func BenchmarkSoak(b *testing.B) {
 	}
 	fmt.Printf("soak_control jobs=%d publish_jobs_s=%.0f listing_s=%.0f upserts_s=%.0f verify_objects_s=%.0f\n",
 		jobsTotal, publishRate, publishedAt.Seconds(), float64(stored*int64(len(models)))/wall.Seconds(), verifyRate)
-	fmt.Printf("soak_config job_size=%d upsert_rows=%d workers=%d upload_s=%.0f\n",
-		jobSize(), upsertRows(), len(s.workers), uploadS)
+	fmt.Printf("soak_config job_size=%d upsert_rows=%d workers=%d nats_nodes=%d upload_s=%.0f\n",
+		jobSize(), upsertRows(), len(s.workers), ns.nodes, uploadS)
 
 	// 1% changed, 1% added, 1% deleted: exactly those are embedded and removed.
 	onePct := max(1, n/100)
@@ -442,7 +451,7 @@ func (s *soak) run(args ...string) (string, error) {
 	return string(out), err
 }
 
-func runRecord(ctx context.Context, ns *testenv.NATS, topo bus.Topology) (jobs.Run, bool) {
+func runRecord(ctx context.Context, ns *natsUnderTest, topo bus.Topology) (jobs.Run, bool) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	kv, err := ns.JS.KeyValue(ctx, topo.RunsBucket())
@@ -472,7 +481,7 @@ func runRecord(ctx context.Context, ns *testenv.NATS, topo bus.Topology) (jobs.R
 }
 
 // results is how many job results the results stream holds.
-func results(ctx context.Context, ns *testenv.NATS, topo bus.Topology) int64 {
+func results(ctx context.Context, ns *natsUnderTest, topo bus.Topology) int64 {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	st, err := ns.JS.Stream(ctx, topo.ResultsStream())
@@ -514,7 +523,7 @@ func tail(path string, n int) string {
 // chaos injects the faults as the run progresses.
 type chaos struct {
 	s         *soak
-	ns        *testenv.NATS
+	ns        *natsUnderTest
 	mv        *testenv.Milvus
 	topo      bus.Topology
 	every     time.Duration
@@ -526,7 +535,7 @@ type chaos struct {
 	r         *rand.Rand
 }
 
-func newChaos(s *soak, ns *testenv.NATS, mv *testenv.Milvus, topo bus.Topology, every time.Duration) *chaos {
+func newChaos(s *soak, ns *natsUnderTest, mv *testenv.Milvus, topo bus.Topology, every time.Duration) *chaos {
 	return &chaos{s: s, ns: ns, mv: mv, topo: topo, every: every, lastKill: time.Now(), marks: []float64{0.15, 0.45, 0.75}, r: rand.New(rand.NewPCG(9, 9))}
 }
 
@@ -557,11 +566,11 @@ func (c *chaos) step(b *testing.B, progress float64) {
 	}
 	if !c.natsDone && progress >= 0.30 {
 		c.natsDone = true
-		c.ns.Kill(b)
+		which := c.ns.killLeader(b, c.topo.JobsStream())
 		time.Sleep(2 * time.Second)
-		c.ns.Restart(b)
+		c.ns.restart(b)
 		c.s.natsKills.Add(1)
-		fmt.Fprintf(os.Stderr, "soak: SIGKILLed nats-server at %.0f%%, restarted\n", 100*progress)
+		fmt.Fprintf(os.Stderr, "soak: SIGKILLed %s at %.0f%%, restarted\n", which, 100*progress)
 	}
 	if !c.milvusWas && progress >= 0.60 {
 		c.milvusWas = true
@@ -571,3 +580,45 @@ func (c *chaos) step(b *testing.B, progress float64) {
 		fmt.Fprintf(os.Stderr, "soak: stopped milvus-lite at %.0f%% for 20 s\n", 100*progress)
 	}
 }
+
+// natsUnderTest is the soak's NATS: one nats-server process, or a
+// JetStream cluster of nodes processes whose streams have 3 replicas.
+type natsUnderTest struct {
+	URL      string
+	JS       jetstream.JetStream
+	nodes    int
+	replicas int
+	single   *testenv.NATS
+	cluster  *testenv.NATSCluster
+	killed   *testenv.NATS
+}
+
+func startNATS(b *testing.B, nodes int) *natsUnderTest {
+	if nodes <= 1 {
+		ns := testenv.StartNATSProcess(b)
+		return &natsUnderTest{URL: ns.URL, JS: ns.JS, nodes: 1, replicas: 1, single: ns}
+	}
+	c := testenv.StartNATSCluster(b, nodes)
+	return &natsUnderTest{URL: c.URL, JS: c.JS, nodes: nodes, replicas: 3, cluster: c}
+}
+
+// killLeader SIGKILLs the node that leads stream (the only server when
+// there is one) and says which it was.
+func (n *natsUnderTest) killLeader(b *testing.B, stream string) string {
+	if n.single != nil {
+		n.killed = n.single
+		n.single.Kill(b)
+		return "nats-server"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	i, err := n.cluster.StreamLeader(ctx, stream)
+	if err != nil {
+		b.Fatalf("leader of %s: %v", stream, err)
+	}
+	n.killed = n.cluster.Nodes[i]
+	n.killed.Kill(b)
+	return fmt.Sprintf("nats node %d (leader of %s)", i+1, stream)
+}
+
+func (n *natsUnderTest) restart(b *testing.B) { n.killed.Restart(b) }
