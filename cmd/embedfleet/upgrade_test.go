@@ -222,7 +222,11 @@ func TestBlueGreenUpgrade(t *testing.T) {
 			t.Fatalf("before the switch, an answer %d from %q (want %s): %s", a.code, a.version, v1, a.body)
 		}
 	}
-	// The version 2 run finishes it and switches (--activate verifies first).
+	// The version 2 run finishes it and switches (--activate verifies
+	// first). The switch happens inside the command, before it closes its
+	// connections and exits, so serve may answer from version 2 while the
+	// command is still running: version 1 alone is certain until it starts.
+	activating := time.Now()
 	actOut := mustCLI(v2env, "coordinator", "run", "--source", c.source, "--models", "clip-vit-b32", "--incremental", "--pool", "green", "--activate")
 	switched := time.Now()
 	if !strings.Contains(actOut, "activated clip-vit-b32 version "+tag2) {
@@ -254,14 +258,17 @@ func TestBlueGreenUpgrade(t *testing.T) {
 	if out := mustCLI(nil, "models", "rollback", "--model", "clip-vit-b32"); !strings.Contains(out, vecstore.VersionTag(v1)) {
 		t.Fatalf("rollback:\n%s", out)
 	}
+	rolledBack := time.Now()
 	time.Sleep(search.ActiveRefresh + 500*time.Millisecond)
-	waitAnswers(rolled.Add(search.ActiveRefresh))
+	waitAnswers(rolledBack.Add(search.ActiveRefresh))
 	stopLoop()
 	<-loopDone
 
 	// Every query was answered, each whole from one version: before the
-	// switch version 1, from ActiveRefresh after it version 2, from
-	// ActiveRefresh after the rollback version 1 again.
+	// activating command started version 1, from ActiveRefresh after it
+	// returned version 2 until the rollback command started, from
+	// ActiveRefresh after that one returned version 1 again; in between,
+	// either (answers are still whole, which byVersion checks).
 	byVersion := map[string]string{}
 	var n1, n2, n3 int
 	for _, a := range snapshot() {
@@ -273,7 +280,7 @@ func TestBlueGreenUpgrade(t *testing.T) {
 		}
 		byVersion[a.version] = a.hits
 		switch {
-		case a.got.Before(switched) && a.sent.Before(switched):
+		case a.got.Before(activating):
 			if a.version != v1 {
 				t.Fatalf("before the switch an answer from %s", a.version)
 			}
@@ -283,7 +290,7 @@ func TestBlueGreenUpgrade(t *testing.T) {
 				t.Fatalf("after the switch an answer from %s, want %s", a.version, v2)
 			}
 			n2++
-		case a.sent.After(rolled.Add(search.ActiveRefresh)):
+		case a.sent.After(rolledBack.Add(search.ActiveRefresh)):
 			if a.version != v1 {
 				t.Fatalf("after the rollback an answer from %s, want %s", a.version, v1)
 			}
