@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/embedfleet/embedfleet/shared/jobs"
+	"github.com/embedfleet/embedfleet/shared/retry"
 )
 
 // Config says how to reach NATS. Secrets are never logged.
@@ -300,25 +301,7 @@ func retryAPI(ctx context.Context, wait time.Duration, op func(context.Context) 
 	if wait <= 0 {
 		wait = 2 * time.Minute
 	}
-	deadline := time.Now().Add(wait)
-	delay := 250 * time.Millisecond
-	for {
-		actx, cancel := context.WithTimeout(ctx, apiAttempt)
-		err := op(actx)
-		cancel()
-		if err == nil || !Transient(err) || ctx.Err() != nil {
-			return err
-		}
-		if time.Now().Add(delay).After(deadline) {
-			return fmt.Errorf("%w (still failing after %s)", err, wait)
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 5*time.Second)
-	}
+	return retry.Do(ctx, retry.Policy{Wait: wait, First: 250 * time.Millisecond, Max: 5 * time.Second, PerCall: apiAttempt}, Transient, op)
 }
 
 // ConsumerOptions size the workers' consumer. Zero fields take defaults.

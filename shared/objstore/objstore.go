@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"path"
 	"strings"
-	"time"
 )
 
 // Errors Get returns (wrapped).
@@ -123,28 +122,4 @@ func Open(uri string, s3 S3Config, f Filter) (Source, error) {
 		return newS3(bucket, prefix, s3, f)
 	}
 	return newLocal(strings.TrimPrefix(uri, "file://"), f)
-}
-
-// retry runs op until it succeeds, fails permanently, or attempts run out;
-// only errors wrapping ErrTransient are retried, with doubling jittered
-// backoff bounded by ctx.
-func retry(ctx context.Context, attempts int, op func() error) error {
-	delay := 100 * time.Millisecond
-	var err error
-	for i := 0; i < attempts; i++ {
-		if err = op(); err == nil || !errors.Is(err, ErrTransient) {
-			return err
-		}
-		if i == attempts-1 {
-			break
-		}
-		jitter := time.Duration(time.Now().UnixNano() % int64(delay/2+1))
-		select {
-		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
-		case <-time.After(delay + jitter):
-		}
-		delay *= 2
-	}
-	return err
 }

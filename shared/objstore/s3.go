@@ -14,6 +14,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/embedfleet/embedfleet/shared/retry"
 )
 
 // S3Config says how to reach an S3-compatible service. Credentials come
@@ -92,9 +94,16 @@ func (s *s3source) KeyOf(uri string) (string, bool) {
 	return rest, ok && rest != ""
 }
 
+// retry runs op up to Attempts times while it fails with ErrTransient
+// (retry.Do: doubling jittered backoff from 100 ms, bounded by ctx).
+func (s *s3source) retry(ctx context.Context, op func() error) error {
+	return retry.Do(ctx, retry.Policy{Attempts: s.cfg.Attempts}, func(err error) bool { return errors.Is(err, ErrTransient) },
+		func(context.Context) error { return op() })
+}
+
 func (s *s3source) Stat(ctx context.Context, key string) (bool, error) {
 	var exists bool
-	err := retry(ctx, s.cfg.Attempts, func() error {
+	err := s.retry(ctx, func() error {
 		_, err := s.c.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
 		if err != nil {
 			err = s.classify("stat "+s.ObjectURI(key), err)
@@ -130,7 +139,7 @@ func (s *s3source) List(ctx context.Context, after string, fn func(Object) error
 
 func (s *s3source) Get(ctx context.Context, key string, max int64) ([]byte, error) {
 	var data []byte
-	err := retry(ctx, s.cfg.Attempts, func() error {
+	err := s.retry(ctx, func() error {
 		obj, err := s.c.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
 		if err != nil {
 			return s.classify("get "+s.ObjectURI(key), err)

@@ -232,7 +232,7 @@ func BenchmarkSoak(b *testing.B) {
 	ctx := context.Background()
 	prefix := "SOAK"
 	s := &soak{b: b, bin: bin, logs: b.TempDir(), env: []string{
-		"EMBEDFLEET_NATS_REPLICAS=" + strconv.Itoa(ns.replicas),
+		"EMBEDFLEET_NATS_REPLICAS=" + strconv.Itoa(ns.replicas()),
 		"EMBEDFLEET_ORT_LIB=" + testenv.Binary(b, testenv.EnvORTLib),
 		"EMBEDFLEET_MODELS_DIR=" + filepath.Join(root, "shared", "embed", "testdata", "models"),
 		"EMBEDFLEET_NATS_URL=" + ns.URL, "EMBEDFLEET_PREFIX=" + prefix, "EMBEDFLEET_MILVUS_ADDR=" + mv.Addr,
@@ -584,22 +584,21 @@ func (c *chaos) step(b *testing.B, progress float64) {
 // natsUnderTest is the soak's NATS: one nats-server process, or a
 // JetStream cluster of nodes processes whose streams have 3 replicas.
 type natsUnderTest struct {
-	URL      string
-	JS       jetstream.JetStream
-	nodes    int
-	replicas int
-	single   *testenv.NATS
-	cluster  *testenv.NATSCluster
-	killed   *testenv.NATS
+	URL     string
+	JS      jetstream.JetStream
+	nodes   int
+	single  *testenv.NATS
+	cluster *testenv.NATSCluster
+	killed  *testenv.NATS
 }
 
 func startNATS(b *testing.B, nodes int) *natsUnderTest {
 	if nodes <= 1 {
 		ns := testenv.StartNATSProcess(b)
-		return &natsUnderTest{URL: ns.URL, JS: ns.JS, nodes: 1, replicas: 1, single: ns}
+		return &natsUnderTest{URL: ns.URL, JS: ns.JS, nodes: 1, single: ns}
 	}
 	c := testenv.StartNATSCluster(b, nodes)
-	return &natsUnderTest{URL: c.URL, JS: c.JS, nodes: nodes, replicas: 3, cluster: c}
+	return &natsUnderTest{URL: c.URL, JS: c.JS, nodes: nodes, cluster: c}
 }
 
 // killLeader SIGKILLs the node that leads stream (the only server when
@@ -622,3 +621,6 @@ func (n *natsUnderTest) killLeader(b *testing.B, stream string) string {
 }
 
 func (n *natsUnderTest) restart(b *testing.B) { n.killed.Restart(b) }
+
+// replicas of the streams and buckets: 3 on a cluster, 1 on one server.
+func (n *natsUnderTest) replicas() int { return min(n.nodes, 3) }
