@@ -14,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/jobs"
 	"github.com/embedfleet/embedfleet/shared/manifest"
 	"github.com/embedfleet/embedfleet/shared/objstore"
@@ -499,4 +500,75 @@ func writeFiltered(f *os.File, r *manifest.Reader, h manifest.Header, skip map[s
 		}
 	}
 	return w.Count(), w.Close()
+}
+
+// ForgetVersion removes every manifest that version of target recorded,
+// for every source: its own pointers, and a model's latest pointer when
+// that version wrote it, with the manifests they point to. A version's
+// collection is retired after this, so that an incremental run for that
+// version (say, after it is built again) embeds everything instead of
+// trusting a manifest of rows that are gone. target may be spelled any way
+// that makes the same collection name (vecstore.SameTarget). It returns the
+// number of pointers removed.
+func ForgetVersion(ctx context.Context, js jetstream.JetStream, t bus.Topology, target, version string) (int, error) {
+	runs, err := js.KeyValue(ctx, t.RunsBucket())
+	if err != nil {
+		return 0, fmt.Errorf("coordinator: runs bucket: %w", err)
+	}
+	store, err := js.ObjectStore(ctx, t.ManifestsBucket())
+	if err != nil {
+		return 0, fmt.Errorf("coordinator: manifests: %w", err)
+	}
+	keys, err := runs.ListKeys(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("coordinator: runs bucket: %w", err)
+	}
+	// The model part of a pointer key is the last len(target) characters
+	// before the version suffix (spellings of one model differ only in -
+	// and _, so they are as long); a set's '@' is '=' in keys.
+	ofTarget := func(rest string) bool {
+		n := len(strings.ReplaceAll(target, "@", "="))
+		if len(rest) <= n || rest[len(rest)-n-1] != '_' {
+			return false
+		}
+		return vecstore.SameTarget(strings.ReplaceAll(rest[len(rest)-n:], "=", "@"), target)
+	}
+	suffix := "_v" + vecstore.VersionTag(version)
+	var doomed []string
+	for k := range keys.Keys() {
+		if !strings.HasPrefix(k, "manifest_") {
+			continue
+		}
+		if rest, ok := strings.CutSuffix(k, suffix); ok && ofTarget(rest) {
+			doomed = append(doomed, k)
+		} else if ofTarget(k) {
+			// The model's latest pointer, whichever version wrote it.
+			doomed = append(doomed, k)
+		}
+	}
+	removed := 0
+	for _, k := range doomed {
+		e, err := runs.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return removed, fmt.Errorf("coordinator: manifest pointer %s: %w", k, err)
+		}
+		var p pointer
+		_ = json.Unmarshal(e.Value(), &p)
+		if !strings.HasSuffix(k, suffix) && p.Version != version {
+			continue // another version's latest
+		}
+		if err := runs.Delete(ctx, k); err != nil {
+			return removed, fmt.Errorf("coordinator: manifest pointer %s: %w", k, err)
+		}
+		removed++
+		if p.Object != "" {
+			if err := store.Delete(ctx, p.Object); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+				return removed, fmt.Errorf("coordinator: manifest %s: %w", p.Object, err)
+			}
+		}
+	}
+	return removed, nil
 }

@@ -323,7 +323,16 @@ func (w *Worker) upsertGroup(ctx context.Context, model string, group []engine.R
 		err := wr.col.Upsert(ctx, wr.rows)
 		w.cfg.Metrics.observe("upsert", model, time.Since(t0).Seconds())
 		w.cfg.Metrics.upserted(len(wr.rows))
-		if err != nil && errors.Is(err, vecstore.ErrUnavailable) {
+		switch {
+		case err == nil:
+		case errors.Is(err, vecstore.ErrNoCollection):
+			// Dropped while this worker writes it (a version retired
+			// before its workers stopped): the job goes back, and its next
+			// attempt ensures the collection again.
+			w.forgetCollection(wr.col)
+			w.cfg.Log.Warn("collection gone: handing its jobs back; the next attempt makes it again", "collection", wr.col.Name, "err", err)
+			err = errTransient{err}
+		case errors.Is(err, vecstore.ErrUnavailable):
 			err = errTransient{err}
 		}
 		for _, e := range wr.ents {

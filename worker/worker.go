@@ -261,6 +261,18 @@ func (w *Worker) collection(ctx context.Context, mi int, set string) (*vecstore.
 	return c, nil
 }
 
+// forgetCollection drops col from the cache, so that the next job that
+// needs it ensures it again.
+func (w *Worker) forgetCollection(col *vecstore.Collection) {
+	w.colMu.Lock()
+	defer w.colMu.Unlock()
+	for t, c := range w.cols {
+		if c == col {
+			delete(w.cols, t)
+		}
+	}
+}
+
 func (w *Worker) modelNames() []string {
 	var n []string
 	for _, m := range w.cfg.Models {

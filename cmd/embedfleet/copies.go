@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/embedfleet/embedfleet/shared/copies"
+	"github.com/embedfleet/embedfleet/shared/escape"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
@@ -364,7 +365,7 @@ func queryCopies(ctx context.Context, cfg *queryConfig, store *vecstore.Store, e
 		if tier == "" {
 			tier = "-"
 		}
-		fmt.Fprintf(cfg.stdout, "%-4d %-9.6f %-9.6f %-8s %-5v %s\n", i+1, m.Cosine, m.Score, tier, m.IsCopy, m.URI)
+		fmt.Fprintf(cfg.stdout, "%-4d %-9.6f %-9.6f %-8s %-5v %s\n", i+1, m.Cosine, m.Score, tier, m.IsCopy, escape.Terminal(m.URI))
 	}
 	return nil
 }

@@ -94,6 +94,9 @@ func runDev(ctx context.Context, cfg *devConfig) error {
 	if cfg.images == "" || len(ms) == 0 {
 		return errors.New("--images and --models are required")
 	}
+	if err := checkTopK(cfg.topK); err != nil {
+		return err
+	}
 	log := newLogger(cfg.stderr, cfg.logLevel)
 	out := cfg.stdout
 	if cfg.dataDir == "" {

@@ -21,7 +21,10 @@ import (
 	"github.com/embedfleet/embedfleet/shared/cliptok"
 	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/engine"
+	"github.com/embedfleet/embedfleet/shared/escape"
+	"github.com/embedfleet/embedfleet/shared/httpapi"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
+	"github.com/embedfleet/embedfleet/shared/objstore"
 )
 
 // embedConfig is the flags of the command, and where it writes.
@@ -170,26 +173,40 @@ func embedFiles(ctx context.Context, g *globalFlags, m *embed.Model, files []str
 	return st, err
 }
 
-// embedTextFile embeds the lines of path with text model ref.
+// Bounds of embed --text-file: the file (or stdin) as a whole, and one
+// line, which is one text (CLIP reads only its first 75 tokens anyway; the
+// query server takes the same length).
+const (
+	maxTextFileBytes = 256 << 20
+	maxTextBytes     = httpapi.DefaultMaxTextBytes
+)
+
+// embedTextFile embeds the lines of path with text model ref, streaming:
+// a line over maxTextBytes is a recorded failure (its rest is skipped,
+// never held), and input past maxTextFileBytes is an error, not dropped.
 func embedTextFile(ctx context.Context, cfg *embedConfig) error {
 	g, ref, path, format, outPath, batchSize := cfg.g, cfg.model, cfg.textFile, cfg.format, cfg.outPath, cfg.batchSize
 	r := cfg.stdin
 	if path != "-" {
-		f, err := os.Open(path)
+		f, err := objstore.OpenFile(path)
 		if err != nil {
 			return err
 		}
 		defer f.Close()
+		if st, err := f.Stat(); err == nil && st.Size() > maxTextFileBytes {
+			return fmt.Errorf("%s is %d MiB, over the %d MiB a text file may hold: split it", path, st.Size()>>20, maxTextFileBytes>>20)
+		}
 		r = f
 	}
-	data, err := io.ReadAll(io.LimitReader(r, 256<<20))
-	if err != nil {
-		return err
-	}
-	texts := strings.Split(strings.TrimSuffix(strings.ReplaceAll(string(data), "\r\n", "\n"), "\n"), "\n")
-	if len(data) == 0 {
+	lines := newLineReader(r, maxTextBytes, maxTextFileBytes)
+	first, err := lines.next()
+	if errors.Is(err, io.EOF) {
 		return fmt.Errorf("%s holds no texts", path)
 	}
+	if err != nil && !errors.Is(err, errLineTooLong) {
+		return err
+	}
+	lines.unread(first, err)
 	m, err := openTextModel(g, ref)
 	if err != nil {
 		return err
@@ -216,41 +233,73 @@ func embedTextFile(ctx context.Context, cfg *embedConfig) error {
 	if js, ok := sk.(*jsonlSink); ok {
 		js.key = "text"
 	}
-	start, failed := time.Now(), 0
-	for lo := 0; lo < len(texts); lo += batchSize {
-		chunk := texts[lo:min(lo+batchSize, len(texts))]
+	start, failed, total := time.Now(), 0, 0
+	type line struct {
+		text string
+		err  error // why it is not embedded
+	}
+	var chunk []line
+	flush := func() error {
 		var ok []string
-		for _, t := range chunk {
-			if utf8.ValidString(t) {
-				ok = append(ok, t)
+		for _, l := range chunk {
+			if l.err == nil {
+				ok = append(ok, l.text)
 			}
 		}
-		vecs, err := eng.EmbedTexts(ctx, m.Spec().Name, ok)
-		if err != nil {
-			return err
+		var vecs [][]float32
+		if len(ok) > 0 {
+			if vecs, err = eng.EmbedTexts(ctx, m.Spec().Name, ok); err != nil {
+				return err
+			}
 		}
 		j := 0
-		for _, t := range chunk {
-			if !utf8.ValidString(t) {
+		for _, l := range chunk {
+			if l.err != nil {
 				failed++
-				if err := sk.fail(t, cliptok.ErrInvalidText); err != nil {
+				if err := sk.fail(escape.Clip(l.text, 64), l.err); err != nil {
 					return err
 				}
 				continue
 			}
-			if err := sk.vector(t, vecs[j]); err != nil {
+			if err := sk.vector(l.text, vecs[j]); err != nil {
 				return err
 			}
 			j++
 		}
+		chunk = chunk[:0]
+		return nil
+	}
+	for {
+		t, err := lines.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		switch {
+		case errors.Is(err, errLineTooLong):
+			err = fmt.Errorf("%w: line %d is over the %d-byte limit of one text", cliptok.ErrInvalidText, lines.n, maxTextBytes)
+		case err != nil:
+			return err // the input's own trouble, or over maxTextFileBytes
+		case !utf8.ValidString(t):
+			err = cliptok.ErrInvalidText
+		}
+		chunk = append(chunk, line{t, err})
+		total++
+		if len(chunk) == batchSize {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
 	}
 	if err := sk.close(); err != nil {
 		return err
 	}
 	fmt.Fprintf(cfg.stderr, "embed %s: %d texts, %d embedded, %d failed, %.1f texts/s\n",
-		m.Spec().Name, len(texts), len(texts)-failed, failed, float64(len(texts)-failed)/time.Since(start).Seconds())
+		m.Spec().Name, total, total-failed, failed, float64(total-failed)/time.Since(start).Seconds())
 	if failed > 0 {
-		return fmt.Errorf("%d of %d texts failed", failed, len(texts))
+		return fmt.Errorf("%d of %d texts failed", failed, total)
 	}
 	return nil
 }
@@ -350,7 +399,7 @@ func (s *npySink) vector(file string, v []float32) error {
 }
 
 func (s *npySink) fail(file string, err error) error {
-	fmt.Fprintf(os.Stderr, "embed: %s: %v\n", file, err)
+	fmt.Fprintf(os.Stderr, "embed: %s: %s\n", escape.Terminal(file), escape.Terminal(err.Error()))
 	return nil
 }
 
@@ -391,4 +440,73 @@ func imageprepLimits() imageprep.Limits { return decodeLimits }
 
 func readLimited(r io.Reader) ([]byte, error) {
 	return imageprep.ReadLimited(r, decodeLimits.MaxBytes)
+}
+
+// errLineTooLong is a line over the reader's limit; the reader has skipped
+// its rest.
+var errLineTooLong = errors.New("line too long")
+
+// lineReader reads lines (a trailing "\r" dropped) of at most max bytes,
+// skipping the rest of a longer one, and fails once total bytes are read.
+type lineReader struct {
+	br         *bufio.Reader
+	max, total int64
+	read       int64
+	n          int // lines read
+	back       *struct {
+		text string
+		err  error
+	}
+}
+
+func newLineReader(r io.Reader, max, total int64) *lineReader {
+	return &lineReader{br: bufio.NewReaderSize(r, 64<<10), max: max, total: total}
+}
+
+// unread makes the next call return what the last one did.
+func (l *lineReader) unread(text string, err error) {
+	l.back = &struct {
+		text string
+		err  error
+	}{text, err}
+}
+
+func (l *lineReader) next() (string, error) {
+	if b := l.back; b != nil {
+		l.back = nil
+		return b.text, b.err
+	}
+	var buf []byte
+	long := false
+	for {
+		frag, err := l.br.ReadSlice('\n')
+		l.read += int64(len(frag))
+		if l.read > l.total {
+			return "", fmt.Errorf("the input is over the %d MiB a text file may hold: split it", l.total>>20)
+		}
+		if !long {
+			buf = append(buf, frag...)     // at most the reader's buffer past max
+			if int64(len(buf)) > l.max+2 { // room for "\r\n"
+				long, buf = true, buf[:min(len(buf), 64)]
+			}
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && len(frag) == 0 && len(buf) == 0 && !long:
+			return "", io.EOF
+		case err != nil && !errors.Is(err, io.EOF):
+			return "", err
+		}
+		break
+	}
+	l.n++
+	text := strings.TrimSuffix(strings.TrimSuffix(string(buf), "\n"), "\r")
+	if long {
+		return text, errLineTooLong
+	}
+	if int64(len(text)) > l.max {
+		return text[:64], errLineTooLong
+	}
+	return text, nil
 }

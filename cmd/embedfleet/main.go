@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/embedfleet/embedfleet/shared/escape"
 )
 
 func main() {
@@ -18,7 +20,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRootCmd().ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "embedfleet:", err)
+		// An error may quote what came from outside (a key, a file name):
+		// nothing in it reaches the terminal as a control sequence.
+		fmt.Fprintln(os.Stderr, "embedfleet:", escape.Text(err.Error()))
 		var e exitError
 		if errors.As(err, &e) {
 			os.Exit(e.code)

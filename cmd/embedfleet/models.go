@@ -317,6 +317,15 @@ openai/clip-vit-base-patch32 --revision <commit> --out DIR.`,
 	f.StringVar(&o.Output, "output", "", "output tensor name, if not the built-in spec's")
 	f.IntVar(&o.Dim, "dim", 0, "embedding dimension, if not the built-in spec's (e.g. 384 for dinov2-small)")
 	f.StringVar(&o.Endpoint, "endpoint", envOr("HF_ENDPOINT", "https://huggingface.co"), "hub base URL (env HF_ENDPOINT); token from env HF_TOKEN")
+	maxMB := f.Int64("max-mb", embed.DefaultPullMaxBytes>>20, "largest file to download, in MiB (a larger one fails and nothing is kept)")
+	f.DurationVar(&o.IdleTimeout, "idle-timeout", embed.DefaultPullIdleTimeout, "fail a download when no byte arrives for this long")
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		if *maxMB <= 0 || o.IdleTimeout <= 0 {
+			return fmt.Errorf("--max-mb and --idle-timeout must be positive (got %d and %s)", *maxMB, o.IdleTimeout)
+		}
+		o.MaxBytes = *maxMB << 20
+		return nil
+	}
 	for _, name := range []string{"model", "repo", "revision", "file"} {
 		_ = cmd.MarkFlagRequired(name)
 	}

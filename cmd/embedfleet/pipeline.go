@@ -18,7 +18,9 @@ import (
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
 	"github.com/embedfleet/embedfleet/shared/embed"
+	"github.com/embedfleet/embedfleet/shared/escape"
 	"github.com/embedfleet/embedfleet/shared/jobs"
+	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/telemetry"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
@@ -131,10 +133,22 @@ images that copy scores are normalised against (embedfleet dedup, query
 	return cmd
 }
 
+// checkTopK checks a --top-k: Milvus answers at most vecstore.MaxTopK hits,
+// and a copy check asks for one more than it shows.
+func checkTopK(k int) error {
+	if k < 1 || k >= vecstore.MaxTopK {
+		return fmt.Errorf("--top-k must be from 1 to %d, got %d", vecstore.MaxTopK-1, k)
+	}
+	return nil
+}
+
 func runCoordinatorCmd(ctx context.Context, cfg *coordinatorRunConfig) error {
 	ms := splitList(cfg.models)
 	if cfg.source == "" || len(ms) == 0 {
 		return errors.New("--source and --models are required")
+	}
+	if cfg.maxFailed < 0 || cfg.maxFailed > 1 || cfg.maxFailed != cfg.maxFailed {
+		return fmt.Errorf("--max-failed is a fraction of the items, from 0 to 1; got %g", cfg.maxFailed)
 	}
 	if err := bus.ValidPool(cfg.pool); err != nil {
 		return fmt.Errorf("--pool: %w", err)
@@ -295,7 +309,7 @@ func activateRun(ctx context.Context, out io.Writer, store *vecstore.Store, cfg 
 		if err != nil {
 			return err
 		}
-		if err := activateVerified(ctx, out, store, cfg.Source, failures, m, vi, 2); err != nil {
+		if err := activateVerified(ctx, out, store, cfg.Source, failures, retirer{cfg.JS, cfg.Topology}, m, vi, 2); err != nil {
 			return err
 		}
 	}
@@ -360,7 +374,7 @@ func printSummary(w io.Writer, s coordinator.Summary) {
 			fmt.Fprintf(w, "  ... and %d more\n", len(s.Failed)-20)
 			break
 		}
-		fmt.Fprintf(w, "  failed %s: %s\n", f.Key, f.Reason)
+		fmt.Fprintf(w, "  failed %s: %s\n", escape.Terminal(f.Key), escape.Terminal(f.Reason))
 	}
 }
 
@@ -554,6 +568,9 @@ func runQuery(ctx context.Context, cfg *queryConfig) error {
 	if cfg.model == "" || given != 1 {
 		return errors.New("--model and exactly one of --image, --text, --uri or --id are required")
 	}
+	if err := checkTopK(cfg.topK); err != nil {
+		return err
+	}
 	if cfg.text != "" && strings.TrimSpace(cfg.text) == "" {
 		return errors.New("--text is empty: say what to look for")
 	}
@@ -646,7 +663,7 @@ func printHits(w io.Writer, hits []search.Hit, asJSON bool) error {
 	}
 	fmt.Fprintf(w, "%-4s %-9s %-9s %s\n", "RANK", "COSINE", "SCORE", "URI")
 	for _, h := range hits {
-		fmt.Fprintf(w, "%-4d %-9.6f %-9.6f %s\n", h.Rank, h.Cosine, h.Score, h.URI)
+		fmt.Fprintf(w, "%-4d %-9.6f %-9.6f %s\n", h.Rank, h.Cosine, h.Score, escape.Terminal(h.URI))
 	}
 	return nil
 }
@@ -665,8 +682,10 @@ func resolveSpec(g *globalFlags, ref string) (embed.Spec, error) {
 	return embed.LoadSpec(dir)
 }
 
+// readFileLimited reads a local input file (a regular file only, see
+// objstore.OpenFile) within --max-object-mib.
 func readFileLimited(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := objstore.OpenFile(path)
 	if err != nil {
 		return nil, err
 	}

@@ -62,7 +62,10 @@ func newServeCmd(g *globalFlags) *cobra.Command {
                                       background set when it has one), tier (exact,
                                       copy, similar) and verdict at --threshold
   GET  /v1/models                     the models served and their collections
-  GET  /healthz, /readyz, /metrics    liveness, readiness (Milvus answers), Prometheus
+  GET  /v1/thumbnail?model=M&id=ID&size=S, /v1/original?model=M&id=ID
+                                      an indexed object as a JPEG thumbnail, or its bytes
+  GET  /healthz, /readyz              liveness, readiness (Milvus answers)
+  GET  /metrics                       Prometheus (behind the token, like the API)
 
 Each hit has rank, id, uri, cosine and the article's score (cos+1)/2. Uploads
 are embedded with the same preprocessing and model as the indexed images;
@@ -79,14 +82,18 @@ object, collection or text tower, 409 a text tower whose image tower is not
 the collection's, 413 upload too large, 415 not an image, 422 corrupt
 image, 503 Milvus unavailable, --max-inflight uploads already in hand or the
 --max-memory-mib budget in use (with Retry-After), 504 past --timeout (the
-answer goes out at the deadline, whatever is still running). On SIGTERM the server stops
+answer goes out at the deadline, whatever is still running). Uploads,
+thumbnails and originals are all admitted against the one --max-memory-mib
+budget (docs/security.md states the bound). On SIGTERM the server stops
 accepting, finishes requests in flight within --grace, and exits 0.
 
 The search page is at / (GET http://HOST:PORT/): choose a model, drop, paste or
 pick an image, or type a text; results show as thumbnails (read from the
 indexed objects with the --s3-* settings, as the worker reads them: only
 objects that have a row in a collection); "More like this" searches by a
-result. With --auth-token-file the page asks for the token once.
+result. With --auth-token-file the page asks for the token once, and every
+route but the page, its files and the health checks needs it (a Prometheus
+scrape sends it with authorization.credentials_file).
 
 Examples:
   curl --data-binary @photo.jpg 'http://localhost:8080/v1/search?model=dinov2-base&k=5'
@@ -159,7 +166,12 @@ func readToken(path string) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(path)
+	f, err := objstore.OpenFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--auth-token-file: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
 	if err != nil {
 		return "", fmt.Errorf("--auth-token-file: %w", err)
 	}
@@ -228,6 +240,7 @@ func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, m
 		Store: store, Models: ms.images, TextModels: ms.texts, Limits: imageprepLimits(), DecoderOptions: opts.decoderOptions, FastDecode: opts.fastDecode, MaxBodyBytes: opts.maxBody,
 		MaxBatch: opts.maxBatch, MaxTopK: opts.maxK, MaxInFlight: opts.maxInFlight, MaxMemoryBytes: opts.maxMemory, Linger: opts.linger, Timeout: opts.timeout,
 		Log: log, Registry: reg, ReadObject: opts.readObject, AuthToken: opts.authToken, Copies: opts.copies,
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
 	})
 	if err != nil {
 		return err
@@ -245,14 +258,11 @@ func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, m
 	if opts.grace <= 0 {
 		opts.grace = 20 * time.Second
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.Handle("/", api)
 	l, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", listen, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: opts.timeout + 10*time.Second,
+	srv := &http.Server{Handler: api, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: opts.timeout + 10*time.Second,
 		WriteTimeout: opts.timeout + 10*time.Second, IdleTimeout: 2 * time.Minute}
 	var names, texts []string
 	for _, m := range ms.images {

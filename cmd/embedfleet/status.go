@@ -14,6 +14,7 @@ import (
 
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/escape"
 	"github.com/embedfleet/embedfleet/shared/jobs"
 )
 
@@ -159,7 +160,7 @@ func showStatus(ctx context.Context, cfg *statusConfig, args []string) error {
 			}
 			diff = strings.Join(parts, ", ")
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\t%s\n", s.Run, s.State, s.Source,
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.1f\t%s\t%s\n", s.Run, s.State, escape.Terminal(s.Source),
 			strings.Join(s.Models, ","), s.Listed, s.Embedded, s.Failed, s.ImgPerSec, s.ETA, diff)
 	}
 	return w.Flush()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/escape"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
@@ -147,7 +148,7 @@ func printVerify(out io.Writer, rep coordinator.VerifyReport, asJSON bool) {
 		}
 		fmt.Fprintln(out)
 		for _, s := range m.Samples {
-			fmt.Fprintf(out, "  %s\n", s)
+			fmt.Fprintf(out, "  %s\n", escape.Terminal(s))
 		}
 	}
 }

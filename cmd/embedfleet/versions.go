@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/embedfleet/embedfleet/coordinator"
 	"github.com/embedfleet/embedfleet/shared/bus"
+	"github.com/embedfleet/embedfleet/shared/escape"
 	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
@@ -40,6 +42,18 @@ type versionsConfig struct {
 func (c *versionsConfig) target() (string, error) {
 	if c.model == "" {
 		return "", errors.New("--model is required")
+	}
+	// One model by any of its spellings: its name, its collection's, or a
+	// version's collection (which names the version as well).
+	model, version := vecstore.ParseModelRef(c.model)
+	if version != "" {
+		if c.version != "" && c.version != c.model && vecstore.VersionTag(c.version) != version && !strings.HasPrefix(version, vecstore.VersionTag(c.version)) {
+			return "", fmt.Errorf("--model %s names version %s, --version %s another", escape.Value(c.model), version, escape.Value(c.version))
+		}
+		if c.version == "" {
+			c.version = c.model
+		}
+		c.model = model
 	}
 	if c.set != "" && c.set != vecstore.SetBackground {
 		return "", fmt.Errorf("--set %q: the one set is %s", c.set, vecstore.SetBackground)
@@ -113,9 +127,16 @@ one write. A second rollback undoes the first. The collection must still
 exist (not retired).`,
 		runRollback, nil)
 	retire := mk("retire --model MODEL --version V", "Drop the collection of a version that is not active",
-		`Drop one version's collection and its vectors. The active version cannot be
-retired; retiring the previous one leaves nothing to roll back to.`,
-		runRetire, versionFlag)
+		`Drop one version's collection and its vectors, and forget the manifests that
+version recorded (so that an incremental run for it embeds everything again).
+The active version cannot be retired, by any spelling of the model (its name,
+its collection's name, or a version's collection as `+"`models versions`"+` prints
+it); retiring the previous one leaves nothing to roll back to. Needs NATS (for
+the manifests) and Milvus.`,
+		runRetire, func(c *versionsConfig, cmd *cobra.Command) {
+			versionFlag(c, cmd)
+			c.nf.bind(cmd.Flags())
+		})
 	return []*cobra.Command{versions, activate, rollback, retire}
 }
 
@@ -159,20 +180,42 @@ func runActivate(ctx context.Context, cfg *versionsConfig, store *vecstore.Store
 	}
 	var src objstore.Source
 	var failures jetstream.KeyValue
+	// NATS always: verify reads the failure records, and retiring old
+	// versions (--keep) forgets their manifests.
+	nc, js, topo, err := cfg.nf.connect(ctx, "embedfleet-activate", bus.StreamOptions{})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
 	if !cfg.force {
 		if src, err = cfg.sf.open(cfg.source); err != nil {
 			return err
 		}
-		nc, js, topo, err := cfg.nf.connect(ctx, "embedfleet-activate", bus.StreamOptions{})
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
 		if failures, err = js.KeyValue(ctx, topo.FailuresBucket()); err != nil {
 			return fmt.Errorf("failures bucket %s: %w", topo.FailuresBucket(), err)
 		}
 	}
-	return activateVerified(ctx, cfg.stdout, store, src, failures, target, vi, cfg.keep)
+	return activateVerified(ctx, cfg.stdout, store, src, failures, retirer{js, topo}, target, vi, cfg.keep)
+}
+
+// retirer retires versions of a model: its manifests first, then its
+// collection, so that nothing is left that says its objects are stored.
+type retirer struct {
+	js   jetstream.JetStream
+	topo bus.Topology
+}
+
+// retire drops version v of target, which must not be the active one by
+// any spelling (vecstore.Store.Retire checks), after forgetting the
+// manifests that version recorded (coordinator.ForgetVersion).
+func (rt retirer) retire(ctx context.Context, store *vecstore.Store, target string, v vecstore.VersionInfo) error {
+	if err := store.CheckRetire(ctx, target, v); err != nil {
+		return err
+	}
+	if _, err := coordinator.ForgetVersion(ctx, rt.js, rt.topo, target, v.Version); err != nil {
+		return fmt.Errorf("retire %s version %s: forgetting its manifests: %w (nothing dropped)", target, vecstore.VersionTag(v.Version), err)
+	}
+	return store.Retire(ctx, target, v)
 }
 
 // activateVerified makes version vi of target active once its collection
@@ -180,7 +223,7 @@ func runActivate(ctx context.Context, cfg *versionsConfig, store *vecstore.Store
 // target's collections (0: none). It is what `models activate` and
 // `coordinator run --incremental --activate` share.
 func activateVerified(ctx context.Context, out io.Writer, store *vecstore.Store, src objstore.Source, failures jetstream.KeyValue,
-	target string, vi vecstore.VersionInfo, keep int) error {
+	rt retirer, target string, vi vecstore.VersionInfo, keep int) error {
 	if src != nil {
 		rep, err := coordinator.Verify(ctx, coordinator.VerifyConfig{Source: src, Models: []string{target}, Store: store,
 			Versions: map[string]string{target: vi.Version}, Failures: failures})
@@ -232,7 +275,7 @@ func activateVerified(ctx context.Context, out io.Writer, store *vecstore.Store,
 		return vs[i].Order > vs[j].Order
 	})
 	for _, v := range vs[min(keep, len(vs)):] {
-		if err := store.Retire(ctx, target, v); err != nil {
+		if err := rt.retire(ctx, store, target, v); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "retired %s version %s (%s, %d rows; --keep %d)\n", target, vecstore.VersionTag(v.Version), v.Collection, v.Rows, keep)
@@ -258,7 +301,12 @@ func runRetire(ctx context.Context, cfg *versionsConfig, store *vecstore.Store, 
 	if err != nil {
 		return err
 	}
-	if err := store.Retire(ctx, target, vi); err != nil {
+	nc, js, topo, err := cfg.nf.connect(ctx, "embedfleet-retire", bus.StreamOptions{})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := (retirer{js, topo}).retire(ctx, store, target, vi); err != nil {
 		return err
 	}
 	fmt.Fprintf(cfg.stdout, "retired %s version %s (%s, %d rows)\n", target, vecstore.VersionTag(vi.Version), vi.Collection, vi.Rows)

@@ -315,12 +315,18 @@ func (c *Checker) ThresholdsFor(normalised bool) Thresholds {
 // Check answers each query with its k best candidates in model's
 // collection, best score first, each with its tier and verdict.
 func (c *Checker) Check(ctx context.Context, model string, qs []Query, k int) ([][]Match, bool, error) {
+	return c.CheckUnder(ctx, model, qs, k, "")
+}
+
+// CheckUnder is Check among the rows whose URI starts with uriPrefix (all
+// of them for ""): the candidates, not the background set, are narrowed.
+func (c *Checker) CheckUnder(ctx context.Context, model string, qs []Query, k int, uriPrefix string) ([][]Match, bool, error) {
 	col, bg, err := c.Collections(ctx, model)
 	if err != nil {
 		return nil, false, err
 	}
 	sc := Scorer{Background: bg, Recipe: c.Recipe}
-	out, err := check(ctx, col, sc, c.ThresholdsFor(bg != nil), qs, k)
+	out, err := check(ctx, col, sc, c.ThresholdsFor(bg != nil), qs, k, uriPrefix)
 	if err != nil {
 		c.forget(model)
 	}
@@ -328,7 +334,7 @@ func (c *Checker) Check(ctx context.Context, model string, qs []Query, k int) ([
 }
 
 // check is Check on opened collections.
-func check(ctx context.Context, col *vecstore.Collection, sc Scorer, th Thresholds, qs []Query, k int) ([][]Match, error) {
+func check(ctx context.Context, col *vecstore.Collection, sc Scorer, th Thresholds, qs []Query, k int, uriPrefix string) ([][]Match, error) {
 	if k < 1 {
 		return nil, fmt.Errorf("copies: k must be at least 1, got %d", k)
 	}
@@ -343,7 +349,7 @@ func check(ctx context.Context, col *vecstore.Collection, sc Scorer, th Threshol
 	if err != nil {
 		return nil, err
 	}
-	hits, err := col.SearchMany(ctx, vecs, k+1) // one more: the query's own row
+	hits, err := col.SearchManyUnder(ctx, vecs, k+1, uriPrefix) // one more: the query's own row
 	if err != nil {
 		return nil, err
 	}

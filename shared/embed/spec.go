@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 )
@@ -128,6 +129,35 @@ func (s Spec) IsText() bool { return s.Kind == KindText }
 
 var namePattern = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,62}$`)
 
+// ErrFileName is wrapped by ValidFileName's errors.
+var ErrFileName = errors.New("invalid file name")
+
+// ValidFileName checks a file name that came from a spec, a bucket or a URL
+// before any path is built from it: one name in the model's own folder, at
+// most 255 bytes, with no separator, no "." or "..", not absolute, without
+// control characters. The models bucket is trusted to hold models, not to
+// choose where they are written.
+func ValidFileName(name string) error {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return fmt.Errorf("%w %q: want a file name in the model's folder", ErrFileName, name)
+	case len(name) > 255:
+		return fmt.Errorf("%w: %d bytes, want at most 255", ErrFileName, len(name))
+	case strings.ContainsAny(name, `/\`) || filepath.IsAbs(name) || filepath.Base(name) != name:
+		return fmt.Errorf("%w %q: a file name cannot hold a path separator", ErrFileName, clipName(name))
+	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }):
+		return fmt.Errorf("%w %q: control characters or invalid UTF-8", ErrFileName, clipName(name))
+	}
+	return nil
+}
+
+func clipName(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}
+
 // Validate checks every field that the runtime relies on.
 func (s Spec) Validate() error {
 	switch {
@@ -137,6 +167,14 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("%w: %s: input and output tensor names are required", ErrInvalidSpec, s.Name)
 	case s.Dim <= 0:
 		return fmt.Errorf("%w: %s: dim %d", ErrInvalidSpec, s.Name, s.Dim)
+	}
+	if s.ONNX != "" {
+		if err := ValidFileName(s.ONNX); err != nil {
+			return fmt.Errorf("%w: %s: onnx: %v", ErrInvalidSpec, s.Name, err)
+		}
+		if s.ONNX == SpecFile {
+			return fmt.Errorf("%w: %s: onnx cannot be %s", ErrInvalidSpec, s.Name, SpecFile)
+		}
 	}
 	if s.Version != "" && !strings.HasPrefix(s.Version, "sha256:") {
 		return fmt.Errorf("%w: %s: version %q (want sha256:<hex>)", ErrInvalidSpec, s.Name, s.Version)
@@ -175,9 +213,8 @@ func (s Spec) validateText() error {
 		return fmt.Errorf("%w: %s: a text model needs a tokenizer", ErrInvalidSpec, s.Name)
 	case t.Type != TokenizerCLIP:
 		return fmt.Errorf("%w: %s: tokenizer type %q (want %s)", ErrInvalidSpec, s.Name, t.Type, TokenizerCLIP)
-	case t.Vocab == "" || t.Merges == "" || filepath.IsAbs(t.Vocab) || filepath.IsAbs(t.Merges) ||
-		strings.Contains(t.Vocab, "..") || strings.Contains(t.Merges, ".."):
-		return fmt.Errorf("%w: %s: tokenizer vocab and merges must be file names in the model's folder", ErrInvalidSpec, s.Name)
+	case ValidFileName(t.Vocab) != nil || ValidFileName(t.Merges) != nil || t.Vocab == t.Merges || t.Vocab == s.ONNX || t.Merges == s.ONNX || t.Vocab == SpecFile || t.Merges == SpecFile:
+		return fmt.Errorf("%w: %s: tokenizer vocab and merges must be two file names in the model's folder, neither its ONNX file nor %s", ErrInvalidSpec, s.Name, SpecFile)
 	case t.ContextLength < 2 || t.ContextLength > 4096:
 		return fmt.Errorf("%w: %s: tokenizer context_length %d (want 2 to 4096; CLIP's is 77)", ErrInvalidSpec, s.Name, t.ContextLength)
 	case p == nil || !namePattern.MatchString(p.Name):

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
 )
@@ -142,7 +143,25 @@ type PullOptions struct {
 	Token        string // bearer token for private repos (never logged)
 	Client       *http.Client
 	Progress     func(done, total int64) // may be nil
+	// MaxBytes bounds each file downloaded (the ONNX file and a text
+	// model's tokenizer files); default DefaultPullMaxBytes. A larger one
+	// fails, and nothing is kept.
+	MaxBytes int64
+	// IdleTimeout fails a download when no byte arrives for this long
+	// (headers included); default DefaultPullIdleTimeout.
+	IdleTimeout time.Duration
 }
+
+// Bounds of one download by Pull.
+const (
+	DefaultPullMaxBytes    = 4 << 30
+	DefaultPullIdleTimeout = time.Minute
+	maxTokenizerBytes      = 64 << 20 // vocab.json is 1.6 MB, merges.txt 0.5 MB
+)
+
+// ErrDownload is wrapped by a download that went over its size cap or
+// stalled.
+var ErrDownload = errors.New("download refused")
 
 // Pull downloads an ONNX export into dir/<name>/ with a spec.json made from
 // the built-in spec, the file's sha256 and its source, and checks the
@@ -191,6 +210,12 @@ func Pull(ctx context.Context, dir string, o PullOptions) (Spec, error) {
 	if o.Client == nil {
 		o.Client = http.DefaultClient
 	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = DefaultPullMaxBytes
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultPullIdleTimeout
+	}
 	u, err := url.JoinPath(o.Endpoint, o.Repo, "resolve", o.Revision, o.File)
 	if err != nil {
 		return Spec{}, fmt.Errorf("pull: %w", err)
@@ -221,7 +246,8 @@ func Pull(ctx context.Context, dir string, o PullOptions) (Spec, error) {
 			if err != nil {
 				return Spec{}, fmt.Errorf("pull: %w", err)
 			}
-			sum, err := download(ctx, PullOptions{Token: o.Token, Client: o.Client}, tu, filepath.Join(tmp, f.name))
+			sum, err := download(ctx, PullOptions{Token: o.Token, Client: o.Client, MaxBytes: min(o.MaxBytes, maxTokenizerBytes), IdleTimeout: o.IdleTimeout},
+				tu, filepath.Join(tmp, f.name))
 			if err != nil {
 				return Spec{}, fmt.Errorf("pull: the tokenizer's %s: %w", f.name, err)
 			}
@@ -253,7 +279,20 @@ func Pull(ctx context.Context, dir string, o PullOptions) (Spec, error) {
 	return spec, nil
 }
 
+// download writes the body of u to path and returns its sha256, within
+// o.MaxBytes and failing when nothing arrives for o.IdleTimeout.
 func download(ctx context.Context, o PullOptions, u, path string) (string, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	errIdle := fmt.Errorf("%w: GET %s: no data for %s", ErrDownload, u, o.IdleTimeout)
+	idle := time.AfterFunc(o.IdleTimeout, func() { cancel(errIdle) })
+	defer idle.Stop()
+	fail := func(err error) error {
+		if cause := context.Cause(ctx); errors.Is(cause, ErrDownload) {
+			return fmt.Errorf("pull: %w", cause)
+		}
+		return fmt.Errorf("pull: GET %s: %w", u, err)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return "", err
@@ -263,11 +302,17 @@ func download(ctx context.Context, o PullOptions, u, path string) (string, error
 	}
 	resp, err := o.Client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("pull: %w", err)
+		return "", fail(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("pull: GET %s: %s", u, resp.Status)
+	}
+	tooLarge := func(n int64) error {
+		return fmt.Errorf("pull: %w: GET %s: the file is %d bytes or more, over the limit of %d MiB", ErrDownload, u, n, o.MaxBytes>>20)
+	}
+	if resp.ContentLength > o.MaxBytes {
+		return "", tooLarge(resp.ContentLength)
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -275,17 +320,36 @@ func download(ctx context.Context, o PullOptions, u, path string) (string, error
 	}
 	defer f.Close()
 	h := sha256.New()
-	var r io.Reader = resp.Body
+	var r io.Reader = &idleReader{r: io.LimitReader(resp.Body, o.MaxBytes+1), t: idle, d: o.IdleTimeout}
 	if o.Progress != nil {
 		r = &progressReader{r: r, total: resp.ContentLength, fn: o.Progress}
 	}
-	if _, err := io.Copy(io.MultiWriter(f, h), r); err != nil {
-		return "", fmt.Errorf("pull: GET %s: %w", u, err)
+	n, err := io.Copy(io.MultiWriter(f, h), r)
+	if err != nil {
+		return "", fail(err)
+	}
+	if n > o.MaxBytes {
+		return "", tooLarge(n)
 	}
 	if err := f.Close(); err != nil {
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// idleReader pushes a download's idle deadline back with every byte read.
+type idleReader struct {
+	r io.Reader
+	t *time.Timer
+	d time.Duration
+}
+
+func (i *idleReader) Read(b []byte) (int, error) {
+	n, err := i.r.Read(b)
+	if n > 0 {
+		i.t.Reset(i.d)
+	}
+	return n, err
 }
 
 type progressReader struct {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/embedfleet/embedfleet/shared/copies"
+	"github.com/embedfleet/embedfleet/shared/escape"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
@@ -75,7 +76,11 @@ func (s *Server) copiesObject(r *http.Request) (any, error) {
 }
 
 func (s *Server) answerCopies(r *http.Request, model string, k int, q copies.Query, start time.Time) (any, error) {
-	ans, normalised, err := s.copies.Check(r.Context(), model, []copies.Query{q}, k)
+	prefix, err := prefixOf(r)
+	if err != nil {
+		return nil, err
+	}
+	ans, normalised, err := s.copies.CheckUnder(r.Context(), model, []copies.Query{q}, k, prefix)
 	if errors.Is(err, copies.ErrBackgroundVersion) {
 		return nil, &apiError{code: http.StatusConflict, msg: err.Error()}
 	}
@@ -90,10 +95,5 @@ func (s *Server) answerCopies(r *http.Request, model string, k int, q copies.Que
 	return resp, nil
 }
 
-// clip shortens a client's value before it goes into an error message.
-func clip(v string) string {
-	if len(v) > 80 {
-		return v[:80] + "..."
-	}
-	return v
-}
+// clip makes a client's value fit an error message: clipped, escaped.
+func clip(v string) string { return escape.Value(v) }

@@ -46,7 +46,9 @@ import (
 	"github.com/embedfleet/embedfleet/shared/copies"
 	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/engine"
+	"github.com/embedfleet/embedfleet/shared/escape"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
+	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/search"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
@@ -96,9 +98,16 @@ type Config struct {
 	// nil: SSCD's recipe and the default thresholds.
 	Copies *copies.Checker
 	// AuthToken, when set, is the bearer token every request but the page,
-	// its files and the health checks must carry.
+	// its files and the health checks must carry (/metrics too).
 	AuthToken string
+	// Metrics, when set, is served at GET /metrics, behind the token and
+	// the security headers like every other route.
+	Metrics http.Handler
 }
+
+// DefaultMaxTextBytes is the longest text query by default (and the longest
+// line of embed --text-file).
+const DefaultMaxTextBytes = 4096
 
 // Server is an http.Handler. Close it to stop its batchers.
 type Server struct {
@@ -119,6 +128,7 @@ type Server struct {
 	thumbSlots    chan struct{}
 	copies        *copies.Checker
 	handler       http.Handler
+	routes        map[string]string // route name by "METHOD /path", for the metrics of refused requests
 }
 
 // New checks cfg and starts the engine: one batcher per model.
@@ -134,6 +144,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxTopK <= 0 {
 		cfg.MaxTopK = 1000
+	}
+	if cfg.MaxTopK >= vecstore.MaxTopK {
+		// Milvus's own limit; a copy check asks for one more than k.
+		return nil, fmt.Errorf("httpapi: the largest k must be below %d (Milvus's limit), got %d", vecstore.MaxTopK, cfg.MaxTopK)
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 16
@@ -152,7 +166,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Timeout = 30 * time.Second
 	}
 	if cfg.MaxTextBytes <= 0 {
-		cfg.MaxTextBytes = 4096
+		cfg.MaxTextBytes = DefaultMaxTextBytes
 	}
 	if cfg.ThumbnailCacheBytes <= 0 {
 		cfg.ThumbnailCacheBytes = 64 << 20
@@ -164,7 +178,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, mux: http.NewServeMux(), thumbs: newThumbCache(cfg.ThumbnailCacheBytes), thumbSlots: make(chan struct{}, cfg.ThumbnailConcurrency),
-		uploads: make(chan struct{}, cfg.MaxInFlight), mem: semaphore.NewWeighted(cfg.MaxMemoryBytes)}
+		uploads: make(chan struct{}, cfg.MaxInFlight), mem: semaphore.NewWeighted(cfg.MaxMemoryBytes), routes: map[string]string{}}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "embedfleet_http_requests_total", Help: "HTTP requests by route and status code.",
 	}, []string{"route", "code"})
@@ -215,7 +229,13 @@ func New(cfg Config) (*Server, error) {
 	s.route("GET /v1/models", "models", s.listModels)
 	s.route("POST /v1/copies", "copies_image", s.copiesImage)
 	s.route("GET /v1/copies", "copies_object", s.copiesObject)
+	s.route("GET /v1/thumbnail", "thumbnail", s.thumbnail)
+	s.route("GET /v1/original", "original", s.original)
 	s.routeWeb()
+	if cfg.Metrics != nil {
+		s.routes["GET /metrics"] = "metrics"
+		s.mux.Handle("GET /metrics", cfg.Metrics)
+	}
 	s.handler = s.securityHeaders(s.mux)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -253,10 +273,13 @@ func badRequest(format string, a ...any) error {
 
 // route registers h with a timeout, metrics, and one JSON error shape. The
 // answer goes out at the deadline even when h is still busy (a decode near
-// its own limit, a slow Milvus): h runs in its own goroutine, sees its
-// context cancelled, and keeps what it holds of the memory budget until it
-// returns, so the budget still bounds what is in use.
+// its own limit, a slow Milvus, an object store that reads slowly): h runs
+// in its own goroutine, sees its context cancelled, and keeps what it holds
+// of the memory budget until it returns, so the budget still bounds what is
+// in use. h answers JSON, or a *raw (an image, a 304) that route writes as
+// it is and then releases.
 func (s *Server) route(pattern, name string, h func(*http.Request) (any, error)) {
+	s.routes[pattern] = name
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		parent := r.Context()
@@ -290,6 +313,15 @@ func (s *Server) route(pattern, name string, h func(*http.Request) (any, error))
 		case <-parent.Done():
 			a.err = parent.Err() // the client is gone
 		}
+		if !finished {
+			// What h answers after all is dropped, and what it holds given
+			// back.
+			go func() {
+				if rw, ok := (<-done).body.(*raw); ok {
+					rw.free()
+				}
+			}()
+		}
 		reply, err := a.body, a.err
 		code := http.StatusOK
 		if err != nil {
@@ -302,9 +334,19 @@ func (s *Server) route(pattern, name string, h func(*http.Request) (any, error))
 				s.cfg.Log.Warn("request failed", "route", name, "status", code, "err", err)
 			}
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		_ = json.NewEncoder(w).Encode(reply)
+		if rw, ok := reply.(*raw); ok {
+			code = rw.code
+			for k, v := range rw.header {
+				w.Header().Set(k, v)
+			}
+			w.WriteHeader(code)
+			_, _ = w.Write(rw.body)
+			rw.free()
+		} else {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			_ = json.NewEncoder(w).Encode(reply)
+		}
 		if finished && code != http.StatusOK && r.ContentLength > 0 && r.ContentLength <= s.cfg.MaxBodyBytes {
 			// An upload refused before its body was read (shed, say): let
 			// the client finish sending, with a small buffer, so that it
@@ -317,6 +359,23 @@ func (s *Server) route(pattern, name string, h func(*http.Request) (any, error))
 		s.requests.WithLabelValues(name, strconv.Itoa(code)).Inc()
 		s.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
 	})
+}
+
+// raw is an answer that is not JSON: an image's bytes, or a 304. release,
+// when set, gives back what the answer holds of the memory budget; it runs
+// once the answer is written, or dropped at the deadline.
+type raw struct {
+	code    int
+	header  map[string]string
+	body    []byte
+	release func()
+}
+
+func (rw *raw) free() {
+	if rw != nil && rw.release != nil {
+		rw.release()
+		rw.release = nil
+	}
 }
 
 // answerGrace is how long past its deadline a request waits for its
@@ -355,7 +414,8 @@ func (s *Server) status(err error) int {
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, vecstore.ErrInvalidID), errors.Is(err, cliptok.ErrInvalidText):
 		return http.StatusBadRequest
-	case errors.Is(err, vecstore.ErrNoCollection), errors.Is(err, search.ErrNotIndexed), errors.Is(err, engine.ErrUnknownModel):
+	case errors.Is(err, vecstore.ErrNoCollection), errors.Is(err, search.ErrNotIndexed), errors.Is(err, engine.ErrUnknownModel),
+		errors.Is(err, objstore.ErrNotFound):
 		return http.StatusNotFound
 	case errors.Is(err, embed.ErrNotPaired), errors.Is(err, search.ErrVersionNotServed):
 		// The collection holds another image tower's vectors: no text
@@ -394,14 +454,14 @@ func (s *Server) params(r *http.Request) (string, int, error) {
 	}
 	if !slices.Contains(s.names, model) {
 		if _, isText := s.eng.TextFor(model); !isText || r.URL.Query().Get("text") == "" {
-			return "", 0, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("model %q is not served here (served: %s)", model, strings.Join(s.names, ", "))}
+			return "", 0, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("model %s is not served here (served: %s)", escape.Quoted(model), strings.Join(s.names, ", "))}
 		}
 	}
 	k := s.cfg.DefaultTopK
 	if v := q.Get("k"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > s.cfg.MaxTopK {
-			return "", 0, badRequest("k must be an integer from 1 to %d, got %q", s.cfg.MaxTopK, v)
+			return "", 0, badRequest("k must be an integer from 1 to %d, got %s", s.cfg.MaxTopK, escape.Quoted(v))
 		}
 		k = n
 	}
@@ -573,8 +633,8 @@ func (s *Server) searchObject(r *http.Request) (any, error) {
 		}
 		ts, ok := s.eng.TextFor(model)
 		if !ok {
-			return nil, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("no text model that pairs with %q is served here (text models: %s)",
-				model, strings.Join(s.eng.TextModels(), ", "))}
+			return nil, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("no text model that pairs with %s is served here (text models: %s)",
+				escape.Quoted(model), strings.Join(s.eng.TextModels(), ", "))}
 		}
 		if err = pin(ts.PairsWith.Name); err == nil {
 			hits, err = srch.ByText(r.Context(), model, text, k)
@@ -598,14 +658,21 @@ func (s *Server) searchObject(r *http.Request) (any, error) {
 // searcher is the Searcher of a request: with prefix=P, only rows whose
 // URI starts with P answer (the filter is built by vecstore, escaped).
 func (s *Server) searcher(r *http.Request) (*search.Searcher, error) {
-	p := r.URL.Query().Get("prefix")
-	if p == "" {
-		return s.search, nil
-	}
-	if len(p) > 1024 || strings.ContainsFunc(p, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
-		return nil, badRequest("prefix must be a URI prefix of at most 1024 characters without control characters")
+	p, err := prefixOf(r)
+	if err != nil || p == "" {
+		return s.search, err
 	}
 	return s.search.Under(p), nil
+}
+
+// prefixOf reads a request's prefix=P ("only under"), which every search
+// and copy check takes.
+func prefixOf(r *http.Request) (string, error) {
+	p := r.URL.Query().Get("prefix")
+	if len(p) > 1024 || strings.ContainsFunc(p, func(c rune) bool { return c < 0x20 || c == 0x7f }) {
+		return "", badRequest("prefix must be a URI prefix of at most 1024 characters without control characters")
+	}
+	return p, nil
 }
 
 // ModelInfo describes one served model. A text model's collection is the

@@ -7,8 +7,6 @@ import (
 	"crypto/subtle"
 	"embed"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -16,8 +14,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/embedfleet/embedfleet/shared/escape"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
-	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
@@ -42,7 +40,8 @@ const (
 
 // securityHeaders wraps the whole server: every answer forbids sniffing,
 // framing and referrers; the page gets its CSP; with a token, every route
-// but the page, its files and the health checks needs it.
+// but the page, its files and the health checks needs it (/metrics too),
+// and each request refused for the lack of it is counted.
 func (s *Server) securityHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -55,10 +54,20 @@ func (s *Server) securityHeaders(next http.Handler) http.Handler {
 			h.Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
 			_, _ = w.Write([]byte(`{"error":"this server needs a bearer token (Authorization: Bearer TOKEN)","status":401}` + "\n"))
+			s.requests.WithLabelValues(s.routeName(r), "401").Inc()
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// routeName is the metrics label of a request's route; "other" for a path
+// the server does not serve (so that a client cannot make new labels).
+func (s *Server) routeName(r *http.Request) string {
+	if n, ok := s.routes[r.Method+" "+r.URL.Path]; ok {
+		return n
+	}
+	return "other"
 }
 
 // public paths need no token: the page itself (it asks for the token), its
@@ -67,9 +76,12 @@ func public(p string) bool {
 	return p == "/" || strings.HasPrefix(p, "/static/") || p == "/healthz" || p == "/readyz"
 }
 
+// authorized checks the Authorization header: the scheme is
+// case-insensitive (RFC 9110), the token compared in constant time.
 func (s *Server) authorized(r *http.Request) bool {
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(got), []byte(s.cfg.AuthToken)) == 1
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") &&
+		subtle.ConstantTimeCompare([]byte(strings.TrimLeft(token, " ")), []byte(s.cfg.AuthToken)) == 1
 }
 
 func (s *Server) routeWeb() {
@@ -86,20 +98,19 @@ func (s *Server) routeWeb() {
 		_, _ = w.Write(b)
 	})
 	s.mux.Handle("GET /static/", http.StripPrefix("/static/", files))
-	s.mux.HandleFunc("GET /v1/thumbnail", s.thumbnail)
-	s.mux.HandleFunc("GET /v1/original", s.original)
 }
 
 // rowOf finds the row of (model, id): objects are read only for rows that
 // are in a collection, never for a key a client names.
-func (s *Server) rowOf(ctx context.Context, r *http.Request) (vecstore.Row, error) {
+func (s *Server) rowOf(r *http.Request) (vecstore.Row, error) {
+	ctx := r.Context()
 	q := r.URL.Query()
 	model, id := q.Get("model"), q.Get("id")
 	if model == "" || id == "" {
 		return vecstore.Row{}, badRequest("model and id are required (an id from a search hit)")
 	}
 	if _, ok := s.eng.Spec(model); !ok {
-		return vecstore.Row{}, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("model %q is not served here", model)}
+		return vecstore.Row{}, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("model %s is not served here", clip(model))}
 	}
 	if s.cfg.ReadObject == nil {
 		return vecstore.Row{}, &apiError{code: http.StatusNotFound, msg: "this server has no access to the indexed objects (serve needs the worker's S3 settings)"}
@@ -113,106 +124,129 @@ func (s *Server) rowOf(ctx context.Context, r *http.Request) (vecstore.Row, erro
 		return vecstore.Row{}, err
 	}
 	if !found {
-		return vecstore.Row{}, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("no row %q in %s", id, col.Name)}
+		return vecstore.Row{}, &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("no row %s in %s", clip(id), col.Name)}
 	}
 	return row, nil
 }
 
-// writeErr answers err as the JSON routes do.
-func (s *Server) writeErr(w http.ResponseWriter, err error) {
-	code := s.status(err)
-	if errors.Is(err, objstore.ErrNotFound) {
-		code = http.StatusNotFound
+// readObject reads the object of row under the memory budget: its size
+// (as indexed; the limit on objects when unknown) is admitted before the
+// read, and the read takes no more than that. The caller releases adm.
+func (s *Server) readObject(ctx context.Context, adm *admission, row vecstore.Row) ([]byte, error) {
+	size := row.Size
+	if size <= 0 || size > s.cfg.Limits.MaxBytes {
+		size = s.cfg.Limits.MaxBytes
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	b, _ := json.Marshal(map[string]any{"error": err.Error(), "status": code})
-	_, _ = w.Write(append(b, '\n'))
+	if size > s.cfg.MaxMemoryBytes {
+		return nil, fmt.Errorf("%w: the object is %d bytes, more than this server's memory budget (%d MiB)",
+			imageprep.ErrTooLarge, size, s.cfg.MaxMemoryBytes>>20)
+	}
+	if !adm.take(size) {
+		return nil, s.busy("the memory budget is in use")
+	}
+	data, err := s.cfg.ReadObject(ctx, row.URI, size)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", escape.Value(row.URI), err)
+	}
+	adm.shrink(int64(len(data)))
+	return data, nil
 }
 
 // thumbnail answers GET /v1/thumbnail?model=M&id=ID&size=S: the object of
 // a row, decoded within the upload limits, fitted into S x S, as JPEG.
-func (s *Server) thumbnail(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
-	defer cancel()
+func (s *Server) thumbnail(r *http.Request) (any, error) {
 	size := defaultThumb
 	if v := r.URL.Query().Get("size"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < minThumb || n > maxThumb {
-			s.writeErr(w, badRequest("size must be an integer from %d to %d, got %q", minThumb, maxThumb, v))
-			return
+			return nil, badRequest("size must be an integer from %d to %d, got %s", minThumb, maxThumb, escape.Quoted(v))
 		}
 		size = n
 	}
-	row, err := s.rowOf(ctx, r)
+	row, err := s.rowOf(r)
 	if err != nil {
-		s.writeErr(w, err)
-		return
+		return nil, err
 	}
 	sum := sha256.Sum256([]byte(row.URI + "\x00" + row.ETag + "\x00" + strconv.Itoa(size)))
 	etag := `"` + hex.EncodeToString(sum[:12]) + `"`
-	w.Header().Set("ETag", etag)
-	w.Header().Set("Cache-Control", "private, max-age=3600")
+	header := map[string]string{"ETag": etag, "Cache-Control": "private, max-age=3600"}
 	if r.Header.Get("If-None-Match") == etag {
-		w.WriteHeader(http.StatusNotModified)
-		return
+		return &raw{code: http.StatusNotModified, header: header}, nil
 	}
 	body, ok := s.thumbs.get(etag)
 	if !ok {
-		body, err = s.makeThumbnail(ctx, row.URI, size)
+		body, err = s.makeThumbnail(r.Context(), row, size)
 		if err != nil {
-			s.writeErr(w, err)
-			return
+			return nil, err
 		}
 		s.thumbs.put(etag, body)
 	}
-	w.Header().Set("Content-Type", "image/jpeg")
-	_, _ = w.Write(body)
+	header["Content-Type"] = "image/jpeg"
+	return &raw{code: http.StatusOK, header: header, body: body}, nil
 }
 
-func (s *Server) makeThumbnail(ctx context.Context, uri string, size int) ([]byte, error) {
+// makeThumbnail reads and decodes a row's object under the memory budget:
+// its encoded size first, then what its header says the thumbnail's decode
+// holds (imageprep.Header.ThumbnailBytes).
+func (s *Server) makeThumbnail(ctx context.Context, row vecstore.Row, size int) ([]byte, error) {
 	select {
 	case s.thumbSlots <- struct{}{}:
 		defer func() { <-s.thumbSlots }()
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
-	data, err := s.cfg.ReadObject(ctx, uri, s.cfg.Limits.MaxBytes)
+	adm := &admission{s: s}
+	defer adm.release()
+	data, err := s.readObject(ctx, adm, row)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", uri, err)
+		return nil, err
+	}
+	hdr, err := imageprep.Peek(data, s.cfg.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("decode %s: %w", escape.Value(row.URI), err)
+	}
+	need := hdr.ThumbnailBytes(size)
+	if int64(len(data))+need > s.cfg.MaxMemoryBytes {
+		return nil, fmt.Errorf("%w: a thumbnail of this %dx%d %s takes %d MiB, more than this server's memory budget (%d MiB)",
+			imageprep.ErrTooLarge, hdr.Width, hdr.Height, hdr.Format, (int64(len(data))+need)>>20, s.cfg.MaxMemoryBytes>>20)
+	}
+	if !adm.take(need) {
+		return nil, s.busy("the memory budget is in use")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	thumb, err := imageprep.Thumbnail(data, size, s.cfg.Limits, s.cfg.DecoderOptions...)
 	if err != nil {
-		return nil, fmt.Errorf("decode %s: %w", uri, err)
+		return nil, fmt.Errorf("decode %s: %w", escape.Value(row.URI), err)
 	}
 	return thumb, nil
 }
 
+// imageTypes are the media types of the formats embedfleet decodes.
+var imageTypes = map[string]string{"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp", "bmp": "image/bmp", "tiff": "image/tiff"}
+
 // original answers GET /v1/original?model=M&id=ID: the bytes of a row's
-// object, when they are an image embedfleet decodes, under its type.
-func (s *Server) original(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.Timeout)
-	defer cancel()
-	row, err := s.rowOf(ctx, r)
+// object, when they are an image embedfleet decodes, under its type. The
+// bytes stay admitted against the memory budget until they are written.
+func (s *Server) original(r *http.Request) (any, error) {
+	row, err := s.rowOf(r)
 	if err != nil {
-		s.writeErr(w, err)
-		return
+		return nil, err
 	}
-	data, err := s.cfg.ReadObject(ctx, row.URI, s.cfg.Limits.MaxBytes)
+	adm := &admission{s: s}
+	data, err := s.readObject(r.Context(), adm, row)
 	if err != nil {
-		s.writeErr(w, fmt.Errorf("read %s: %w", row.URI, err))
-		return
+		adm.release()
+		return nil, err
 	}
-	format := imageprep.Sniff(data)
-	types := map[string]string{"jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp", "bmp": "image/bmp", "tiff": "image/tiff"}
-	ct, ok := types[format]
+	ct, ok := imageTypes[imageprep.Sniff(data)]
 	if !ok {
-		s.writeErr(w, fmt.Errorf("%w: %s is not an image this server shows", imageprep.ErrUnsupported, row.URI))
-		return
+		adm.release()
+		return nil, fmt.Errorf("%w: %s is not an image this server shows", imageprep.ErrUnsupported, escape.Value(row.URI))
 	}
-	w.Header().Set("Content-Type", ct)
-	w.Header().Set("Cache-Control", "private, max-age=3600")
-	_, _ = w.Write(data)
+	return &raw{code: http.StatusOK, body: data, release: adm.release,
+		header: map[string]string{"Content-Type": ct, "Cache-Control": "private, max-age=3600"}}, nil
 }
 
 // thumbCache keeps encoded thumbnails, least recently used out first, at

@@ -13,6 +13,31 @@ type Header struct {
 	// image (its pixel buffers and the decoder's own), beyond the encoded
 	// bytes: what a server admits uploads by.
 	DecodeBytes int64
+
+	progressive, cmyk bool // a JPEG's, for ThumbnailBytes
+}
+
+// ThumbnailBytes bounds the memory Thumbnail holds at its peak for this
+// image at size, beyond the encoded bytes: a JPEG decoded at the DCT
+// scaling Thumbnail asks for (its pixels, orientation buffer and RGBA
+// copy at that scale; a progressive file's coefficients at full size),
+// another format's DecodeBytes and its RGBA copy; then the thumbnail.
+func (h Header) ThumbnailBytes(size int) int64 {
+	out := int64(size) * int64(size) * 4
+	px := int64(h.Width) * int64(h.Height)
+	if h.Format != "jpeg" {
+		return h.DecodeBytes + px*4 + out
+	}
+	sw, sh := scaledSize(h.Width, h.Height, jpegScale(h.Width, h.Height, size))
+	perPixel := int64(6 + 4)
+	if h.cmyk {
+		perPixel += 4
+	}
+	n := int64(sw)*int64(sh)*perPixel + out
+	if h.progressive {
+		n += px * 8
+	}
+	return n
 }
 
 // Bytes per pixel that Decode holds at its peak, by format: the RGB result
@@ -48,6 +73,7 @@ func Peek(data []byte, lim Limits) (Header, error) {
 			return h, jpegLimitError(errScans, lim)
 		}
 		perPixel = 6
+		h.progressive, h.cmyk = jh.progressive, jh.cmyk
 		if jh.cmyk {
 			perPixel += 4
 		}

@@ -9,11 +9,12 @@ import (
 )
 
 // Thumbnail decodes data as the pipeline does (within lim, upright unless
-// opts say otherwise), fits it into size x size keeping its aspect (never
-// enlarging), and encodes it as JPEG. The search page's thumbnails and
-// dedup's report use it.
+// opts say otherwise; a JPEG at the smallest DCT scaling that keeps its
+// shorter side at least size), fits it into size x size keeping its aspect
+// (never enlarging), and encodes it as JPEG. The search page's thumbnails
+// and dedup's report use it; Header.ThumbnailBytes bounds its memory.
 func Thumbnail(data []byte, size int, lim Limits, opts ...DecoderOption) ([]byte, error) {
-	dec := NewDecoder(lim, opts...)
+	dec := NewDecoder(lim, append(append([]DecoderOption(nil), opts...), WithJPEGDraft(size))...)
 	defer dec.Close()
 	img, _, err := dec.Decode(data)
 	if err != nil {

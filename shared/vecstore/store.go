@@ -437,6 +437,11 @@ func (s *Store) ensureIndexLoaded(ctx context.Context, name, field string, idx i
 // wrap marks connection-level failures as ErrUnavailable (by the error's
 // type and gRPC status code, see unavailable); both errors stay in the chain.
 func (s *Store) wrap(op string, err error) error {
+	if errors.Is(err, merr.ErrCollectionNotFound) {
+		// Dropped under us (a version retired while a worker writes it,
+		// say): typed, so that callers open or ensure it again.
+		return fmt.Errorf("%w: milvus at %s: %s: %w", ErrNoCollection, s.cfg.Address, op, err)
+	}
 	if unavailable(err) {
 		return fmt.Errorf("%w: milvus at %s: %s: %w", ErrUnavailable, s.cfg.Address, op, err)
 	}
@@ -461,6 +466,10 @@ func unavailable(err error) bool {
 	}
 	return false
 }
+
+// MaxTopK is the most hits one Milvus search returns (its topk limit); a
+// search that leaves its query's own row out asks for one more.
+const MaxTopK = 16384
 
 // Row is one object's vector and what is stored beside it.
 type Row struct {
@@ -774,11 +783,15 @@ func (c *Collection) Count(ctx context.Context) (int64, error) {
 	return rs.GetColumn("count(*)").GetAsInt64(0)
 }
 
-// Drop removes model's collection and every vector in it (used when a model
-// is upgraded and everything is re-embedded). Dropping a missing collection
-// is not an error.
+// Drop removes model's collection and every vector in it. Dropping a
+// missing collection is not an error; one that a switch made the active
+// version of any model (by whatever spelling of its name) is refused, as
+// Retire refuses it.
 func (s *Store) Drop(ctx context.Context, model string) error {
 	name := CollectionName(model)
+	if err := s.refuseActive(ctx, name); err != nil {
+		return err
+	}
 	has, err := s.c.HasCollection(ctx, milvusclient.NewHasCollectionOption(name))
 	if err != nil {
 		return s.wrap("has collection "+name, err)

@@ -159,12 +159,18 @@ func (s *Store) OpenVersion(ctx context.Context, target, version string) (*Colle
 }
 
 // FindVersion resolves what a person typed for a version of target (the
-// full sha256:..., its hex, or a unique prefix of at least 6 hex digits)
-// to one of target's collections.
+// full sha256:..., its hex, a unique prefix of at least 6 hex digits, or
+// the name of its collection, as `models versions` prints them) to one of
+// target's collections.
 func (s *Store) FindVersion(ctx context.Context, target, ref string) (VersionInfo, error) {
 	vs, err := s.Versions(ctx, target)
 	if err != nil {
 		return VersionInfo{}, err
+	}
+	for _, v := range vs {
+		if v.Collection == ref {
+			return v, nil
+		}
 	}
 	want := strings.ToLower(strings.TrimPrefix(ref, "sha256:"))
 	if len(want) < 6 {
@@ -220,42 +226,111 @@ const (
 )
 
 // Active reads target's active version; found is false when it was never
-// switched (its plain collection answers).
+// switched (its plain collection answers). Any spelling of the model's
+// name that makes the same collection name (dinov2-base, dinov2_base) is
+// the same model: it finds the same record.
 func (s *Store) Active(ctx context.Context, target string) (ActiveRecord, bool, error) {
+	recs, err := s.activeRecords(ctx, target)
+	if err != nil || len(recs) == 0 {
+		return ActiveRecord{}, false, err
+	}
+	for _, rec := range recs {
+		if rec.Target == target {
+			return rec, true, nil
+		}
+	}
+	for _, rec := range recs {
+		if SameTarget(rec.Target, target) {
+			return rec, true, nil
+		}
+	}
+	return ActiveRecord{}, false, nil
+}
+
+// SameTarget reports whether two spellings name one model (or set): they
+// make the same collection name.
+func SameTarget(a, b string) bool { return CollectionName(a) == CollectionName(b) }
+
+// ParseModelRef reads what a person typed for a model: its name
+// (dinov2-base), its collection's name (dinov2_base), or a version's
+// collection (dinov2_base__v3f2a9c0d1e2b), which names the version too.
+// Every spelling resolves to the same model through SameTarget.
+func ParseModelRef(ref string) (model, version string) {
+	if i := strings.LastIndex(ref, "__v"); i > 0 && ofTarget(ref, ref[:i]) {
+		return ref[:i], ref[i+3:]
+	}
+	return ref, ""
+}
+
+// activeRecords reads the active-version records: target's alone when it
+// has one under its own spelling, else (and for target "") every record
+// (there is one per switched model), so that other spellings are found.
+func (s *Store) activeRecords(ctx context.Context, target string) ([]ActiveRecord, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	defer cancel()
 	if !s.metaReady.Load() {
 		has, err := s.c.HasCollection(ctx, milvusclient.NewHasCollectionOption(ActiveCollection))
 		if err != nil {
-			return ActiveRecord{}, false, s.wrap("has collection "+ActiveCollection, err)
+			return nil, s.wrap("has collection "+ActiveCollection, err)
 		}
 		if !has {
-			return ActiveRecord{}, false, nil
+			return nil, nil
 		}
 		s.metaReady.Store(true)
 	}
-	rs, err := s.c.Query(ctx, milvusclient.NewQueryOption(ActiveCollection).WithFilter(metaKey+" == "+quote(target)).
-		WithOutputFields(metaValue).WithConsistencyLevel(entity.ClStrong))
-	if err != nil {
-		if errors.Is(err, merr.ErrCollectionNotFound) {
-			s.metaReady.Store(false)
-			return ActiveRecord{}, false, nil
+	query := func(filter string, limit int) ([]ActiveRecord, error) {
+		rs, err := s.c.Query(ctx, milvusclient.NewQueryOption(ActiveCollection).WithFilter(filter).
+			WithOutputFields(metaValue).WithConsistencyLevel(entity.ClStrong).WithLimit(limit))
+		if err != nil {
+			if errors.Is(err, merr.ErrCollectionNotFound) {
+				s.metaReady.Store(false)
+				return nil, nil
+			}
+			return nil, s.wrap("read the active versions", err)
 		}
-		return ActiveRecord{}, false, s.wrap("read the active version of "+target, err)
+		out := make([]ActiveRecord, 0, rs.ResultCount)
+		for i := range rs.ResultCount {
+			v, err := rs.GetColumn(metaValue).GetAsString(i)
+			if err != nil {
+				return nil, fmt.Errorf("vecstore: active versions: %w", err)
+			}
+			var rec ActiveRecord
+			if err := json.Unmarshal([]byte(v), &rec); err != nil {
+				return nil, fmt.Errorf("vecstore: active version record: %w", err)
+			}
+			out = append(out, rec)
+		}
+		return out, nil
 	}
-	if rs.ResultCount == 0 {
-		return ActiveRecord{}, false, nil
+	if target != "" {
+		if recs, err := query(metaKey+" == "+quote(target), 1); err != nil || len(recs) > 0 {
+			return recs, err
+		}
 	}
-	v, err := rs.GetColumn(metaValue).GetAsString(0)
-	if err != nil {
-		return ActiveRecord{}, false, fmt.Errorf("vecstore: active version of %s: %w", target, err)
-	}
-	var rec ActiveRecord
-	if err := json.Unmarshal([]byte(v), &rec); err != nil {
-		return ActiveRecord{}, false, fmt.Errorf("vecstore: active version of %s: %w", target, err)
-	}
-	return rec, true, nil
+	return query(metaKey+` != ""`, maxActiveRecords)
 }
+
+// maxActiveRecords bounds the records read at once: one per model and set.
+const maxActiveRecords = 16384
+
+// refuseActive fails when collection name is the active version of any
+// model, by any spelling: the one check behind Retire and Drop.
+func (s *Store) refuseActive(ctx context.Context, name string) error {
+	recs, err := s.activeRecords(ctx, "")
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		if rec.Collection == name {
+			return fmt.Errorf("%w: collection %s holds the active version of %s: activate another version first", ErrActiveVersion, name, rec.Target)
+		}
+	}
+	return nil
+}
+
+// ErrActiveVersion is returned for a change that would take away the
+// version that answers a model's queries.
+var ErrActiveVersion = errors.New("the active version")
 
 // ensureMeta creates the pointer collection if it is missing.
 func (s *Store) ensureMeta(ctx context.Context) error {
@@ -324,6 +399,9 @@ func (s *Store) Activate(ctx context.Context, target string, col *Collection) (A
 	if err != nil {
 		return ActiveRecord{}, err
 	}
+	if switched {
+		target = act.Target // the spelling the record has
+	}
 	rec := ActiveRecord{Target: target, Collection: col.Name, Version: col.Version, Switched: time.Now().UTC()}
 	if prev != nil && prev.Collection != col.Name {
 		rec.Previous = prev
@@ -347,23 +425,39 @@ func (s *Store) Rollback(ctx context.Context, target string) (ActiveRecord, erro
 	if err != nil {
 		return ActiveRecord{}, fmt.Errorf("roll %s back to %s: %w (was it retired?)", target, act.Previous.Collection, err)
 	}
-	rec := ActiveRecord{Target: target, Collection: col.Name, Version: col.Version, Switched: time.Now().UTC(),
+	rec := ActiveRecord{Target: act.Target, Collection: col.Name, Version: col.Version, Switched: time.Now().UTC(),
 		Previous: &VersionRef{Collection: act.Collection, Version: act.Version}}
 	return rec, s.writeActive(ctx, rec)
 }
 
-// Retire drops the collection of one version of target, which must not be
-// the active one.
-func (s *Store) Retire(ctx context.Context, target string, v VersionInfo) error {
+// CheckRetire says whether Retire would drop version v of target: not
+// when it is the active version of target or of any model, by any
+// spelling.
+func (s *Store) CheckRetire(ctx context.Context, target string, v VersionInfo) error {
+	_, _, err := s.checkRetire(ctx, target, v)
+	return err
+}
+
+func (s *Store) checkRetire(ctx context.Context, target string, v VersionInfo) (ActiveRecord, bool, error) {
 	cur, act, switched, err := s.current(ctx, target)
 	if err != nil {
-		return err
+		return act, false, err
 	}
 	if cur != nil && cur.Collection == v.Collection {
-		return fmt.Errorf("collection %s holds the active version of %s: activate another version first", v.Collection, target)
+		return act, false, fmt.Errorf("%w: collection %s holds the active version of %s: activate another version first", ErrActiveVersion, v.Collection, target)
 	}
 	if !ofTarget(v.Collection, target) {
-		return fmt.Errorf("collection %s is not one of %s's", v.Collection, target)
+		return act, false, fmt.Errorf("collection %s is not one of %s's", v.Collection, target)
+	}
+	return act, switched, s.refuseActive(ctx, v.Collection)
+}
+
+// Retire drops the collection of one version of target, which must not be
+// the active one (CheckRetire).
+func (s *Store) Retire(ctx context.Context, target string, v VersionInfo) error {
+	act, switched, err := s.checkRetire(ctx, target, v)
+	if err != nil {
+		return err
 	}
 	if err := s.c.DropCollection(ctx, milvusclient.NewDropCollectionOption(v.Collection)); err != nil {
 		return s.wrap("drop collection "+v.Collection, err)
