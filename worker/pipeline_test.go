@@ -898,3 +898,60 @@ func TestIncrementalSlowListing(t *testing.T) {
 		t.Fatalf("diff %+v, want 1 new and 2000 unchanged", d)
 	}
 }
+
+// TestCollectionDroppedMidRun: a collection dropped while workers write it
+// (a version retired before its workers stop) costs the jobs in hand a
+// retry, not a dead letter: the worker hands them back, ensures the
+// collection again, and the run completes with nothing failed.
+func TestCollectionDroppedMidRun(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	r := rand.New(rand.NewPCG(17, 17))
+	for i := range 96 {
+		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, testimages.Photo(r, 96, 160), 90))
+	}
+	src, err := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWorkers := context.WithCancel(ctx)
+	wg := st.startWorkers(t, wctx, 1)
+	defer func() { stopWorkers(); wg.Wait() }()
+	models := []string{"clip-vit-b32", "dinov2-base"}
+	rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: models, JobSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	results, _ := st.nats.JS.Stream(ctx, st.topo.ResultsStream())
+	for {
+		info, _ := results.Info(ctx)
+		if info.State.Msgs >= 2 {
+			if info.State.Msgs >= uint64(rec.Jobs)-2 {
+				t.Fatal("the run finished before the drop; the test proves nothing")
+			}
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := st.store.Drop(ctx, "clip-vit-b32"); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := coordinator.New(st.nats.JS, st.topo).Wait(ctx, rec, nil)
+	if err != nil || !sum.Complete || sum.Dead != 0 || len(sum.Failed) != 0 || sum.Stored != 96 {
+		first := ""
+		if len(sum.Failed) > 0 {
+			first = sum.Failed[0].Reason
+		}
+		t.Fatalf("after the collection was dropped mid-run: complete=%v stored=%d failed=%d dead=%d (%v; first failure %q); want complete, all 96 stored, nothing dead or failed",
+			sum.Complete, sum.Stored, len(sum.Failed), sum.Dead, err, first)
+	}
+	col, err := st.store.Open(ctx, "clip-vit-b32")
+	if err != nil {
+		t.Fatalf("the dropped collection was not made again: %v", err)
+	}
+	if n, err := col.Count(ctx); err != nil || n == 0 || n >= 96 {
+		// Rows written before the drop went with it; the rest are back.
+		t.Fatalf("the collection made again holds %d rows (%v): want some, and fewer than 96", n, err)
+	}
+}
