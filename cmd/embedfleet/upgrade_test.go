@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -313,14 +314,37 @@ func TestBlueGreenUpgrade(t *testing.T) {
 	if !strings.Contains(list, "active") || !strings.Contains(list, "previous") || !strings.Contains(list, v2col.Name) {
 		t.Fatalf("models versions:\n%s", list)
 	}
-	if out, err := cli(nil, "models", "retire", "--model", "clip-vit-b32", "--version", vecstore.VersionTag(v1)); err == nil {
-		t.Fatalf("retiring the active version succeeded:\n%s", out)
+	// Not by any spelling of the model: its name, its collection's name
+	// (the COLLECTION column), a version's collection as --model.
+	for _, args := range [][]string{
+		{"--model", "clip-vit-b32", "--version", vecstore.VersionTag(v1)},
+		{"--model", "clip_vit_b32", "--version", vecstore.VersionTag(v1)},
+		{"--model", "clip_vit_b32", "--version", v1col.Name},
+		{"--model", "clip-vit-b32", "--version", v1col.Name},
+	} {
+		if out, err := cli(nil, append([]string{"models", "retire"}, args...)...); err == nil || !strings.Contains(out, "active version") {
+			t.Fatalf("retiring the active version (%s) succeeded or did not say why: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
-	mustCLI(nil, "models", "rollback", "--model", "clip-vit-b32")
-	mustCLI(nil, "models", "retire", "--model", "clip-vit-b32", "--version", vecstore.VersionTag(v1))
+	if n, err := v1col.Count(ctx); err != nil || n == 0 {
+		t.Fatalf("the active collection after the refused retires: %d rows (%v)", n, err)
+	}
+	mustCLI(nil, "models", "rollback", "--model", "clip_vit_b32") // the same model, by its collection's name
+	if out, err := cli(nil, "models", "retire", "--model", v2col.Name); err == nil || !strings.Contains(out, "active version") {
+		t.Fatalf("retiring version 2, active, named by its collection: %v\n%s", err, out)
+	}
+	// Before version 1 is retired, its manifest says what it stored: an
+	// incremental run of it would embed nothing. Retiring forgets it.
+	if out := mustCLI(nil, "coordinator", "run", "--source", c.source, "--models", "clip-vit-b32", "--incremental", "--dry-run"); !regexp.MustCompile(`unchanged=[1-9]`).MatchString(out) {
+		t.Fatalf("dry run of version 1 before it is retired:\n%s", out)
+	}
+	mustCLI(nil, "models", "retire", "--model", "clip_vit_b32", "--version", v1col.Name)
 	vs, err := st.Versions(ctx, "clip-vit-b32")
 	if err != nil || len(vs) != 1 || vs[0].Collection != v2col.Name || !vs[0].Active {
 		t.Fatalf("after retiring version 1: %+v (%v)", vs, err)
+	}
+	if out := mustCLI(nil, "coordinator", "run", "--source", c.source, "--models", "clip-vit-b32", "--incremental", "--dry-run"); !strings.Contains(out, "unchanged=0") {
+		t.Fatalf("dry run of the retired version 1: its manifest outlived the retire (it would embed nothing):\n%s", out)
 	}
 }
 

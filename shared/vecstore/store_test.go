@@ -117,7 +117,7 @@ func TestModelVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close(ctx)
-	name := testenv.Name(t, "m")
+	name := testenv.Name(t, "m") + "-x" // a '-': another spelling is name's collection's
 	v1, v2 := "sha256:aaaa11112222", "sha256:bbbb33334444"
 	c1, err := st.Ensure(ctx, spec(name, v1, 8))
 	if err != nil || c1.Name != vecstore.CollectionName(name) {
@@ -179,6 +179,27 @@ func TestModelVersions(t *testing.T) {
 	if err := st.Retire(ctx, name, vecstore.VersionInfo{Collection: c2.Name}); err == nil {
 		t.Fatal("the active version was retired")
 	}
+	// Every spelling of the model is the same model: its collection's name
+	// (as `models versions` prints it), or a version's collection.
+	alt := vecstore.CollectionName(name)
+	if act, ok, err := st.Active(ctx, alt); err != nil || !ok || act.Collection != c2.Name || act.Target != name {
+		t.Fatalf("Active(%s): %+v %v (%v), want %s's record", alt, act, ok, err, name)
+	}
+	if err := st.Retire(ctx, alt, vecstore.VersionInfo{Collection: c2.Name}); !errors.Is(err, vecstore.ErrActiveVersion) {
+		t.Fatalf("retire the active version spelled %s: %v, want ErrActiveVersion", alt, err)
+	}
+	for _, spelled := range []string{c2.Name, alt + "__v" + vecstore.VersionTag(v2)} {
+		if err := st.Drop(ctx, spelled); !errors.Is(err, vecstore.ErrActiveVersion) {
+			t.Fatalf("drop %s, the active version: %v, want ErrActiveVersion", spelled, err)
+		}
+	}
+	if m, v := vecstore.ParseModelRef(c2.Name); m != alt || v != vecstore.VersionTag(v2) {
+		t.Fatalf("ParseModelRef(%s) = %s, %s", c2.Name, m, v)
+	}
+	if found, err := st.FindVersion(ctx, alt, c2.Name); err != nil || found.Collection != c2.Name || !found.Active {
+		t.Fatalf("find version by its collection's name: %+v (%v)", found, err)
+	}
+	active(c2.Name)
 	if _, err := st.Rollback(ctx, name); err != nil {
 		t.Fatal(err)
 	}
