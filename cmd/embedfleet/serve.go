@@ -129,6 +129,9 @@ Examples:
 
 func runServe(ctx context.Context, cfg *serveConfig) error {
 	g := cfg.g
+	if cfg.maxTop < 1 || cfg.maxTop >= vecstore.MaxTopK {
+		return fmt.Errorf("--max-k must be from 1 to %d (below %d, Milvus's limit; a copy check asks for one more), got %d", vecstore.MaxTopK-1, vecstore.MaxTopK, cfg.maxTop)
+	}
 	log := newLogger(cfg.stderr, cfg.logLevel)
 	opened, err := openModelList(g, withTextModels(g, cfg.models, cfg.textModels, cfg.stderr))
 	if err != nil {
