@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/minio/minio-go/v7"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/engine"
@@ -44,6 +45,7 @@ type pageFixture struct {
 	photos map[string][]byte // key -> bytes
 	keys   []string
 	reads  atomic.Int64 // objects read by the server
+	reg    *prometheus.Registry
 }
 
 func newPageFixture(t *testing.T, n int, cfg httpapi.Config) *pageFixture {
@@ -108,7 +110,14 @@ func newPageFixture(t *testing.T, n int, cfg httpapi.Config) *pageFixture {
 	objects := objstore.NewObjects(objstore.S3Config{Endpoint: mio.Endpoint, Insecure: true, PathStyle: true,
 		AccessKey: mio.AccessKey, SecretKey: mio.SecretKey})
 	cfg.Store, cfg.Models, cfg.TextModels = st, []engine.ImageEncoder{clip}, []engine.TextEncoder{text}
-	cfg.Registry = prometheus.NewRegistry()
+	if cfg.Registry == nil {
+		reg := prometheus.NewRegistry()
+		cfg.Registry = reg
+		if cfg.Metrics != nil {
+			cfg.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+		}
+	}
+	f.reg = cfg.Registry.(*prometheus.Registry)
 	cfg.ReadObject = func(ctx context.Context, uri string, max int64) ([]byte, error) {
 		f.reads.Add(1)
 		return objects.Get(ctx, uri, max)
@@ -370,16 +379,68 @@ func TestThumbnails(t *testing.T) {
 	if res.StatusCode != 200 || res.Header.Get("Content-Type") != "image/jpeg" || !bytes.Equal(body.Bytes(), f.photos[f.keys[5]]) {
 		t.Fatalf("original: %d %s, %d bytes", res.StatusCode, res.Header.Get("Content-Type"), body.Len())
 	}
+	// Thumbnails and originals are requests like any other: counted, and
+	// timed.
+	for _, c := range []struct {
+		route, code string
+		want        float64
+	}{{"thumbnail", "200", 1001}, {"thumbnail", "304", 1}, {"thumbnail", "404", 3}, {"original", "200", 1}} {
+		if got := counter(t, f.reg, c.route, c.code); got != c.want {
+			t.Errorf("requests{route=%s,code=%s} = %v, want %v", c.route, c.code, got, c.want)
+		}
+	}
+	// A client's value comes back clipped: a 10,000-character id is not
+	// echoed whole.
+	long := strings.Repeat("a", 10000)
+	for _, route := range []string{"thumbnail", "original"} {
+		res, err := http.Get(f.srv.URL + "/v1/" + route + "?model=clip-vit-b32&id=" + long)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body.Reset()
+		body.ReadFrom(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusNotFound || body.Len() > 400 {
+			t.Errorf("%s of a 10,000-character id: %d, %d bytes: %.300s", route, res.StatusCode, body.Len(), body.String())
+		}
+	}
+}
+
+// counter reads embedfleet_http_requests_total{route, code}.
+func counter(t *testing.T, reg *prometheus.Registry, route, code string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "embedfleet_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["route"] == route && labels["code"] == code {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 // TestAuthToken: with a token every API route needs it (compared in
 // constant time), the page and health checks do not, and every answer
 // carries the security headers.
 func TestAuthToken(t *testing.T) {
-	f := newPageFixture(t, 4, httpapi.Config{AuthToken: "s3cret-token-0123456789"})
+	// Metrics set: the fixture serves its registry at /metrics.
+	f := newPageFixture(t, 4, httpapi.Config{AuthToken: "s3cret-token-0123456789", Metrics: http.NotFoundHandler()})
 	get := func(path, token string) *http.Response {
 		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+path, nil)
-		if token != "" {
+		if scheme, tok, ok := strings.Cut(token, " "); ok {
+			req.Header.Set("Authorization", scheme+" "+tok) // a scheme of its own
+		} else if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
 		res, err := http.DefaultClient.Do(req)
@@ -397,6 +458,12 @@ func TestAuthToken(t *testing.T) {
 		{"/v1/models", "", 401}, {"/v1/models", "wrong", 401}, {"/v1/models", "s3cret-token-0123456789", 200},
 		{"/v1/search?model=clip-vit-b32&text=cat", "", 401},
 		{"/v1/thumbnail?model=clip-vit-b32&id=" + vecstore.ID(f.uri(f.keys[0])), "", 401},
+		{"/v1/original?model=clip-vit-b32&id=" + vecstore.ID(f.uri(f.keys[0])), "", 401},
+		{"/metrics", "", 401}, {"/metrics", "wrong", 401}, {"/metrics", "s3cret-token-0123456789", 200},
+		// The scheme is case-insensitive (RFC 9110); the token is not.
+		{"/v1/models", "bearer s3cret-token-0123456789", 200}, {"/v1/models", "BEARER s3cret-token-0123456789", 200},
+		{"/v1/models", "Basic s3cret-token-0123456789", 401}, {"/v1/models", "Bearer S3CRET-TOKEN-0123456789", 401},
+		{"/v1/nothing-here", "", 401},
 	} {
 		res := get(c.path, c.token)
 		if res.StatusCode != c.want {
@@ -409,6 +476,32 @@ func TestAuthToken(t *testing.T) {
 			t.Errorf("%s: no nosniff", c.path)
 		}
 	}
+	// Every refused request is counted, by its route ("other" for a path
+	// the server does not serve, so no client makes labels up).
+	res, _ := http.DefaultClient.Do(func() *http.Request {
+		req, _ := http.NewRequest(http.MethodGet, f.srv.URL+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer s3cret-token-0123456789")
+		return req
+	}())
+	var body bytes.Buffer
+	body.ReadFrom(res.Body)
+	res.Body.Close()
+	for _, want := range []string{`route="models"} 4`, `route="metrics"} 2`, `route="thumbnail"} 1`, `route="original"} 1`, `route="search_object"} 1`, `route="other"} 1`} {
+		if !strings.Contains(body.String(), `embedfleet_http_requests_total{code="401",`+want) {
+			t.Errorf("/metrics lacks the count of 401s %s:\n%s", want, grep(body.String(), "embedfleet_http_requests_total"))
+		}
+	}
+}
+
+// grep keeps the lines of s that hold sub.
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // TestSearchPrefix: ?prefix= answers only with rows under it, matched
@@ -446,7 +539,35 @@ func TestSearchPrefix(t *testing.T) {
 		if len(body.Hits) != c.want {
 			t.Errorf("prefix %q: %d hits, want %d", c.prefix, len(body.Hits), c.want)
 		}
+		// The copy check takes the same prefix ("Only under" on the page).
+		res, err = http.Get(f.srv.URL + "/v1/copies?model=clip-vit-b32&k=50&uri=" + url.QueryEscape(f.uri(f.keys[5])) + "&prefix=" + url.QueryEscape(c.prefix))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cp struct {
+			Matches []struct{ URI string } `json:"matches"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&cp)
+		res.Body.Close()
+		if err != nil || res.StatusCode != 200 {
+			t.Fatalf("copies, prefix %q: %d %v", c.prefix, res.StatusCode, err)
+		}
+		for _, m := range cp.Matches {
+			if !strings.HasPrefix(m.URI, c.prefix) {
+				t.Errorf("copies, prefix %q, answered %s", c.prefix, m.URI)
+			}
+		}
+		if wantCopies := c.want - btoi(strings.HasPrefix(f.uri(f.keys[5]), c.prefix)); len(cp.Matches) != wantCopies {
+			t.Errorf("copies, prefix %q: %d matches, want %d", c.prefix, len(cp.Matches), wantCopies)
+		}
 	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // TestCopiesView: "Find copies of it instead" sends an upload to

@@ -49,6 +49,15 @@ func TestHostileIDs(t *testing.T) {
 			}
 		}
 	}
+	// What a client sends comes back clipped and escaped, never whole: a
+	// 100,000-character model, a k of 10,000 characters.
+	for _, q := range []string{"model=" + strings.Repeat("m", 100000) + "&text=cat", "model=" + url.QueryEscape("x\x1b]0;t\x07") + "&text=cat",
+		"model=clip-vit-b32&text=cat&k=" + strings.Repeat("9", 10000)} {
+		a := get(t, f, "/v1/search?"+q)
+		if a.status/100 != 4 || len(a.err) > 400 || strings.ContainsAny(a.err, "\x1b\x07") {
+			t.Errorf("search %.40s...: %d, an error of %d bytes: %.200q", q, a.status, len(a.err), a.err)
+		}
+	}
 	// The real thing still works.
 	a := get(t, f, "/v1/search?model=clip-vit-b32&k=1&uri="+url.QueryEscape("s3://photos/p03.jpg"))
 	if a.status != 200 || len(a.resp.Hits) != 1 || a.resp.Hits[0].URI != "s3://photos/p03.jpg" {
