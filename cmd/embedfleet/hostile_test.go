@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"image"
+	"io"
 	"image/jpeg"
 	"math/rand/v2"
 	"net/http"
@@ -127,19 +128,45 @@ func TestHostileBucket(t *testing.T) {
 func TestServeMemoryBound(t *testing.T) {
 	t.Parallel()
 	const budgetMiB = 1024
-	l := serveUnderLoad(t, budgetMiB, 200)
-	bound := l.idleKiB + (budgetMiB+256)*1024
-	t.Logf("200 uploads of 9400x9400: %v, slowest answer %v; RSS idle %d MiB, peak %d MiB, bound %d MiB",
-		l.codes, l.slowest.Round(time.Millisecond), l.idleKiB>>10, l.peakKiB>>10, bound>>10)
-	for code, n := range l.codes {
-		// 200: admitted, decoded, embedded and searched (the collection
-		// is empty, so with no hits).
-		if code != 404 && code != 413 && code != 503 && code != 200 {
-			t.Errorf("%d answers with status %d", n, code)
+	l := serveUnderLoad(t, budgetMiB, loadMix{uploads: 200})
+	checkLoad(t, l, budgetMiB)
+	if l.codes["upload"][503] == 0 || l.codes["upload"][404]+l.codes["upload"][200] == 0 {
+		t.Errorf("answers %v: want some admitted and some shed", l.codes)
+	}
+}
+
+// TestServeMemoryBoundMixed: the same bound holds for every route that
+// reads objects, at once: 100 concurrent originals of an indexed 64 MiB
+// object, 40 concurrent thumbnails (each size its own) of an indexed
+// 9400x9400 progressive JPEG, and 200 uploads of a 9400x9400 JPEG, each
+// client trying again after a 503 as told (Retry-After) for 15 s. Every
+// request is answered within its timeout; some of each kind are served.
+func TestServeMemoryBoundMixed(t *testing.T) {
+	t.Parallel()
+	const budgetMiB = 2048
+	l := serveUnderLoad(t, budgetMiB, loadMix{uploads: 200, originals: 100, thumbnails: 40, retryFor: 15 * time.Second})
+	checkLoad(t, l, budgetMiB)
+	for _, kind := range []string{"upload", "original", "thumbnail"} {
+		if l.codes[kind][200] == 0 {
+			t.Errorf("no %s served: %v", kind, l.codes)
 		}
 	}
-	if l.codes[503] == 0 || l.codes[404]+l.codes[200] == 0 {
-		t.Errorf("answers %v: want some admitted and some shed", l.codes)
+}
+
+func checkLoad(t *testing.T, l loadResult, budgetMiB int) {
+	t.Helper()
+	bound := l.idleKiB + (budgetMiB+256)*1024
+	t.Logf("answers %v, slowest %v; RSS idle %d MiB, peak %d MiB, bound %d MiB",
+		l.codes, l.slowest.Round(time.Millisecond), l.idleKiB>>10, l.peakKiB>>10, bound>>10)
+	for kind, codes := range l.codes {
+		for code, n := range codes {
+			// 200: served (an upload admitted, decoded, embedded and
+			// searched); 404: an upload that found nothing; 413: could
+			// never fit; 503: shed; 504: its deadline came first.
+			if code != 200 && code != 404 && code != 413 && code != 503 && code != 504 {
+				t.Errorf("%d %s answers with status %d", n, kind, code)
+			}
+		}
 	}
 	if l.slowest > 21*time.Second {
 		t.Errorf("slowest answer %v, past the 20 s timeout", l.slowest)
@@ -151,50 +178,101 @@ func TestServeMemoryBound(t *testing.T) {
 
 // BenchmarkServeMemory prints the figures behind the query server's memory
 // bound (docs/security.md): idle and peak RSS of a serve process under 200
-// concurrent 9400x9400 uploads, for two budgets. `make bench-hostile`.
+// concurrent 9400x9400 uploads, for two budgets, and under the mixed load
+// of TestServeMemoryBoundMixed. `make bench-hostile`.
 func BenchmarkServeMemory(b *testing.B) {
-	for _, budget := range []int{1024, 2048} {
-		b.Run(fmt.Sprintf("budget_mib=%d", budget), func(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		budget int
+		mix    loadMix
+	}{
+		{"uploads/budget_mib=1024", 1024, loadMix{uploads: 200}},
+		{"uploads/budget_mib=2048", 2048, loadMix{uploads: 200}},
+		{"mixed/budget_mib=2048", 2048, loadMix{uploads: 200, originals: 100, thumbnails: 40, retryFor: 15 * time.Second}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {
-				l := serveUnderLoad(b, budget, 200)
+				l := serveUnderLoad(b, c.budget, c.mix)
 				b.ReportMetric(float64(l.idleKiB)/1024, "idle_rss_mib")
 				b.ReportMetric(float64(l.peakKiB)/1024, "peak_rss_mib")
-				b.ReportMetric(float64(l.codes[503]), "shed")
-				b.ReportMetric(float64(l.codes[200]+l.codes[404]), "admitted")
+				served, shed := 0, 0
+				for _, codes := range l.codes {
+					served += codes[200] + codes[404]
+					shed += codes[503]
+				}
+				b.ReportMetric(float64(shed), "shed")
+				b.ReportMetric(float64(served), "served")
 				b.ReportMetric(l.slowest.Seconds(), "slowest_s")
 			}
 		})
 	}
 }
 
+// loadMix is how many requests of each kind serveUnderLoad sends at once,
+// and for how long a client tries again after a 503 (0: never).
+type loadMix struct {
+	uploads, originals, thumbnails int
+	retryFor                       time.Duration
+}
+
 type loadResult struct {
-	codes            map[int]int
+	codes            map[string]map[int]int // by kind, by status
 	slowest          time.Duration
 	idleKiB, peakKiB int
 }
 
 // serveUnderLoad starts `embedfleet serve` with a budget of budgetMiB on a
-// real (empty) milvus-lite and posts n 9400x9400 JPEGs at once.
-func serveUnderLoad(tb testing.TB, budgetMiB, n int) loadResult {
+// real milvus-lite (and MinIO, for originals and thumbnails) and sends the
+// mix at once: uploads of a 9400x9400 JPEG; originals of an indexed 64 MiB
+// object; thumbnails, each at its own size, of an indexed 9400x9400
+// progressive JPEG.
+func serveUnderLoad(tb testing.TB, budgetMiB int, mix loadMix) loadResult {
 	mv := testenv.StartMilvus(tb)
-	// An empty collection: every admitted upload is decoded, embedded and
-	// searched (and finds nothing).
+	// An empty collection but for the indexed objects: every admitted
+	// upload is decoded, embedded and searched (and finds little).
 	spec, err := embed.LoadSpec(filepath.Join(tinyModels(tb), "clip-vit-b32"))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	st, err := vecstore.Connect(ctx, vecstore.Config{Address: mv.Addr})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := st.Ensure(ctx, spec); err != nil {
+	col, err := st.Ensure(ctx, spec)
+	if err != nil {
 		tb.Fatal(err)
 	}
+	args := []string{"--models", "clip-vit-b32", "--milvus-addr", mv.Addr, "--max-memory-mib", strconv.Itoa(budgetMiB), "--timeout", "20s"}
+	env := ortEnv(tb, tinyModels(tb))
+	var originalID, thumbID string
+	if mix.originals+mix.thumbnails > 0 {
+		m := testenv.StartMinIO(tb)
+		put := func(key string, data []byte) vecstore.Row {
+			if _, err := m.Client.PutObject(ctx, m.Bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
+				tb.Fatal(err)
+			}
+			uri := "s3://" + m.Bucket + "/" + key
+			v := make([]float32, spec.Dim)
+			v[len(key)%spec.Dim] = 1
+			return vecstore.Row{ID: vecstore.ID(uri), URI: uri, ETag: "e", Size: int64(len(data)), Vector: v}
+		}
+		// An object the page would show whole: a JPEG's signature, then
+		// 64 MiB in all.
+		big := make([]byte, 64<<20)
+		copy(big, "\xff\xd8\xff\xe0")
+		prog := testimages.ProgressiveJPEG(image.NewGray(image.Rect(0, 0, 9400, 9400)), 50)
+		rows := []vecstore.Row{put("big.jpg", big), put("huge-progressive.jpg", prog)}
+		if err := col.Upsert(ctx, rows); err != nil {
+			tb.Fatal(err)
+		}
+		originalID, thumbID = rows[0].ID, rows[1].ID
+		args = append(args, "--s3-endpoint", m.Endpoint, "--s3-insecure", "--s3-path-style")
+		env = append(env, "AWS_ACCESS_KEY_ID="+m.AccessKey, "AWS_SECRET_ACCESS_KEY="+m.SecretKey)
+	}
 	st.Close(ctx)
-	base, cmd := startServe(tb, ortEnv(tb, tinyModels(tb)), "--models", "clip-vit-b32", "--milvus-addr", mv.Addr,
-		"--max-memory-mib", strconv.Itoa(budgetMiB), "--timeout", "20s")
+	base, cmd := startServe(tb, env, args...)
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	var buf bytes.Buffer
 	if err := jpeg.Encode(&buf, image.NewGray(image.Rect(0, 0, 9400, 9400)), &jpeg.Options{Quality: 50}); err != nil {
@@ -206,28 +284,60 @@ func serveUnderLoad(tb testing.TB, budgetMiB, n int) loadResult {
 	if res, err := http.Post(base+"/v1/search?k=1", "image/png", bytes.NewReader(stripPNG(tb, 64, 48))); err == nil {
 		res.Body.Close()
 	}
-	l := loadResult{codes: map[int]int{}, idleKiB: rssKiB(tb, cmd.Process.Pid, "VmRSS")}
+	l := loadResult{codes: map[string]map[int]int{}, idleKiB: rssKiB(tb, cmd.Process.Pid, "VmRSS")}
 	var (
 		wg sync.WaitGroup
 		mu sync.Mutex
 	)
-	client := &http.Client{Timeout: 30 * time.Second}
-	for range n {
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 400}}
+	// Each client does as clients are told to: a 503 is tried again after
+	// its Retry-After, for up to retryFor; every attempt is an answer, and
+	// counted.
+	send := func(kind string, req func() (*http.Response, error)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			t0 := time.Now()
-			res, err := client.Post(base+"/v1/search?k=1", "image/jpeg", bytes.NewReader(huge))
-			if err != nil {
-				tb.Error(err)
-				return
+			first := time.Now()
+			for {
+				t0 := time.Now()
+				res, err := req()
+				if err != nil {
+					tb.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				mu.Lock()
+				if l.codes[kind] == nil {
+					l.codes[kind] = map[int]int{}
+				}
+				l.codes[kind][res.StatusCode]++
+				l.slowest = max(l.slowest, time.Since(t0))
+				mu.Unlock()
+				if res.StatusCode != http.StatusServiceUnavailable || time.Since(first) > mix.retryFor {
+					return
+				}
+				time.Sleep(time.Second + time.Duration(rand.IntN(500))*time.Millisecond)
 			}
-			res.Body.Close()
-			mu.Lock()
-			l.codes[res.StatusCode]++
-			l.slowest = max(l.slowest, time.Since(t0))
-			mu.Unlock()
 		}()
+	}
+	// Interleaved, so that every kind competes for the budget.
+	for i := range max(mix.uploads, mix.originals, mix.thumbnails) {
+		if i < mix.uploads {
+			send("upload", func() (*http.Response, error) {
+				return client.Post(base+"/v1/search?k=1", "image/jpeg", bytes.NewReader(huge))
+			})
+		}
+		if i < mix.originals {
+			send("original", func() (*http.Response, error) {
+				return client.Get(base + "/v1/original?model=clip-vit-b32&id=" + originalID)
+			})
+		}
+		if i < mix.thumbnails {
+			send("thumbnail", func() (*http.Response, error) {
+				return client.Get(fmt.Sprintf("%s/v1/thumbnail?model=clip-vit-b32&id=%s&size=%d", base, thumbID, 64+i*16))
+			})
+		}
 	}
 	wg.Wait()
 	l.peakKiB = rssKiB(tb, cmd.Process.Pid, "VmHWM")

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime/debug"
 	"strings"
 	"time"
 
@@ -215,6 +214,17 @@ func withTextModels(g *globalFlags, list, spec string, warn io.Writer) string {
 	return list + "," + spec
 }
 
+// softMemoryLimit is the Go runtime's soft memory limit for a query server
+// with a budget of maxMemory: buffers given back to the budget are garbage
+// until the next collection, and the limit makes the collector run before
+// they pile up past the budget. GOMEMLIMIT, when set, wins (0: leave it).
+func softMemoryLimit(maxMemory int64) int64 {
+	if maxMemory <= 0 || os.Getenv("GOMEMLIMIT") != "" {
+		return 0
+	}
+	return maxMemory + serveHeapSlack
+}
+
 // serveHeapSlack is the Go heap a query server needs beyond its upload
 // budget: connections, batches, Milvus answers, metrics.
 const serveHeapSlack = 256 << 20
@@ -243,16 +253,10 @@ func serveSearch(ctx context.Context, log *slog.Logger, store *vecstore.Store, m
 		Store: store, Models: ms.images, TextModels: ms.texts, Limits: imageprepLimits(), DecoderOptions: opts.decoderOptions, FastDecode: opts.fastDecode, MaxBodyBytes: opts.maxBody,
 		MaxBatch: opts.maxBatch, MaxTopK: opts.maxK, MaxInFlight: opts.maxInFlight, MaxMemoryBytes: opts.maxMemory, Linger: opts.linger, Timeout: opts.timeout,
 		Log: log, Registry: reg, ReadObject: opts.readObject, AuthToken: opts.authToken, Copies: opts.copies,
-		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}),
+		Metrics: promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}), SoftMemoryLimit: softMemoryLimit(opts.maxMemory),
 	})
 	if err != nil {
 		return err
-	}
-	// Buffers given back to the upload budget are garbage until the next
-	// collection: a soft limit on the Go heap makes the collector run before
-	// garbage piles up past the budget. GOMEMLIMIT, when set, wins.
-	if opts.maxMemory > 0 && os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(opts.maxMemory + serveHeapSlack)
 	}
 	defer api.Close()
 	if opts.timeout <= 0 {

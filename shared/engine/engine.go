@@ -54,6 +54,11 @@ type Options struct {
 	// FastDecode decodes JPEGs at a DCT scaling fitted to the models'
 	// resize targets (see Draft) instead of exactly as Pillow does.
 	FastDecode bool
+	// RetainPixels bounds the images whose buffers a decoder keeps for the
+	// next one (0: any). A query server sets it, so that what a large
+	// upload's decode held is given back with its share of the memory
+	// budget instead of staying with the decoder.
+	RetainPixels int
 	// Observe, when set, is called after every encoder call with the model
 	// and what BatchConfig.Observe gets.
 	Observe func(model string, n int, took time.Duration, err error)
@@ -170,6 +175,7 @@ func New(opts Options, images []ImageEncoder, texts []TextEncoder) (*Engine, err
 	if err != nil {
 		return nil, err
 	}
+	prep.RetainPixels = opts.RetainPixels
 	e.prep = prep
 	cfg := func(name string) BatchConfig {
 		c := opts.Batch

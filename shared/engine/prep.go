@@ -14,6 +14,10 @@ import (
 type Preparer struct {
 	params []imageprep.Params
 	tools  chan *prepTools
+	// RetainPixels: a decoder keeps its buffers only after images of at
+	// most this many pixels; after a larger one it frees them (0: always
+	// keeps them). Set before the first Prepare.
+	RetainPixels int
 }
 
 type prepTools struct {
@@ -68,7 +72,10 @@ func (p *Preparer) Prepare(data []byte, which []int, dst [][]float32, decoded fu
 	}
 	t := <-p.tools
 	defer func() { p.tools <- t }()
-	img, _, err := t.dec.Decode(data)
+	img, info, err := t.dec.Decode(data)
+	if p.RetainPixels > 0 && info.Width*info.Height > p.RetainPixels {
+		defer t.dec.Close()
+	}
 	if decoded != nil {
 		decoded()
 	}

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"bytes"
+	"context"
 	"image"
 	"image/jpeg"
 	"math/rand/v2"
@@ -14,7 +15,9 @@ import (
 
 	"github.com/embedfleet/embedfleet/shared/httpapi"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
+	"github.com/embedfleet/embedfleet/shared/objstore"
 	"github.com/embedfleet/embedfleet/shared/testimages"
+	"github.com/embedfleet/embedfleet/shared/vecstore"
 )
 
 // injections are values that once reached a Milvus filter expression as
@@ -168,4 +171,46 @@ func jpegWithHeaderSize(t *testing.T, b []byte, w, h uint16) []byte {
 	}
 	b[i+5], b[i+6], b[i+7], b[i+8] = byte(h>>8), byte(h), byte(w>>8), byte(w)
 	return b
+}
+
+// TestThumbnailDeadline: a thumbnail whose decode runs past --timeout gets
+// its 504 at the deadline, as a search does (it used to answer 200 whenever
+// the decode ended); it is counted like every other request.
+func TestThumbnailDeadline(t *testing.T) {
+	t.Parallel()
+	big := testimages.ProgressiveJPEG(testimages.Scale(testimages.Photo(rand.New(rand.NewPCG(7, 7)), 200, 201), 10), 90)
+	bomb := testimages.ScanBomb(big, 800) // about 2 s of decoding
+	const uri = "s3://photos/slow-thumbnail.jpg"
+	f := setup(t, httpapi.Config{Timeout: 500 * time.Millisecond,
+		Limits: imageprep.Limits{MaxScans: 1 << 30, MaxDecodeTime: time.Minute},
+		ReadObject: func(_ context.Context, u string, max int64) ([]byte, error) {
+			if u != uri || int64(len(bomb)) > max {
+				return nil, objstore.ErrNotFound
+			}
+			return bomb, nil
+		}})
+	ctx := context.Background()
+	st, err := vecstore.Connect(ctx, vecstore.Config{Address: f.mv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(ctx)
+	col, err := st.Open(ctx, "clip-vit-b32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := make([]float32, col.Dim)
+	v[0] = 1
+	if err := col.Upsert(ctx, []vecstore.Row{{ID: vecstore.ID(uri), URI: uri, ETag: "e", Size: int64(len(bomb)), Vector: v}}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	res, err := http.Get(f.srv.URL + "/v1/thumbnail?model=clip-vit-b32&size=128&id=" + vecstore.ID(uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if took := time.Since(start); res.StatusCode != http.StatusGatewayTimeout || took > 1500*time.Millisecond {
+		t.Fatalf("a thumbnail whose decode takes about 2 s, with a 500 ms timeout: %d after %v, want 504 by the deadline", res.StatusCode, took)
+	}
 }

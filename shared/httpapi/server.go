@@ -36,6 +36,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -103,7 +105,18 @@ type Config struct {
 	// Metrics, when set, is served at GET /metrics, behind the token and
 	// the security headers like every other route.
 	Metrics http.Handler
+	// SoftMemoryLimit, when set, is the Go runtime's soft memory limit
+	// (debug.SetMemoryLimit) the server keeps, less what native code
+	// (libjpeg) holds of the budget at the moment; 0 leaves the runtime's
+	// limit alone. A query server sets MaxMemoryBytes plus its heap slack,
+	// so that the collector runs before freed buffers pile up.
+	SoftMemoryLimit int64
 }
+
+// retainPixels: the query server's decoders keep buffers only for images
+// up to 8 MP (48 MB each, within the heap slack); a larger upload's go back
+// with its share of the memory budget.
+const retainPixels = 8 << 20
 
 // DefaultMaxTextBytes is the longest text query by default (and the longest
 // line of embed --text-file).
@@ -119,6 +132,8 @@ type Server struct {
 	uploads       chan struct{} // a slot per upload in flight
 	mem           *semaphore.Weighted
 	admitted      atomic.Int64 // bytes of the budget held now
+	native        atomic.Int64 // of those, held by native code (libjpeg) outside the Go heap
+	limitMu       sync.Mutex
 	requests      *prometheus.CounterVec
 	latency       *prometheus.HistogramVec
 	batches       *prometheus.HistogramVec
@@ -212,6 +227,8 @@ func New(cfg Config) (*Server, error) {
 	eng, err := engine.New(engine.Options{
 		Batch:  engine.BatchConfig{MaxBatch: cfg.MaxBatch, Linger: cfg.Linger},
 		Limits: cfg.Limits, DecoderOptions: cfg.DecoderOptions, FastDecode: cfg.FastDecode,
+		// An upload's decode buffers go with its share of the budget.
+		RetainPixels: retainPixels,
 		Observe: func(model string, n int, _ time.Duration, _ error) {
 			s.batches.WithLabelValues(model).Observe(float64(n))
 		},
@@ -237,6 +254,7 @@ func New(cfg Config) (*Server, error) {
 		s.mux.Handle("GET /metrics", cfg.Metrics)
 	}
 	s.handler = s.securityHeaders(s.mux)
+	s.heapLimit(0)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := cfg.Store.Ping(r.Context()); err != nil {
@@ -246,6 +264,19 @@ func New(cfg Config) (*Server, error) {
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	return s, nil
+}
+
+// heapLimit sets the Go runtime's soft memory limit to SoftMemoryLimit less
+// native, what native code holds of the budget now: the budget bounds Go
+// and native memory together, and the collector must run before Go's
+// garbage fills what native code holds.
+func (s *Server) heapLimit(native int64) {
+	if s.cfg.SoftMemoryLimit <= 0 {
+		return
+	}
+	s.limitMu.Lock()
+	defer s.limitMu.Unlock()
+	debug.SetMemoryLimit(max(s.cfg.SoftMemoryLimit-s.native.Load(), s.cfg.SoftMemoryLimit/4))
 }
 
 // AdmittedBytes is how much of the upload memory budget is held now.
@@ -544,6 +575,7 @@ func (s *Server) embedUpload(r *http.Request, enc string) ([]float32, string, er
 	if !adm.take(hdr.DecodeBytes) {
 		return nil, "", s.busy("the memory budget for uploads is in use")
 	}
+	adm.setNative(hdr.NativeBytes())
 	px, err := s.eng.Prepare(enc, data, nil)
 	adm.release() // the encoded bytes and the pixels are garbage now
 	if err != nil {
@@ -560,10 +592,12 @@ func (s *Server) busy(why string) error {
 	return &apiError{code: http.StatusServiceUnavailable, retryAfter: 1, msg: "busy: " + why + "; retry"}
 }
 
-// admission is what one upload holds of the memory budget.
+// admission is what one request holds of the memory budget, and how much
+// of that is held by native code (libjpeg) outside the Go heap.
 type admission struct {
-	s    *Server
-	held int64
+	s      *Server
+	held   int64
+	native int64
 }
 
 func (a *admission) take(n int64) bool {
@@ -578,12 +612,37 @@ func (a *admission) take(n int64) bool {
 	return true
 }
 
+// wait takes n, native of it outside the Go heap, waiting for the budget
+// until ctx ends: for requests whose number is bounded otherwise (the
+// thumbnail slots), so that a large one is not starved by a stream of
+// small ones (the budget serves waiters first, in order).
+func (a *admission) wait(ctx context.Context, n, native int64) error {
+	if err := a.s.mem.Acquire(ctx, n); err != nil {
+		return a.s.busy("the memory budget stayed in use until the deadline")
+	}
+	a.held += n
+	a.s.admitted.Add(n)
+	a.setNative(native)
+	return nil
+}
+
+// setNative records how much of what a holds native code holds.
+func (a *admission) setNative(n int64) {
+	if d := n - a.native; d != 0 {
+		a.native = n
+		a.s.heapLimit(a.s.native.Add(d))
+	}
+}
+
 // shrink gives back what is held beyond n.
 func (a *admission) shrink(n int64) {
 	if a.held > n {
 		a.s.admitted.Add(n - a.held)
 		a.s.mem.Release(a.held - n)
 		a.held = n
+	}
+	if a.native > a.held {
+		a.setNative(a.held)
 	}
 }
 

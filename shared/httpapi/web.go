@@ -210,8 +210,10 @@ func (s *Server) makeThumbnail(ctx context.Context, row vecstore.Row, size int) 
 		return nil, fmt.Errorf("%w: a thumbnail of this %dx%d %s takes %d MiB, more than this server's memory budget (%d MiB)",
 			imageprep.ErrTooLarge, hdr.Width, hdr.Height, hdr.Format, (int64(len(data))+need)>>20, s.cfg.MaxMemoryBytes>>20)
 	}
-	if !adm.take(need) {
-		return nil, s.busy("the memory budget is in use")
+	// Thumbnails are at most ThumbnailConcurrency at once: one waits for
+	// its share rather than being shed, so large ones are not starved.
+	if err := adm.wait(ctx, need, hdr.NativeBytes()); err != nil {
+		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err

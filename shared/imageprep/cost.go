@@ -17,6 +17,17 @@ type Header struct {
 	progressive, cmyk bool // a JPEG's, for ThumbnailBytes
 }
 
+// NativeBytes is the part of DecodeBytes and ThumbnailBytes that libjpeg
+// holds outside the Go heap: a progressive file's coefficients (2 bytes a
+// sample, at most 4 full-size components). A server that sets the Go
+// runtime's soft memory limit lowers it by this while such a decode runs.
+func (h Header) NativeBytes() int64 {
+	if h.Format == "jpeg" && h.progressive {
+		return int64(h.Width) * int64(h.Height) * 8
+	}
+	return 0
+}
+
 // ThumbnailBytes bounds the memory Thumbnail holds at its peak for this
 // image at size, beyond the encoded bytes: a JPEG decoded at the DCT
 // scaling Thumbnail asks for (its pixels, orientation buffer and RGBA
@@ -33,11 +44,7 @@ func (h Header) ThumbnailBytes(size int) int64 {
 	if h.cmyk {
 		perPixel += 4
 	}
-	n := int64(sw)*int64(sh)*perPixel + out
-	if h.progressive {
-		n += px * 8
-	}
-	return n
+	return int64(sw)*int64(sh)*perPixel + out + h.NativeBytes()
 }
 
 // Bytes per pixel that Decode holds at its peak, by format: the RGB result

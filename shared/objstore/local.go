@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -112,12 +111,16 @@ func (l *local) Get(_ context.Context, key string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("objstore: %w", err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	size := int64(-1)
+	if st, err := f.Stat(); err == nil {
+		size = st.Size()
+	}
+	data, err := readSized(f, size, max)
+	if errors.Is(err, ErrTooLarge) {
+		return nil, fmt.Errorf("%w: %s is over %d bytes", ErrTooLarge, p, max)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("objstore: read %s: %w", p, err)
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%w: %s is over %d bytes", ErrTooLarge, p, max)
 	}
 	return data, nil
 }

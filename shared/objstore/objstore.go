@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"path"
 	"strings"
 )
@@ -122,4 +123,32 @@ func Open(uri string, s3 S3Config, f Filter) (Source, error) {
 		return newS3(bucket, prefix, s3, f)
 	}
 	return newLocal(strings.TrimPrefix(uri, "file://"), f)
+}
+
+// readSized reads all of r, which says it holds size bytes (-1: unknown),
+// and at most max: into one buffer of that size when it is known (a
+// growing buffer would hold up to twice the object while it reads), and
+// failing with ErrTooLarge past max.
+func readSized(r io.Reader, size, max int64) ([]byte, error) {
+	if size > max {
+		return nil, ErrTooLarge
+	}
+	if size < 0 {
+		b, err := io.ReadAll(io.LimitReader(r, max+1))
+		if err == nil && int64(len(b)) > max {
+			err = ErrTooLarge
+		}
+		return b, err
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	// Nothing more: an object that grew while it was read is too large
+	// for what was admitted.
+	var one [1]byte
+	if n, _ := r.Read(one[:]); n > 0 {
+		return nil, ErrTooLarge
+	}
+	return b, nil
 }

@@ -145,12 +145,18 @@ func (s *s3source) Get(ctx context.Context, key string, max int64) ([]byte, erro
 			return s.classify("get "+s.ObjectURI(key), err)
 		}
 		defer obj.Close()
-		b, err := io.ReadAll(io.LimitReader(obj, max+1))
-		if err != nil {
+		size := int64(-1)
+		if st, err := obj.Stat(); err == nil {
+			size = st.Size
+		} else {
 			return s.classify("get "+s.ObjectURI(key), err)
 		}
-		if int64(len(b)) > max {
+		b, err := readSized(obj, size, max)
+		if errors.Is(err, ErrTooLarge) {
 			return fmt.Errorf("%w: %s is over %d bytes", ErrTooLarge, s.ObjectURI(key), max)
+		}
+		if err != nil {
+			return s.classify("get "+s.ObjectURI(key), err)
 		}
 		data = b
 		return nil
