@@ -294,7 +294,26 @@ func TestChartGPUWithKEDA(t *testing.T) {
 		t.Errorf("KEDA trigger %+v", trig)
 	}
 	if len(r.other["ServiceMonitor"]) != 2 {
-		t.Errorf("%d ServiceMonitors with serviceMonitor.enabled, want the worker's and the query server's", len(r.other["ServiceMonitor"]))
+		t.Fatalf("%d ServiceMonitors with serviceMonitor.enabled, want the worker's and the query server's", len(r.other["ServiceMonitor"]))
+	}
+	// With a token, serve reads it from the Secret, and the ServiceMonitor
+	// sends it: /metrics is behind it too.
+	q := r.deployment(t, "query").Spec.Template.Spec
+	if !slices.Contains(q.Containers[0].Args, "--auth-token-file=/var/run/embedfleet/token/token") ||
+		!slices.ContainsFunc(q.Volumes, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == "query-token" }) {
+		t.Errorf("query token: args %v volumes %+v", q.Containers[0].Args, q.Volumes)
+	}
+	sent := false
+	for _, sm := range r.other["ServiceMonitor"] {
+		for _, ep := range sm["spec"].(map[string]any)["endpoints"].([]any) {
+			if a, ok := ep.(map[string]any)["authorization"].(map[string]any); ok && a["type"] == "Bearer" {
+				cred := a["credentials"].(map[string]any)
+				sent = cred["name"] == "query-token" && cred["key"] == "token"
+			}
+		}
+	}
+	if !sent {
+		t.Errorf("the query ServiceMonitor does not send the token: %+v", r.other["ServiceMonitor"])
 	}
 }
 
