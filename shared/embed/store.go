@@ -17,6 +17,8 @@ import (
 	"time"
 
 	ort "github.com/yalue/onnxruntime_go"
+
+	"github.com/embedfleet/embedfleet/shared/objstore"
 )
 
 // A models folder holds one sub-folder per model, named after it, with
@@ -282,14 +284,11 @@ func Pull(ctx context.Context, dir string, o PullOptions) (Spec, error) {
 // download writes the body of u to path and returns its sha256, within
 // o.MaxBytes and failing when nothing arrives for o.IdleTimeout.
 func download(ctx context.Context, o PullOptions, u, path string) (string, error) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	errIdle := fmt.Errorf("%w: GET %s: no data for %s", ErrDownload, u, o.IdleTimeout)
-	idle := time.AfterFunc(o.IdleTimeout, func() { cancel(errIdle) })
-	defer idle.Stop()
+	ctx, idle, stop := objstore.WatchIdle(ctx, o.IdleTimeout, "GET "+u)
+	defer stop()
 	fail := func(err error) error {
-		if cause := context.Cause(ctx); errors.Is(cause, ErrDownload) {
-			return fmt.Errorf("pull: %w", cause)
+		if c := objstore.Stalled(ctx); c != nil {
+			return fmt.Errorf("pull: %w: %w", ErrDownload, c)
 		}
 		return fmt.Errorf("pull: GET %s: %w", u, err)
 	}
@@ -320,7 +319,7 @@ func download(ctx context.Context, o PullOptions, u, path string) (string, error
 	}
 	defer f.Close()
 	h := sha256.New()
-	var r io.Reader = &idleReader{r: io.LimitReader(resp.Body, o.MaxBytes+1), t: idle, d: o.IdleTimeout}
+	r := idle.Reader(io.LimitReader(resp.Body, o.MaxBytes+1))
 	if o.Progress != nil {
 		r = &progressReader{r: r, total: resp.ContentLength, fn: o.Progress}
 	}
@@ -335,21 +334,6 @@ func download(ctx context.Context, o PullOptions, u, path string) (string, error
 		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// idleReader pushes a download's idle deadline back with every byte read.
-type idleReader struct {
-	r io.Reader
-	t *time.Timer
-	d time.Duration
-}
-
-func (i *idleReader) Read(b []byte) (int, error) {
-	n, err := i.r.Read(b)
-	if n > 0 {
-		i.t.Reset(i.d)
-	}
-	return n, err
 }
 
 type progressReader struct {

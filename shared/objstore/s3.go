@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -32,6 +33,9 @@ type S3Config struct {
 	PathStyle bool   // path-style addressing (MinIO); default virtual-host where the endpoint supports it
 	// Attempts for transient read failures (default 4).
 	Attempts int
+	// IdleTimeout fails a read (a transient failure, tried again) when no
+	// byte arrives for this long; default 1 min.
+	IdleTimeout time.Duration
 }
 
 type s3source struct {
@@ -45,6 +49,9 @@ type s3source struct {
 func newS3(bucket, prefix string, cfg S3Config, f Filter) (*s3source, error) {
 	if cfg.Endpoint == "" {
 		cfg.Endpoint = "s3.amazonaws.com"
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = time.Minute
 	}
 	if cfg.Attempts <= 0 {
 		cfg.Attempts = 4
@@ -140,23 +147,29 @@ func (s *s3source) List(ctx context.Context, after string, fn func(Object) error
 func (s *s3source) Get(ctx context.Context, key string, max int64) ([]byte, error) {
 	var data []byte
 	err := s.retry(ctx, func() error {
+		ctx, idle, stop := WatchIdle(ctx, s.cfg.IdleTimeout, "get "+s.ObjectURI(key))
+		defer stop()
+		fail := func(err error) error {
+			if c := Stalled(ctx); c != nil {
+				return fmt.Errorf("%w: %w", ErrTransient, c)
+			}
+			return s.classify("get "+s.ObjectURI(key), err)
+		}
 		obj, err := s.c.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
 		if err != nil {
-			return s.classify("get "+s.ObjectURI(key), err)
+			return fail(err)
 		}
 		defer obj.Close()
-		size := int64(-1)
-		if st, err := obj.Stat(); err == nil {
-			size = st.Size
-		} else {
-			return s.classify("get "+s.ObjectURI(key), err)
+		st, err := obj.Stat()
+		if err != nil {
+			return fail(err)
 		}
-		b, err := readSized(obj, size, max)
+		b, err := readSized(idle.Reader(obj), st.Size, max)
 		if errors.Is(err, ErrTooLarge) {
 			return fmt.Errorf("%w: %s is over %d bytes", ErrTooLarge, s.ObjectURI(key), max)
 		}
 		if err != nil {
-			return s.classify("get "+s.ObjectURI(key), err)
+			return fail(err)
 		}
 		data = b
 		return nil
