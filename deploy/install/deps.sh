@@ -7,11 +7,11 @@
 #
 # Usage: deploy/install/deps.sh [all|build|runtime|servers|tools|PIECE...] [--env]
 #   gpu:     onnxruntime-gpu (Microsoft's GPU build, for --device cuda:N; CUDA 13 and cuDNN 9 come from the system)
-#   pieces:  turbojpeg onnxruntime onnxruntime-gpu clip-vocab milvus-lite minio nats-server chromium staticcheck helm govulncheck vulndb
+#   pieces:  turbojpeg onnxruntime onnxruntime-gpu clip-vocab milvus-lite milvus-server minio nats-server chromium staticcheck helm govulncheck vulndb
 #   build:   turbojpeg (libjpeg-turbo headers and static library, for cgo)
 #   runtime: onnxruntime clip-vocab (what the embedfleet binary itself needs)
 #   demo:    turbojpeg onnxruntime clip-vocab milvus-lite (what `make demo` needs: NATS runs in-process)
-#   servers: milvus-lite minio nats-server chromium (what the tests start; chromium drives the search page's tests)
+#   servers: milvus-lite milvus-server minio nats-server chromium (what the tests start; chromium drives the search page's tests)
 #   tools:   staticcheck helm govulncheck vulndb (lint and chart checks)
 #   --env    print shell exports for the installed paths and nothing else
 set -euo pipefail
@@ -30,6 +30,15 @@ MILVUS_LITE_VERSION=2.5.1
 MILVUS_LITE_WHEEL=milvus_lite-2.5.1-py3-none-manylinux2014_x86_64.whl
 MILVUS_LITE_WHEEL_SHA256=25ce13f4b8d46876dd2b7ac8563d7d8306da7ff3999bb0d14b116b30f71d706c
 MILVUS_LITE_NPM=@lyyyuna/milvus-lite-linux-x64@2.5.102
+# The real Milvus server (standalone: embedded etcd, rocksmq, local
+# storage), as PyPI's `milvus` package ships it: its binary and libraries,
+# lzma-compressed, and a config template. 2.3.5 is the newest version whose
+# wheel installs on Linux x86-64 here. The installer unpacks them; the test
+# harness (shared/stack) writes each instance's config, with its own ports,
+# from the template. The checksum is of the wheel.
+MILVUS_SERVER_VERSION=2.3.5
+MILVUS_SERVER_WHEEL=milvus-2.3.5-py3-none-manylinux2014_x86_64.whl
+MILVUS_SERVER_WHEEL_SHA256=69515a0630ce29fd10e101fa442afea8ca1387b93a456cd9bd41fdf3deb93d04
 # ONNX Runtime's GPU build for CUDA 13: the three libraries of Microsoft's
 # onnxruntime-gpu wheel on PyPI (255 MB). Checksums: the wheel and each
 # library taken from it.
@@ -107,6 +116,7 @@ need() { command -v "$1" >/dev/null 2>&1 || die "$2 needs '$1' on PATH"; }
 # ---- pieces -----------------------------------------------------------------
 ORT_DIR=$CACHE/onnxruntime-$ORT_VERSION
 MILVUS_DIR=$CACHE/milvus-lite-$MILVUS_LITE_VERSION
+MILVUS_SERVER_DIR=$CACHE/milvus-server-$MILVUS_SERVER_VERSION
 MINIO_DIR=$CACHE/minio-$MINIO_VERSION
 NATS_DIR=$CACHE/nats-server-$NATS_SERVER_VERSION
 STATICCHECK_DIR=$CACHE/staticcheck-$STATICCHECK_VERSION
@@ -192,6 +202,34 @@ install_milvus_lite() {
   chmod +x "$tmp/$bin"
   finish "$tmp" "$dir" "$bin"
   log "milvus-lite $MILVUS_LITE_VERSION: installed $dir/$bin"
+}
+
+install_milvus_server() {
+  local dir=$MILVUS_SERVER_DIR bin=bin/milvus
+  if cached "$dir" "$bin"; then log "milvus-server $MILVUS_SERVER_VERSION: cached at $dir/$bin"; return; fi
+  local tmp; tmp=$(mktemp -d "$CACHE/.milvus-server.XXXXXX")
+  log "milvus-server $MILVUS_SERVER_VERSION: fetching PyPI's milvus wheel (58 MB)"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --platform manylinux2014_x86_64 \
+    --python-version 3.11 "milvus==$MILVUS_SERVER_VERSION" -d "$tmp/dl" >"$tmp/pip.log" 2>&1 &&
+    [ -f "$tmp/dl/$MILVUS_SERVER_WHEEL" ] || die "milvus-server: PyPI refused milvus==$MILVUS_SERVER_VERSION: $(tail -n 3 "$tmp/pip.log")"
+  check_sha "$tmp/dl/$MILVUS_SERVER_WHEEL" "$MILVUS_SERVER_WHEEL_SHA256" milvus-server
+  python3 -m zipfile -e "$tmp/dl/$MILVUS_SERVER_WHEEL" "$tmp/dl/x"
+  mkdir -p "$tmp/bin" "$tmp/template"
+  log "milvus-server $MILVUS_SERVER_VERSION: unpacking the server and its libraries (250 MB)"
+  python3 - "$tmp/dl/x/milvus/data/bin" "$tmp/bin" <<'PY'
+import lzma, os, shutil, sys
+src, dst = sys.argv[1], sys.argv[2]
+for name in sorted(os.listdir(src)):
+    if name.endswith(".lzma"):
+        with lzma.open(os.path.join(src, name)) as f, open(os.path.join(dst, name[:-5]), "wb") as out:
+            shutil.copyfileobj(f, out, 1 << 20)
+PY
+  cp "$tmp/dl/x/milvus/data/config.yaml.template" "$tmp/dl/x/milvus/data/glog.conf" "$tmp/template/"
+  [ -f "$tmp/bin/milvus" ] || die "milvus-server: no milvus binary in $MILVUS_SERVER_WHEEL"
+  chmod +x "$tmp/bin/milvus"
+  rm -rf "$tmp/dl" "$tmp"/*.log
+  finish "$tmp" "$dir" "$bin"
+  log "milvus-server $MILVUS_SERVER_VERSION: installed $dir/$bin"
 }
 
 install_onnxruntime_gpu() {
@@ -288,6 +326,7 @@ print_env() {
   cat <<ENV
 export EMBEDFLEET_ORT_LIB=$ORT_DIR/lib/libonnxruntime.so.$ORT_VERSION
 export EMBEDFLEET_MILVUS_BIN=$MILVUS_DIR/lib/milvus
+export EMBEDFLEET_MILVUS_SERVER_HOME=$MILVUS_SERVER_DIR
 export EMBEDFLEET_MINIO_BIN=$MINIO_DIR/bin/minio
 export EMBEDFLEET_NATS_BIN=$NATS_DIR/bin/nats-server
 export EMBEDFLEET_STATICCHECK_BIN=$STATICCHECK_DIR/bin/staticcheck
@@ -305,20 +344,20 @@ main() {
   for a in "$@"; do
     case $a in
       --env) env_only=1 ;;
-      all) pieces+=(turbojpeg onnxruntime onnxruntime-gpu clip-vocab milvus-lite minio nats-server chromium staticcheck helm govulncheck vulndb) ;;
+      all) pieces+=(turbojpeg onnxruntime onnxruntime-gpu clip-vocab milvus-lite milvus-server minio nats-server chromium staticcheck helm govulncheck vulndb) ;;
       build) pieces+=(turbojpeg) ;;
       demo) pieces+=(turbojpeg onnxruntime clip-vocab milvus-lite) ;;
       runtime) pieces+=(onnxruntime clip-vocab) ;;
       gpu) pieces+=(onnxruntime-gpu) ;;
-      servers) pieces+=(milvus-lite minio nats-server chromium) ;;
+      servers) pieces+=(milvus-lite milvus-server minio nats-server chromium) ;;
       tools) pieces+=(staticcheck helm govulncheck vulndb) ;;
-      turbojpeg|onnxruntime|onnxruntime-gpu|clip-vocab|milvus-lite|minio|nats-server|chromium|staticcheck|helm|govulncheck|vulndb) pieces+=("$a") ;;
+      turbojpeg|onnxruntime|onnxruntime-gpu|clip-vocab|milvus-lite|milvus-server|minio|nats-server|chromium|staticcheck|helm|govulncheck|vulndb) pieces+=("$a") ;;
       -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-      *) die "unknown piece '$a' (want all, build, demo, runtime, gpu, servers, tools, turbojpeg, onnxruntime, onnxruntime-gpu, clip-vocab, milvus-lite, minio, nats-server, chromium, staticcheck, helm, govulncheck, vulndb)" ;;
+      *) die "unknown piece '$a' (want all, build, demo, runtime, gpu, servers, tools, turbojpeg, onnxruntime, onnxruntime-gpu, clip-vocab, milvus-lite, milvus-server, minio, nats-server, chromium, staticcheck, helm, govulncheck, vulndb)" ;;
     esac
   done
   if [ "$env_only" = 1 ]; then print_env; return; fi
-  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime onnxruntime-gpu clip-vocab milvus-lite minio nats-server chromium staticcheck helm govulncheck vulndb)
+  [ ${#pieces[@]} -gt 0 ] || pieces=(turbojpeg onnxruntime onnxruntime-gpu clip-vocab milvus-lite milvus-server minio nats-server chromium staticcheck helm govulncheck vulndb)
   mkdir -p "$CACHE"
   for p in "${pieces[@]}"; do
     case $p in
@@ -328,6 +367,7 @@ main() {
       onnxruntime-gpu) install_onnxruntime_gpu ;;
       chromium) install_chromium ;;
       milvus-lite) install_milvus_lite ;;
+      milvus-server) install_milvus_server ;;
       minio) install_minio ;;
       nats-server) install_nats_server ;;
       staticcheck) install_staticcheck ;;

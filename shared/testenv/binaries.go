@@ -18,6 +18,9 @@ const (
 	EnvMinIOBin  = "EMBEDFLEET_MINIO_BIN"
 	EnvNATSBin   = "EMBEDFLEET_NATS_BIN"
 	EnvMilvusBin = "EMBEDFLEET_MILVUS_BIN"
+	// EnvMilvusServerHome names the real Milvus server's folder (deps.sh
+	// milvus-server): bin/milvus and the config template.
+	EnvMilvusServerHome = "EMBEDFLEET_MILVUS_SERVER_HOME"
 	EnvORTLib    = "EMBEDFLEET_ORT_LIB"
 	// EnvORTGPULib names ONNX Runtime's GPU build (deps.sh gpu).
 	EnvORTGPULib = "EMBEDFLEET_ORT_GPU_LIB"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"testing"
 	"time"
 
@@ -14,25 +15,49 @@ import (
 	"github.com/embedfleet/embedfleet/shared/stack"
 )
 
-// Milvus is a milvus-lite server process: Milvus's own engine behind its
-// gRPC API, with the limits of the lite server (index types FLAT, IVF_FLAT
-// and AUTOINDEX only; no partitions, users or roles).
+// Milvus is a Milvus server process for a test: milvus-lite (Milvus's own
+// engine behind its gRPC API, with the limits of the lite server: index
+// types FLAT, IVF_FLAT and AUTOINDEX only; no partitions, users, roles or
+// aliases), or the real Milvus server, standalone, as users run it.
 type Milvus struct {
-	Addr   string // host:port of the gRPC API
-	Client *milvusclient.Client
+	Addr    string // host:port of the gRPC API
+	Client  *milvusclient.Client
+	Backend string // BackendLite or BackendServer
 
-	proc *stack.Process
-	bin  string
-	dir  string
+	proc   *stack.Process
+	server *stack.MilvusServer
+	bin    string
+	dir    string
 }
 
-// StartMilvus starts milvus-lite on a free loopback port with its database
-// file in the test's temp dir, waits until it answers, and stops it when the
-// test ends.
+// The Milvus backends a test can run on.
+const (
+	BackendLite   = "lite"
+	BackendServer = "server"
+)
+
+// EnvTestMilvus chooses the backend of StartMilvus: lite (the default) or
+// server. `make test` runs the packages that talk to Milvus on both.
+const EnvTestMilvus = "EMBEDFLEET_TEST_MILVUS"
+
+// MilvusBackend is the backend StartMilvus starts: EMBEDFLEET_TEST_MILVUS.
+func MilvusBackend() string {
+	if os.Getenv(EnvTestMilvus) == BackendServer {
+		return BackendServer
+	}
+	return BackendLite
+}
+
+// StartMilvus starts the backend EMBEDFLEET_TEST_MILVUS names (milvus-lite
+// by default) on free loopback ports with its data in the test's temp dir,
+// waits until it answers, and stops it when the test ends.
 func StartMilvus(t testing.TB) *Milvus {
 	t.Helper()
+	if MilvusBackend() == BackendServer {
+		return StartMilvusServer(t)
+	}
 	skipShort(t, "milvus-lite")
-	m := &Milvus{bin: Binary(t, EnvMilvusBin), dir: t.TempDir()}
+	m := &Milvus{bin: Binary(t, EnvMilvusBin), dir: t.TempDir(), Backend: BackendLite}
 	err := stack.StartOnFreePort(func(port int) error {
 		m.Addr = stack.HostPort(port)
 		return m.start()
@@ -49,24 +74,67 @@ func StartMilvus(t testing.TB) *Milvus {
 	return m
 }
 
+// StartMilvusServer starts the real Milvus server (standalone) whatever
+// EMBEDFLEET_TEST_MILVUS says: for the tests of what only a server has
+// (aliases, ANN indexes, consistency levels).
+func StartMilvusServer(t testing.TB) *Milvus {
+	t.Helper()
+	skipShort(t, "milvus server")
+	m := &Milvus{bin: Binary(t, EnvMilvusServerHome), dir: t.TempDir(), Backend: BackendServer}
+	srv, err := stack.StartMilvusServer(m.bin, m.dir)
+	if err != nil {
+		t.Fatalf("testenv: milvus server: %v", err)
+	}
+	m.server, m.Addr = srv, srv.Addr
+	if err := m.connect(srv.Process); err != nil {
+		srv.Kill()
+		t.Fatalf("testenv: milvus server: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = m.Client.Close(ctx)
+		m.proc.Stop(10 * time.Second)
+	})
+	return m
+}
+
 func (m *Milvus) start() error {
+	if m.server != nil {
+		if err := m.server.Restart(); err != nil {
+			return err
+		}
+		return m.connect(m.server.Process)
+	}
 	ml, err := stack.StartMilvusLite(m.bin, m.dir, m.Addr)
 	if err != nil {
 		return err
 	}
+	if err := m.connect(ml.Process); err != nil {
+		ml.Kill()
+		return err
+	}
+	return nil
+}
+
+// connect makes the test's client of the process p now serving at m.Addr.
+func (m *Milvus) connect(p *stack.Process) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := milvusclient.New(ctx, &milvusclient.ClientConfig{Address: m.Addr})
 	if err != nil {
-		ml.Kill()
 		return err
 	}
 	if m.Client != nil {
 		_ = m.Client.Close(ctx)
 	}
-	m.Client, m.proc = c, ml.Process
+	m.Client, m.proc = c, p
 	return nil
 }
+
+// Kill ends the server with SIGKILL, as a crash would; Restart brings it
+// back.
+func (m *Milvus) Kill() { m.proc.Kill() }
 
 // Restart starts the server again after Stop, on the same port and
 // database file, as an outage that ends would.

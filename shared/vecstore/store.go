@@ -402,9 +402,9 @@ func orDefault(v, d int) int {
 // ensureIndexLoaded gives collection name an index idx on field unless it
 // has one, and loads it unless it is loaded.
 func (s *Store) ensureIndexLoaded(ctx context.Context, name, field string, idx index.Index) error {
-	have, err := s.c.ListIndexes(ctx, milvusclient.NewListIndexOption(name))
+	have, err := s.listIndexes(ctx, name)
 	if err != nil {
-		return s.wrap("list indexes of "+name, err)
+		return err
 	}
 	if len(have) == 0 {
 		task, err := s.c.CreateIndex(ctx, milvusclient.NewCreateIndexOption(name, field, idx))
@@ -413,7 +413,7 @@ func (s *Store) ensureIndexLoaded(ctx context.Context, name, field string, idx i
 		}
 		if err != nil {
 			// An index another worker made meanwhile is as good as ours.
-			if again, lerr := s.c.ListIndexes(ctx, milvusclient.NewListIndexOption(name)); lerr != nil || len(again) == 0 {
+			if again, lerr := s.listIndexes(ctx, name); lerr != nil || len(again) == 0 {
 				return fmt.Errorf("vecstore: create %s index on %s: %w", idx.IndexType(), name, err)
 			}
 		}
@@ -432,6 +432,21 @@ func (s *Store) ensureIndexLoaded(ctx context.Context, name, field string, idx i
 		}
 	}
 	return nil
+}
+
+// listIndexes lists the indexes of collection name. A collection without
+// one is an empty list: milvus-lite answers so, a Milvus server answers
+// with its "index not found" error (code 700), told apart by its code, not
+// its text (milvus-io/milvus#30722).
+func (s *Store) listIndexes(ctx context.Context, name string) ([]string, error) {
+	have, err := s.c.ListIndexes(ctx, milvusclient.NewListIndexOption(name))
+	if errors.Is(err, merr.ErrIndexNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.wrap("list indexes of "+name, err)
+	}
+	return have, nil
 }
 
 // wrap marks connection-level failures as ErrUnavailable (by the error's
@@ -888,27 +903,35 @@ func (c *Collection) Lookup(ctx context.Context, ids []string) (map[string]RowMe
 	}
 	// Strings that are not ids have no row, and are not sent.
 	valid := validIDs(ids)
-	if len(valid) == 0 {
-		return out, nil
-	}
-	expr, err := idsFilter(valid)
-	if err != nil {
-		return nil, fmt.Errorf("vecstore: lookup in %s: %w", c.Name, err)
-	}
-	rs, err := c.s.c.Query(ctx, milvusclient.NewQueryOption(c.Name).WithFilter(expr).
-		WithOutputFields(FieldID, FieldETag, FieldModelVersion).WithConsistencyLevel(entity.ClStrong))
-	if err != nil {
-		return nil, c.s.wrap("lookup in "+c.Name, err)
-	}
-	idc, etc, vc := rs.GetColumn(FieldID), rs.GetColumn(FieldETag), rs.GetColumn(FieldModelVersion)
-	for i := 0; i < rs.ResultCount; i++ {
-		id, _ := idc.GetAsString(i)
-		et, _ := etc.GetAsString(i)
-		v, _ := vc.GetAsString(i)
-		out[id] = RowMeta{ETag: et, ModelVersion: v}
+	// In chunks, each with a limit of its own: a Milvus server limits a
+	// query by primary keys to as many rows as keys, and copies under one
+	// id (which only inserts make) would push other ids out.
+	for len(valid) > 0 {
+		chunk := valid[:min(len(valid), lookupChunk)]
+		valid = valid[len(chunk):]
+		expr, err := idsFilter(chunk)
+		if err != nil {
+			return nil, fmt.Errorf("vecstore: lookup in %s: %w", c.Name, err)
+		}
+		rs, err := c.s.c.Query(ctx, milvusclient.NewQueryOption(c.Name).WithFilter(expr).WithLimit(MaxTopK).
+			WithOutputFields(FieldID, FieldETag, FieldModelVersion).WithConsistencyLevel(entity.ClStrong))
+		if err != nil {
+			return nil, c.s.wrap("lookup in "+c.Name, err)
+		}
+		idc, etc, vc := rs.GetColumn(FieldID), rs.GetColumn(FieldETag), rs.GetColumn(FieldModelVersion)
+		for i := 0; i < rs.ResultCount; i++ {
+			id, _ := idc.GetAsString(i)
+			et, _ := etc.GetAsString(i)
+			v, _ := vc.GetAsString(i)
+			out[id] = RowMeta{ETag: et, ModelVersion: v}
+		}
 	}
 	return out, nil
 }
+
+// lookupChunk is the most ids one Lookup query asks for: a quarter of the
+// query's limit, room for copies.
+const lookupChunk = MaxTopK / 4
 
 // EachWithPrefix calls fn with the id and URI of every row whose URI starts
 // with prefix, byte for byte: LIKE's wildcards in prefix match only
