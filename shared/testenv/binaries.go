@@ -21,7 +21,7 @@ const (
 	// EnvMilvusServerHome names the real Milvus server's folder (deps.sh
 	// milvus-server): bin/milvus and the config template.
 	EnvMilvusServerHome = "EMBEDFLEET_MILVUS_SERVER_HOME"
-	EnvORTLib    = "EMBEDFLEET_ORT_LIB"
+	EnvORTLib           = "EMBEDFLEET_ORT_LIB"
 	// EnvORTGPULib names ONNX Runtime's GPU build (deps.sh gpu).
 	EnvORTGPULib = "EMBEDFLEET_ORT_GPU_LIB"
 	EnvHelmBin   = "EMBEDFLEET_HELM_BIN"
