@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/milvus-io/milvus/client/v2/entity"
 	"github.com/spf13/pflag"
 
 	"github.com/embedfleet/embedfleet/shared/bus"
@@ -79,6 +81,47 @@ func (m *milvusFlags) bindIndex(f *pflag.FlagSet) {
 	f.IntVar(&m.cfg.HNSWM, "hnsw-m", 16, "HNSW M (with --index-type HNSW)")
 	f.IntVar(&m.cfg.HNSWEfConstruct, "hnsw-ef-construction", 200, "HNSW efConstruction (with --index-type HNSW)")
 }
+
+// bindSearch adds the settings of searching: ANN search parameters, and
+// the consistency level of searches (defaultLevel: bounded for the query
+// server, strong for one-off commands).
+func (m *milvusFlags) bindSearch(f *pflag.FlagSet, defaultLevel string) {
+	f.IntVar(&m.cfg.SearchEf, "search-ef", envInt("EMBEDFLEET_SEARCH_EF", vecstore.DefaultSearchEf),
+		"HNSW collections: ef of each search, at least k (env EMBEDFLEET_SEARCH_EF)")
+	f.IntVar(&m.cfg.SearchNProbe, "search-nprobe", envInt("EMBEDFLEET_SEARCH_NPROBE", vecstore.DefaultSearchNProbe),
+		"IVF collections: clusters each search visits (env EMBEDFLEET_SEARCH_NPROBE)")
+	f.Var(&consistencyFlag{&m.cfg.SearchConsistency}, "consistency", "consistency of searches: strong, bounded, session or eventually "+
+		"(bounded: a new image is searchable within the server's graceful time, 5 s by default; env EMBEDFLEET_CONSISTENCY; default "+defaultLevel+")")
+	_ = f.Set("consistency", envOr("EMBEDFLEET_CONSISTENCY", defaultLevel))
+}
+
+// consistencyFlag is a Milvus consistency level by name.
+type consistencyFlag struct{ v *entity.ConsistencyLevel }
+
+func (c *consistencyFlag) String() string {
+	if c.v == nil || *c.v == 0 {
+		return ""
+	}
+	return strings.ToLower(strings.TrimPrefix(c.v.CommonConsistencyLevel().String(), "Cl"))
+}
+
+func (c *consistencyFlag) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "strong":
+		*c.v = entity.ClStrong
+	case "bounded":
+		*c.v = entity.ClBounded
+	case "session":
+		*c.v = entity.ClSession
+	case "eventually":
+		*c.v = entity.ClEventually
+	default:
+		return fmt.Errorf("%q: want strong, bounded, session or eventually", s)
+	}
+	return nil
+}
+
+func (c *consistencyFlag) Type() string { return "level" }
 
 type s3Flags struct {
 	cfg     objstore.S3Config

@@ -544,6 +544,7 @@ Examples:
 	}
 	f := cmd.Flags()
 	cfg.mf.bind(f)
+	cfg.mf.bindSearch(f, "strong")
 	f.StringVar(&cfg.model, "model", "", "model whose collection to search (required)")
 	f.StringVar(&cfg.img, "image", "", "query image file")
 	f.StringVar(&cfg.text, "text", "", "query text, embedded by the model's text tower (CLIP)")

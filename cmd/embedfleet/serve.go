@@ -105,6 +105,7 @@ Examples:
 	}
 	f := cmd.Flags()
 	cfg.mf.bind(f)
+	cfg.mf.bindSearch(f, "bounded")
 	f.StringVar(&cfg.models, "models", envOr("EMBEDFLEET_MODELS", "clip-vit-b32,dinov2-base"), "models to serve, comma-separated (env EMBEDFLEET_MODELS)")
 	f.StringVar(&cfg.textModels, "text-models", envOr("EMBEDFLEET_TEXT_MODELS", "auto"),
 		"text towers to serve: auto (MODEL-text for each image model, when installed), none, or a comma-separated list (env EMBEDFLEET_TEXT_MODELS)")

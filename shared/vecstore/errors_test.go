@@ -8,6 +8,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/milvus-io/milvus/pkg/v2/util/merr"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -27,6 +28,12 @@ func TestUnavailable(t *testing.T) {
 		{fmt.Errorf("retry: %w", status.Error(codes.DeadlineExceeded, "deadline")), true},
 		{status.Error(codes.InvalidArgument, "unavailable in the text is not enough"), false},
 		{errors.New("collection not found: transport eof canceled"), false},
+		// A server's rate limits and quotas: back off, as for an outage.
+		{fmt.Errorf("insert: %w", merr.WrapErrServiceRateLimit(100, "dml")), true},
+		{merr.WrapErrServiceQuotaExceeded("disk quota exceeded"), true},
+		{status.Error(codes.ResourceExhausted, "too many requests"), true},
+		{merr.WrapErrCollectionNotFound("c"), false},
+		{merr.WrapErrIndexNotFound("c"), false},
 	} {
 		if got := unavailable(c.err); got != c.want {
 			t.Errorf("unavailable(%v) = %v, want %v", c.err, got, c.want)
@@ -40,5 +47,14 @@ func TestUnavailable(t *testing.T) {
 	}
 	if err := s.wrap("search", status.Error(codes.InvalidArgument, "bad")); errors.Is(err, ErrUnavailable) {
 		t.Fatalf("wrap of InvalidArgument: %v, want not ErrUnavailable", err)
+	}
+}
+
+// TestTypedErrors: a dropped collection is ErrNoCollection, told by its
+// code: a worker ensures it again.
+func TestTypedErrors(t *testing.T) {
+	s := &Store{cfg: Config{Address: "m:19530"}}
+	if err := s.wrap("upsert", merr.WrapErrCollectionNotFound("c")); !errors.Is(err, ErrNoCollection) || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("wrap of collection not found: %v", err)
 	}
 }
