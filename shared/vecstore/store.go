@@ -107,6 +107,8 @@ type Store struct {
 	// metaReady: ActiveCollection is known to exist (it is never dropped
 	// by embedfleet); until then Active asks whether it does.
 	metaReady atomic.Bool
+	// noAliases: the server has no aliases (milvus-lite).
+	noAliases atomic.Bool
 }
 
 // Connect dials Milvus and checks that it answers.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/milvus-io/milvus/client/v2/milvusclient"
+
 	"github.com/embedfleet/embedfleet/shared/embed"
 	"github.com/embedfleet/embedfleet/shared/testenv"
 	"github.com/embedfleet/embedfleet/shared/vecstore"
@@ -176,6 +178,19 @@ func TestModelVersions(t *testing.T) {
 		t.Fatalf("activate: %+v (%v)", rec, err)
 	}
 	active(c2.Name)
+	// On a server, any Milvus client sees the active version under the
+	// model's alias; milvus-lite has no aliases.
+	aliasIs := func(want string) {
+		t.Helper()
+		if mv.Backend != testenv.BackendServer {
+			return
+		}
+		a, err := mv.Client.DescribeAlias(ctx, milvusclient.NewDescribeAliasOption(vecstore.AliasName(name)))
+		if err != nil || a.CollectionName != want {
+			t.Fatalf("alias %s: %+v (%v), want %s", vecstore.AliasName(name), a, err, want)
+		}
+	}
+	aliasIs(c2.Name)
 	if err := st.Retire(ctx, name, vecstore.VersionInfo{Collection: c2.Name}); err == nil {
 		t.Fatal("the active version was retired")
 	}
@@ -204,6 +219,7 @@ func TestModelVersions(t *testing.T) {
 		t.Fatal(err)
 	}
 	active(c1.Name)
+	aliasIs(c1.Name)
 	if _, err := st.Rollback(ctx, name); err != nil { // a second rollback undoes the first
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"github.com/milvus-io/milvus/client/v2/index"
 	"github.com/milvus-io/milvus/client/v2/milvusclient"
 	"github.com/milvus-io/milvus/pkg/v2/util/merr"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Model versions, side by side (blue/green upgrades).
@@ -391,9 +393,49 @@ func (s *Store) current(ctx context.Context, target string) (cur *VersionRef, ac
 	return &VersionRef{Collection: col.Name, Version: col.Version}, act, false, nil
 }
 
+// AliasName is the Milvus alias that a server points at target's active
+// version (Activate, Rollback), so that any Milvus client (Attu, pymilvus)
+// reading it sees what embedfleet answers from: clip_vit_b32__active.
+func AliasName(target string) string { return CollectionName(target) + "__active" }
+
+// pointAlias points target's alias at collection, in one call (AlterAlias,
+// or CreateAlias the first time). milvus-lite has no aliases (Unimplemented):
+// there the active-version pointer alone says which version answers.
+func (s *Store) pointAlias(ctx context.Context, target, collection string) error {
+	if s.noAliases.Load() {
+		return nil
+	}
+	alias := AliasName(target)
+	err := s.c.AlterAlias(ctx, milvusclient.NewAlterAliasOption(alias, collection))
+	if err != nil && !unimplemented(err) {
+		// Not there yet: the first switch makes it.
+		cerr := s.c.CreateAlias(ctx, milvusclient.NewCreateAliasOption(collection, alias))
+		if cerr == nil {
+			return nil
+		}
+		if !unimplemented(cerr) {
+			return s.wrap("point alias "+alias+" at "+collection, err)
+		}
+		err = cerr
+	}
+	if unimplemented(err) {
+		s.noAliases.Store(true)
+		return nil
+	}
+	return err
+}
+
+// unimplemented reports a server that lacks the call (milvus-lite's
+// aliases).
+func unimplemented(err error) bool {
+	st, ok := status.FromError(err)
+	return err != nil && (ok && st.Code() == codes.Unimplemented || strings.Contains(strings.ToLower(err.Error()), "unimplemented"))
+}
+
 // Activate makes col the collection that answers target's queries, in one
-// write; the one it replaces becomes Previous, for Rollback. Checking that
-// col is complete is the caller's business (see coordinator.Verify).
+// write (and, on a server, points AliasName(target) at it first); the one
+// it replaces becomes Previous, for Rollback. Checking that col is
+// complete is the caller's business (see coordinator.Verify).
 func (s *Store) Activate(ctx context.Context, target string, col *Collection) (ActiveRecord, error) {
 	prev, act, switched, err := s.current(ctx, target)
 	if err != nil {
@@ -407,6 +449,9 @@ func (s *Store) Activate(ctx context.Context, target string, col *Collection) (A
 		rec.Previous = prev
 	} else if switched {
 		rec.Previous = act.Previous // activating the active one again keeps its way back
+	}
+	if err := s.pointAlias(ctx, target, col.Name); err != nil {
+		return ActiveRecord{}, err
 	}
 	return rec, s.writeActive(ctx, rec)
 }
@@ -427,6 +472,9 @@ func (s *Store) Rollback(ctx context.Context, target string) (ActiveRecord, erro
 	}
 	rec := ActiveRecord{Target: act.Target, Collection: col.Name, Version: col.Version, Switched: time.Now().UTC(),
 		Previous: &VersionRef{Collection: act.Collection, Version: act.Version}}
+	if err := s.pointAlias(ctx, act.Target, col.Name); err != nil {
+		return ActiveRecord{}, err
+	}
 	return rec, s.writeActive(ctx, rec)
 }
 
