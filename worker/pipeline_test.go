@@ -955,3 +955,52 @@ func TestCollectionDroppedMidRun(t *testing.T) {
 		t.Fatalf("the collection made again holds %d rows (%v): want some, and fewer than 96", n, err)
 	}
 }
+
+// TestVerifyUnscanned: when the scan over the prefix returns fewer rows of
+// listed objects than the lookups by id found (here a row whose id is a
+// listed object's but whose stored URI is elsewhere, so the iterator over
+// the prefix never returns it), verify says the scan stopped short and the
+// report is not clean, rather than trusting a partial scan.
+func TestVerifyUnscanned(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := rand.New(rand.NewPCG(8, 8))
+	for i := range 6 {
+		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, testimages.Photo(r, 96, 160), 90))
+	}
+	wctx, stopWorkers := context.WithCancel(ctx)
+	wg := st.startWorkers(t, wctx, 1)
+	defer func() { stopWorkers(); wg.Wait() }()
+	src, _ := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
+	models := []string{"clip-vit-b32"}
+	rec, err := coordinator.Run(ctx, coordinator.Config{JS: st.nats.JS, Topology: st.topo, Source: src, Models: models, JobSize: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := coordinator.New(st.nats.JS, st.topo).Wait(ctx, rec, nil); err != nil || sum.Stored != 6 {
+		t.Fatalf("index: %+v %v", sum, err)
+	}
+	clip, err := st.store.Open(ctx, "clip-vit-b32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row, _, err := clip.Get(ctx, vecstore.ID(fmt.Sprintf("s3://%s/imgs/002.jpg", st.minio.Bucket)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	moved := row
+	moved.URI = "s3://elsewhere/002.jpg" // same id, a URI outside the prefix
+	other := row
+	other.ID, other.URI = vecstore.ID("s3://elsewhere/other.jpg"), "s3://elsewhere/other.jpg"
+	if err := clip.Upsert(ctx, []vecstore.Row{moved, other}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := coordinator.Verify(ctx, coordinator.VerifyConfig{Source: src, Models: models, Store: st.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := rep.Models[0]; m.Unscanned != 1 || rep.Clean() {
+		t.Fatalf("verify with a row the scan cannot see: %+v clean=%v, want unscanned=1 and not clean", m, rep.Clean())
+	}
+}

@@ -146,6 +146,9 @@ func printVerify(out io.Writer, rep coordinator.VerifyReport, asJSON bool) {
 		if n := rep.Unlisted[m.Model]; n > 0 {
 			fmt.Fprintf(out, " unlisted=%d", n)
 		}
+		if m.Unscanned > 0 {
+			fmt.Fprintf(out, " unscanned=%d", m.Unscanned)
+		}
 		fmt.Fprintln(out)
 		for _, s := range m.Samples {
 			fmt.Fprintf(out, "  %s\n", escape.Terminal(s))
