@@ -51,7 +51,7 @@ gpu-check-dry-run: deps ## rehearse deploy/bench/gpu-check.sh (the H200 measurem
 deps-gpu: ## install ONNX Runtime's GPU build (Microsoft's onnxruntime-gpu 1.31.1 wheel, CUDA 13) for --device cuda:N
 	$(DEPS) gpu
 
-deps: ## install ONNX Runtime, milvus-lite, MinIO, nats-server, staticcheck into ~/.cache/embedfleet (pinned, sha256-checked, cached)
+deps: ## install ONNX Runtime, milvus-lite, the Milvus server, MinIO, nats-server, staticcheck into ~/.cache/embedfleet (pinned, sha256-checked, cached)
 	$(DEPS) all
 
 build: ## build bin/embedfleet (needs libjpeg-turbo: `deploy/install/deps.sh build`)
@@ -64,10 +64,21 @@ build: ## build bin/embedfleet (needs libjpeg-turbo: `deploy/install/deps.sh bui
 # interesting input: minimizing a 100 KB photo can take the whole budget. A
 # crasher is still saved, whole, under testdata/fuzz. 200,000 inputs take
 # about 10 s on the 2-core dev machine; -timeout bounds a hang.
-test: deps lint ## deps, lint, every test with the race detector against real MinIO, NATS, Milvus and ONNX Runtime, a short fuzz
+# The Milvus packages run twice: on milvus-lite (the embedded default, with
+# everything else) and on the real Milvus server (standalone 2.3.5), which
+# has what milvus-lite hides: index errors, ANN search parameters,
+# consistency levels, aliases, rate limits. The command, serve and page
+# tests run on milvus-lite only: they exercise the same store code through
+# more layers, at twice the time. The race detector runs on the first pass
+# (the code is the same; the server pass checks the server's behaviour).
+MILVUS_SERVER_PKGS = ./shared/vecstore ./shared/search ./shared/copies ./worker
+
+test: deps lint ## deps, lint, every test with the race detector against real MinIO, NATS, Milvus (milvus-lite, and the Milvus packages on the real server too) and ONNX Runtime, a short fuzz
 	$(DEPS_ENV); $(GO) test -race -count=1 -timeout 20m ./...
+	$(DEPS_ENV); EMBEDFLEET_TEST_MILVUS=server $(GO) test -count=1 -timeout 20m $(MILVUS_SERVER_PKGS)
 	$(GO) test -run '^$$' -timeout 5m -fuzz FuzzDecodePreprocess -fuzztime 200000x -fuzzminimizetime 1x ./shared/imageprep
 	$(DEPS_ENV); $(GO) test -run '^$$' -timeout 5m -fuzz FuzzEncode -fuzztime 100000x -fuzzminimizetime 1x ./shared/cliptok
+	$(GO) test -run '^$$' -timeout 5m -fuzz FuzzTerminal -fuzztime 100000x -fuzzminimizetime 1x ./shared/escape
 
 test-short: ## the fast layer: every test that needs no server or native library (go test -short), about 20 s
 	$(GO) test -short -count=1 ./...

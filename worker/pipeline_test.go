@@ -284,7 +284,15 @@ func TestMilvusOutage(t *testing.T) {
 	}
 	models := []string{"clip-vit-b32", "dinov2-base"}
 	wctx, stopWorkers := context.WithCancel(ctx)
-	workerStore, err := vecstore.Connect(ctx, vecstore.Config{Address: st.milvus.Addr, CallTimeout: 2 * time.Second})
+	// A call timeout shorter than the outage, so that jobs fail and are
+	// handed back. A Milvus server takes tens of seconds to come back and
+	// its first writes after that a few seconds each: 2 s would fail them
+	// too, where a worker's default (60 s) would not.
+	callTimeout := 2 * time.Second
+	if st.milvus.Backend == testenv.BackendServer {
+		callTimeout = 10 * time.Second
+	}
+	workerStore, err := vecstore.Connect(ctx, vecstore.Config{Address: st.milvus.Addr, CallTimeout: callTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}

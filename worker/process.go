@@ -332,7 +332,10 @@ func (w *Worker) upsertGroup(ctx context.Context, model string, group []engine.R
 			w.forgetCollection(wr.col)
 			w.cfg.Log.Warn("collection gone: handing its jobs back; the next attempt makes it again", "collection", wr.col.Name, "err", err)
 			err = errTransient{err}
-		case errors.Is(err, vecstore.ErrUnavailable):
+		case errors.Is(err, vecstore.ErrUnavailable), errors.Is(err, vecstore.ErrServer):
+			// An outage, or a server that answers with errors while it
+			// comes back: the job is tried again later (MaxDeliver bounds
+			// how often), never dead-lettered at the first one.
 			err = errTransient{err}
 		}
 		for _, e := range wr.ents {

@@ -34,6 +34,11 @@ var (
 	// ErrModelVersionMismatch: the collection holds vectors of another
 	// version of the model.
 	ErrModelVersionMismatch = errors.New("collection holds another model version")
+	// ErrServer: Milvus answered with an error of its own (not a refusal
+	// of what embedfleet sent before it was sent): a server restarting
+	// answers so for a while (its proxy's clients of its other nodes are
+	// not connected yet), so a writer may try again later.
+	ErrServer = errors.New("milvus error")
 	// ErrUnavailable: Milvus could not be reached or did not answer; the
 	// caller may retry later.
 	ErrUnavailable = errors.New("milvus unavailable")
@@ -481,7 +486,7 @@ func (s *Store) wrap(op string, err error) error {
 	if unavailable(err) {
 		return fmt.Errorf("%w: milvus at %s: %s: %w", ErrUnavailable, s.cfg.Address, op, err)
 	}
-	return fmt.Errorf("vecstore: milvus at %s: %s: %w", s.cfg.Address, op, err)
+	return fmt.Errorf("vecstore: %w at %s: %s: %w", ErrServer, s.cfg.Address, op, err)
 }
 
 // unavailable tells whether err says Milvus could not be reached or did not
