@@ -6,9 +6,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/milvus-io/milvus/client/v2/entity"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/milvus-io/milvus/client/v2/entity"
 	"github.com/spf13/pflag"
 
 	"github.com/embedfleet/embedfleet/shared/bus"
