@@ -299,6 +299,9 @@ func TestChartGPUWithKEDA(t *testing.T) {
 	// With a token, serve reads it from the Secret, and the ServiceMonitor
 	// sends it: /metrics is behind it too.
 	q := r.deployment(t, "query").Spec.Template.Spec
+	if !slices.Contains(q.Containers[0].Args, "--consistency=bounded") || !slices.Contains(q.Containers[0].Args, "--search-ef=64") {
+		t.Errorf("query search settings: args %v", q.Containers[0].Args)
+	}
 	if !slices.Contains(q.Containers[0].Args, "--auth-token-file=/var/run/embedfleet/token/token") ||
 		!slices.ContainsFunc(q.Volumes, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == "query-token" }) {
 		t.Errorf("query token: args %v volumes %+v", q.Containers[0].Args, q.Volumes)

@@ -427,3 +427,37 @@ func TestSetNames(t *testing.T) {
 		t.Errorf("collection of clip-vit-b32@background = %q", got)
 	}
 }
+
+// TestDeleteManyIDs: a delete of more ids than one request takes (a
+// server's message limit) goes in chunks, and every row goes.
+func TestDeleteManyIDs(t *testing.T) {
+	t.Parallel()
+	mv := testenv.StartMilvus(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := vecstore.Connect(ctx, vecstore.Config{Address: mv.Addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close(ctx)
+	col, err := st.Ensure(ctx, spec(testenv.Name(t, "del"), "sha256:d1", 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 2*vecstore.DeleteChunk + 500
+	rows := make([]vecstore.Row, n)
+	uris := make([]string, n)
+	for i := range rows {
+		uris[i] = fmt.Sprintf("s3://b/%05d.jpg", i)
+		rows[i] = vecstore.Row{ID: vecstore.ID(uris[i]), URI: uris[i], ETag: "e", Vector: unit(4, i%4)}
+	}
+	if err := col.Upsert(ctx, rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteObjects(ctx, col.Model, uris[:n-1]); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := col.Count(ctx); err != nil || c != 1 {
+		t.Fatalf("after deleting all but one of %d rows: count %d (%v)", n, c, err)
+	}
+}
