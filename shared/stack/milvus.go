@@ -46,16 +46,7 @@ func startMilvusAt(bin, dir, addr string) (*MilvusLite, error) {
 	if err != nil {
 		return nil, err
 	}
-	ready := p.WaitReady(60*time.Second, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		c, err := milvusclient.New(ctx, &milvusclient.ClientConfig{Address: addr})
-		if err != nil {
-			return err
-		}
-		defer c.Close(ctx)
-		return probeCollection(ctx, c)
-	})
+	ready := p.WaitReady(60*time.Second, func() error { return probeMilvus(addr, 2*time.Second) })
 	if ready != nil {
 		p.Kill()
 		if PortTakenIn(p.LogTail(20)) {
@@ -64,6 +55,19 @@ func startMilvusAt(bin, dir, addr string) (*MilvusLite, error) {
 		return nil, fmt.Errorf("milvus-lite at %s: %w", addr, ready)
 	}
 	return &MilvusLite{Addr: addr, Process: p}, nil
+}
+
+// probeMilvus checks that the Milvus at addr makes and drops a collection
+// within timeout: answering is not being ready.
+func probeMilvus(addr string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := milvusclient.New(ctx, &milvusclient.ClientConfig{Address: addr})
+	if err != nil {
+		return err
+	}
+	defer c.Close(ctx)
+	return probeCollection(ctx, c)
 }
 
 func probeCollection(ctx context.Context, c *milvusclient.Client) error {

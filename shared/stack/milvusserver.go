@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/milvus-io/milvus/client/v2/milvusclient"
 )
 
 // MilvusServer is the real Milvus server, standalone (embedded etcd,
@@ -88,14 +85,7 @@ func (m *MilvusServer) start() error {
 		if res.StatusCode != http.StatusOK {
 			return fmt.Errorf("/healthz: %s", res.Status)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := milvusclient.New(ctx, &milvusclient.ClientConfig{Address: m.Addr})
-		if err != nil {
-			return err
-		}
-		defer c.Close(ctx)
-		return probeCollection(ctx, c)
+		return probeMilvus(m.Addr, 10*time.Second)
 	})
 	if ready != nil {
 		p.Kill()
