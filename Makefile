@@ -69,13 +69,18 @@ build: ## build bin/embedfleet (needs libjpeg-turbo: `deploy/install/deps.sh bui
 # has what milvus-lite hides: index errors, ANN search parameters,
 # consistency levels, aliases, rate limits. The command, serve and page
 # tests run on milvus-lite only: they exercise the same store code through
-# more layers, at twice the time. The race detector runs on the first pass
-# (the code is the same; the server pass checks the server's behaviour).
-MILVUS_SERVER_PKGS = ./shared/vecstore ./shared/search ./shared/copies ./worker
+# more layers, at twice the time; of the worker's, those that depend on
+# Milvus's behaviour (writes, outages, versions, verify, dropped
+# collections) run on both, the ones about decoding, batching and listing
+# on milvus-lite only. The race detector runs on the first pass (the code is
+# the same; the server pass checks the server's behaviour).
+MILVUS_SERVER_PKGS = ./shared/vecstore ./shared/search ./shared/copies
+MILVUS_SERVER_WORKER_TESTS = TestPipelineEndToEnd|TestMilvusOutage|TestIncrementalModelUpgrade|TestVerifyAndRepair|TestBackgroundSetAndContentHash|TestCollectionDroppedMidRun|TestVerifyUnscanned
 
 test: deps lint ## deps, lint, every test with the race detector against real MinIO, NATS, Milvus (milvus-lite, and the Milvus packages on the real server too) and ONNX Runtime, a short fuzz
 	$(DEPS_ENV); $(GO) test -race -count=1 -timeout 20m ./...
 	$(DEPS_ENV); EMBEDFLEET_TEST_MILVUS=server $(GO) test -count=1 -timeout 20m $(MILVUS_SERVER_PKGS)
+	$(DEPS_ENV); EMBEDFLEET_TEST_MILVUS=server $(GO) test -count=1 -timeout 20m -run '^($(MILVUS_SERVER_WORKER_TESTS))$$' ./worker
 	$(GO) test -run '^$$' -timeout 5m -fuzz FuzzDecodePreprocess -fuzztime 200000x -fuzzminimizetime 1x ./shared/imageprep
 	$(DEPS_ENV); $(GO) test -run '^$$' -timeout 5m -fuzz FuzzEncode -fuzztime 100000x -fuzzminimizetime 1x ./shared/cliptok
 	$(GO) test -run '^$$' -timeout 5m -fuzz FuzzTerminal -fuzztime 100000x -fuzzminimizetime 1x ./shared/escape
