@@ -199,14 +199,6 @@ func embedTextFile(ctx context.Context, cfg *embedConfig) error {
 		r = f
 	}
 	lines := newLineReader(r, maxTextBytes, maxTextFileBytes)
-	first, err := lines.next()
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("%s holds no texts", path)
-	}
-	if err != nil && !errors.Is(err, errLineTooLong) {
-		return err
-	}
-	lines.unread(first, err)
 	m, err := openTextModel(g, ref)
 	if err != nil {
 		return err
@@ -292,6 +284,9 @@ func embedTextFile(ctx context.Context, cfg *embedConfig) error {
 	}
 	if err := flush(); err != nil {
 		return err
+	}
+	if total == 0 {
+		return fmt.Errorf("%s holds no texts", path)
 	}
 	if err := sk.close(); err != nil {
 		return err
@@ -453,29 +448,13 @@ type lineReader struct {
 	max, total int64
 	read       int64
 	n          int // lines read
-	back       *struct {
-		text string
-		err  error
-	}
 }
 
 func newLineReader(r io.Reader, max, total int64) *lineReader {
 	return &lineReader{br: bufio.NewReaderSize(r, 64<<10), max: max, total: total}
 }
 
-// unread makes the next call return what the last one did.
-func (l *lineReader) unread(text string, err error) {
-	l.back = &struct {
-		text string
-		err  error
-	}{text, err}
-}
-
 func (l *lineReader) next() (string, error) {
-	if b := l.back; b != nil {
-		l.back = nil
-		return b.text, b.err
-	}
 	var buf []byte
 	long := false
 	for {

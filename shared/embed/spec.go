@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/embedfleet/embedfleet/shared/escape"
 	"github.com/embedfleet/embedfleet/shared/imageprep"
 )
 
@@ -144,18 +145,11 @@ func ValidFileName(name string) error {
 	case len(name) > 255:
 		return fmt.Errorf("%w: %d bytes, want at most 255", ErrFileName, len(name))
 	case strings.ContainsAny(name, `/\`) || filepath.IsAbs(name) || filepath.Base(name) != name:
-		return fmt.Errorf("%w %q: a file name cannot hold a path separator", ErrFileName, clipName(name))
+		return fmt.Errorf("%w %s: a file name cannot hold a path separator", ErrFileName, escape.Quoted(name))
 	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f || r == utf8.RuneError }):
-		return fmt.Errorf("%w %q: control characters or invalid UTF-8", ErrFileName, clipName(name))
+		return fmt.Errorf("%w %s: control characters or invalid UTF-8", ErrFileName, escape.Quoted(name))
 	}
 	return nil
-}
-
-func clipName(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "..."
-	}
-	return s
 }
 
 // Validate checks every field that the runtime relies on.
