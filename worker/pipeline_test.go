@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"image"
 	"log/slog"
@@ -80,6 +81,15 @@ func (st *stack) put(t *testing.T, key string, data []byte) {
 	t.Helper()
 	if _, err := st.minio.Client.PutObject(context.Background(), st.minio.Bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// putPhotos puts n generated photos (sides from minSide to maxSide, drawn
+// with r) at imgs/000.jpg, imgs/001.jpg, ...
+func (st *stack) putPhotos(t *testing.T, r *rand.Rand, n, minSide, maxSide int) {
+	t.Helper()
+	for i := range n {
+		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, testimages.Photo(r, minSide, maxSide), 90))
 	}
 }
 
@@ -274,10 +284,7 @@ func TestMilvusOutage(t *testing.T) {
 	st := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	r := rand.New(rand.NewPCG(9, 9))
-	for i := range 120 {
-		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, testimages.Photo(r, 96, 216), 90))
-	}
+	st.putPhotos(t, rand.New(rand.NewPCG(9, 9)), 120, 96, 216)
 	src, err := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
 	if err != nil {
 		t.Fatal(err)
@@ -344,7 +351,14 @@ func TestMilvusOutage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n, err := col.Count(ctx); err != nil || n != 120 {
+		// A restarted server may still be loading the collection again
+		// (ErrUnavailable): wait for it, as any reader would.
+		n, err := col.Count(ctx)
+		for errors.Is(err, vecstore.ErrUnavailable) && ctx.Err() == nil {
+			time.Sleep(time.Second)
+			n, err = col.Count(ctx)
+		}
+		if err != nil || n != 120 {
 			t.Fatalf("%s holds %d rows (%v), want exactly 120", m, n, err)
 		}
 	}
@@ -915,10 +929,7 @@ func TestCollectionDroppedMidRun(t *testing.T) {
 	st := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	r := rand.New(rand.NewPCG(17, 17))
-	for i := range 96 {
-		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, testimages.Photo(r, 96, 160), 90))
-	}
+	st.putPhotos(t, rand.New(rand.NewPCG(17, 17)), 96, 96, 160)
 	src, err := objstore.Open("s3://"+st.minio.Bucket+"/imgs/", st.s3, objstore.Filter{})
 	if err != nil {
 		t.Fatal(err)
@@ -973,10 +984,7 @@ func TestVerifyUnscanned(t *testing.T) {
 	st := newStack(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	r := rand.New(rand.NewPCG(8, 8))
-	for i := range 6 {
-		st.put(t, fmt.Sprintf("imgs/%03d.jpg", i), encode(t, testimages.Photo(r, 96, 160), 90))
-	}
+	st.putPhotos(t, rand.New(rand.NewPCG(8, 8)), 6, 96, 160)
 	wctx, stopWorkers := context.WithCancel(ctx)
 	wg := st.startWorkers(t, wctx, 1)
 	defer func() { stopWorkers(); wg.Wait() }()

@@ -32,6 +32,7 @@ func TestUnavailable(t *testing.T) {
 		{fmt.Errorf("insert: %w", merr.WrapErrServiceRateLimit(100, "dml")), true},
 		{merr.WrapErrServiceQuotaExceeded("disk quota exceeded"), true},
 		{status.Error(codes.ResourceExhausted, "too many requests"), true},
+		{merr.WrapErrCollectionNotLoaded("c"), true}, // a restarted server reloading it
 		{merr.WrapErrCollectionNotFound("c"), false},
 		{merr.WrapErrIndexNotFound("c"), false},
 	} {

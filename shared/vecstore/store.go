@@ -497,6 +497,11 @@ func unavailable(err error) bool {
 	if errors.Is(err, merr.ErrServiceRateLimit) || errors.Is(err, merr.ErrServiceQuotaExceeded) || errors.Is(err, merr.ErrServiceUnavailable) {
 		return true
 	}
+	// A server that restarted loads its collections again in the
+	// background: reads fail with "not loaded" until it has.
+	if errors.Is(err, merr.ErrCollectionNotLoaded) || errors.Is(err, merr.ErrCollectionNotFullyLoaded) || errors.Is(err, merr.ErrCollectionOnRecovering) {
+		return true
+	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		return true
 	}
